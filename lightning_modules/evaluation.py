@@ -1,0 +1,119 @@
+"""Test-set evaluation callback: predictions, metrics with bootstrap CIs, ROC plots (DESIGN.md run directory).
+
+For every test set the DataModule names (the internal ``report_label`` split and each hold-out) and
+every label: AUROC, accuracy, balanced accuracy, sensitivity, specificity and F1 at the threshold,
+each with a patient-level bootstrap 95 % CI (Wood et al. 2021, Tables 3-4). Writes
+``predictions_<set>.csv``, ``metrics.json`` and ``plots/roc_<label>.png``; logs ``test/<set>/<label>/<metric>``
+to every logger, and to W&B also the predictions tables and ROC images. Under DDP the predictions of
+all ranks are gathered and de-duplicated (DistributedSampler pads) before rank 0 scores them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.loggers import WandbLogger
+
+from analysis.metrics import patient_bootstrap_ci
+from analysis.plots import plot_roc
+
+
+def keep_previous(path: Path) -> None:
+    """A file about to be rewritten (a resumed run tested again) is kept under a timestamped name."""
+    if path.exists():
+        path.rename(path.with_name(f"{path.stem}.{time.strftime('%Y%m%d-%H%M%S')}{path.suffix}"))
+
+
+class TestSetEvaluator(pl.Callback):
+    """Scores every test dataloader and writes the run directory's evaluation artefacts."""
+
+    def __init__(self, output_dir: str, threshold: float = 0.5, n_bootstrap: int = 1000, ci: float = 0.95,
+                 seed: int = 0) -> None:
+        self.output_dir = Path(output_dir)
+        self.threshold = threshold
+        self.n_bootstrap = n_bootstrap
+        self.ci = ci
+        self.seed = seed
+        self._buffers: dict[int, list[dict[str, torch.Tensor]]] = {}
+        self.metrics: dict[str, Any] = {}
+
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._buffers = {}
+
+    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._buffers.setdefault(dataloader_idx, []).append({k: v.detach() for k, v in outputs.items()})
+
+    def _gathered(self, pl_module: pl.LightningModule, idx: int) -> dict[str, np.ndarray]:
+        parts = self._buffers.get(idx, [])
+        local = {k: torch.cat([p[k] for p in parts]) for k in ("index", "probs", "targets")}
+        if pl_module.trainer.world_size > 1:
+            local = {k: pl_module.all_gather(v).flatten(0, 1) for k, v in local.items()}
+        index = local["index"].cpu().numpy()
+        _, first = np.unique(index, return_index=True)
+        return {k: v.cpu().numpy()[first] for k, v in local.items()}
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        datamodule = trainer.datamodule
+        labels: list[str] = list(pl_module.labels)
+        gathered = {name: self._gathered(pl_module, i) for i, name in enumerate(datamodule.test_set_names)}
+        if not trainer.is_global_zero:
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        metrics: dict[str, Any] = {}
+        roc_curves: dict[str, dict[str, tuple]] = {lb: {} for lb in labels}
+        flat: dict[str, float] = {}
+        for name, g in gathered.items():
+            table = datamodule.test_table(name).iloc[g["index"]]
+            pred = pd.DataFrame({"id": table["report_id"].to_numpy(), "patient_id": table["patient_id"].to_numpy()})
+            metrics[name] = {}
+            for j, label in enumerate(labels):
+                y, p = g["targets"][:, j], g["probs"][:, j]
+                pred[f"{label}_true"] = pd.array(np.where(np.isnan(y), pd.NA, y), dtype="Int64")
+                pred[f"{label}_prob"] = p
+                known = ~np.isnan(y)
+                if not known.any():
+                    continue
+                res = patient_bootstrap_ci(y[known].astype(int), p[known], pred["patient_id"].to_numpy()[known],
+                                           threshold=self.threshold, n_bootstrap=self.n_bootstrap, ci=self.ci,
+                                           seed=self.seed)
+                res["n"] = {"value": int(known.sum())}
+                res["n_positive"] = {"value": int(y[known].sum())}
+                metrics[name][label] = res
+                for metric, fields in res.items():
+                    flat[f"test/{name}/{label}/{metric}"] = fields["value"]
+                if 0 < y[known].sum() < known.sum():
+                    roc_curves[label][name] = (y[known].astype(int), p[known], res["auroc"]["value"])
+            path = self.output_dir / f"predictions_{name}.csv"
+            keep_previous(path)
+            pred.to_csv(path, index=False)
+            self._log_table(trainer, f"predictions/{name}", pred)
+        path = self.output_dir / "metrics.json"
+        keep_previous(path)
+        path.write_text(json.dumps(metrics, indent=2))
+        self.metrics = metrics
+        for label, curves in roc_curves.items():
+            if curves:
+                png = plot_roc(curves, self.output_dir / "plots" / f"roc_{label}.png", title=f"ROC: {label}")
+                self._log_image(trainer, f"roc/{label}", png)
+        for logger in trainer.loggers:
+            logger.log_metrics(flat, step=trainer.global_step)
+
+    @staticmethod
+    def _log_table(trainer: pl.Trainer, key: str, table: pd.DataFrame) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_table(key=key, dataframe=table)
+
+    @staticmethod
+    def _log_image(trainer: pl.Trainer, key: str, png: Path) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key=key, images=[str(png)])

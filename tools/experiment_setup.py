@@ -1,0 +1,96 @@
+"""Hydra glue used by ``train.py``: config registration, resolvers, run directories and demo mode.
+
+* ``experiments/*.yaml`` and ``sweeps/*.yaml`` live at the top level (DESIGN.md) and are registered
+  in Hydra's ConfigStore as the groups ``experiment`` and ``sweep`` (package ``_global_``).
+* Resolvers: ``run_dir`` (``outputs/<experiment>/<date>_<time>[_<slurm job>_<task>]``, or the run
+  directory of ``ckpt_path`` when resuming), ``hydra_subdir`` (a resumed run keeps the original
+  ``.hydra/``), ``slurm_suffix`` and ``auto_precision`` (bf16-mixed where the GPU supports it).
+* ``demo=true``: synthetic reports written (seeded) under ``paths.data_dir``, the offline ``tiny``
+  encoder and the CPU-sized settings of ``demo_overrides``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from datamodules.synthetic_mri_reports import synthetic_holdout_names, write_synthetic_dataset
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def slurm_suffix() -> str:
+    """``_<job id>_<array task id>`` inside a SLURM job, so two jobs never share a run directory."""
+    job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return ""
+    return f"_{job}_{os.environ.get('SLURM_ARRAY_TASK_ID', '0')}"
+
+
+def run_dir(output_root: str, name: str, ckpt_path: str | None = None) -> str:
+    if ckpt_path:
+        ckpt = Path(ckpt_path)
+        if not ckpt.is_file():
+            raise FileNotFoundError(f"ckpt_path={ckpt_path!r} does not exist.")
+        # <run dir>/checkpoints/last.ckpt: resume inside the run that wrote it.
+        return str(ckpt.resolve().parent.parent if ckpt.parent.name == "checkpoints" else ckpt.resolve().parent)
+    return str(Path(output_root) / name / (time.strftime("%Y-%m-%d_%H-%M-%S") + slurm_suffix()))
+
+
+def hydra_subdir(ckpt_path: str | None = None) -> str:
+    return f".hydra_resumed_{time.strftime('%Y%m%d-%H%M%S')}" if ckpt_path else ".hydra"
+
+
+def auto_precision() -> str:
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def register_resolvers() -> None:
+    for name, fn in (("run_dir", run_dir), ("hydra_subdir", hydra_subdir), ("slurm_suffix", slurm_suffix),
+                     ("auto_precision", auto_precision)):
+        if not OmegaConf.has_resolver(name):
+            # Cached: the run directory must not change between the places that resolve it.
+            OmegaConf.register_new_resolver(name, fn, use_cache=True)
+
+
+def register_configs(root: Path = PROJECT_ROOT) -> None:
+    """Store every ``experiments/*.yaml`` and ``sweeps/*.yaml`` as Hydra group options."""
+    cs = ConfigStore.instance()
+    for folder, group in (("experiments", "experiment"), ("sweeps", "sweep")):
+        for path in sorted((root / folder).glob("*.yaml")):
+            cs.store(group=group, name=path.stem, node=OmegaConf.load(path), package="_global_",
+                     provider=f"reportsup/{folder}")
+
+
+def register_all(root: Path = PROJECT_ROOT) -> None:
+    register_resolvers()
+    register_configs(root)
+
+
+def apply_demo(cfg: DictConfig, root: Path = PROJECT_ROOT) -> DictConfig:
+    """Switch ``cfg`` to synthetic data and the offline demo encoder (``demo_overrides``)."""
+    overrides = cfg.get("demo_overrides") or {}
+    encoder_name = overrides.get("encoder", "tiny")
+    synth = OmegaConf.to_container(overrides.get("synthetic", {}), resolve=True)
+    out_dir = Path(cfg.paths.data_dir) / f"synthetic_mri_reports_n{synth.get('n_reports', 5000)}_s{synth.get('seed', 0)}"
+    paths = write_synthetic_dataset(out_dir, **synth)
+    labels = list(cfg.data.labels)
+    holdouts = {}
+    for set_name, table in synthetic_holdout_names(labels).items():
+        holdouts[set_name] = str(paths[table])
+    with open_dict(cfg):
+        cfg.encoder = OmegaConf.load(root / "configs" / "encoder" / f"{encoder_name}.yaml")
+        cfg.data.path = str(paths["reports"])
+        cfg.data.holdouts = holdouts
+        for key in ("model", "trainer", "data", "callbacks"):
+            if key in overrides:
+                cfg[key] = OmegaConf.merge(cfg[key], overrides[key])
+    return cfg

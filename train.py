@@ -1,0 +1,84 @@
+"""reportsup entry point: compose -> instantiate -> fit -> test -> return the optimised metric.
+
+    python train.py experiment=alarm_binary demo=true
+    python train.py experiment=alarm_binary data.path=reports.csv data.labels=[abnormal]
+    python train.py -m experiment=glob(alarm_*) demo=true
+    python train.py experiment=alarm_binary ckpt_path=outputs/alarm_binary/<run>/checkpoints/last.ckpt
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import hydra
+import lightning.pytorch as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_info
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from analysis.summary import metrics_table
+from lightning_modules.encoders import TextEncoder
+from lightning_modules.evaluation import TestSetEvaluator
+from tools.experiment_setup import apply_demo, register_all
+
+register_all()
+
+
+def build_encoder(cfg: DictConfig, train_texts: list[str]) -> TextEncoder:
+    """The configured encoder; when resuming, the checkpoint's own (same tokenizer, same architecture)."""
+    if cfg.ckpt_path:
+        manifest = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=False).get("label_manifest") or {}
+        if "encoder" in manifest:
+            return TextEncoder.from_manifest(manifest["encoder"])
+    return instantiate(cfg.encoder)(train_texts)
+
+
+def run(cfg: DictConfig) -> float | None:
+    if cfg.demo:
+        cfg = apply_demo(cfg)
+    run_dir = Path(cfg.paths.run_dir)
+    pl.seed_everything(cfg.seed, workers=True)
+
+    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.setup()
+    encoder = build_encoder(cfg, datamodule.train_texts)
+    datamodule.set_tokenizer(encoder.tokenize)
+    model = instantiate(cfg.model, encoder=encoder, _convert_="all")
+
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    loggers = [instantiate(lg) for lg in cfg.logger.values() if lg is not None]
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    for logger in trainer.loggers:
+        logger.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True), "data": datamodule.summary})
+    if trainer.is_global_zero:
+        (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        (run_dir / "label_manifest.json").write_text(json.dumps(
+            {k: v for k, v in model.label_manifest().items() if k != "encoder"}
+            | {"encoder": {k: v for k, v in encoder.manifest().items() if k != "files"}}, indent=2))
+
+    metric = None
+    if cfg.train:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        value = trainer.callback_metrics.get(cfg.optimized_metric)
+        metric = None if value is None else float(value)
+    if cfg.test:
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
+        evaluator = next(c for c in callbacks if isinstance(c, TestSetEvaluator))
+        rank_zero_info("\n" + metrics_table(evaluator.metrics))
+    rank_zero_info(f"[reportsup] run directory: {run_dir}")
+    return metric
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    with open_dict(cfg):
+        cfg.paths.run_dir = HydraConfig.get().runtime.output_dir
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    main()

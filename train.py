@@ -36,9 +36,9 @@ def build_encoder(cfg: DictConfig, train_texts: list[str]) -> TextEncoder:
     return instantiate(cfg.encoder)(train_texts)
 
 
-def run(cfg: DictConfig) -> float | None:
+def run(cfg: DictConfig, command_line: list[str] | None = None) -> float | None:
     if cfg.demo:
-        cfg = apply_demo(cfg)
+        cfg = apply_demo(cfg, command_line_overrides=command_line)
     run_dir = Path(cfg.paths.run_dir)
     pl.seed_everything(cfg.seed, workers=True)
 
@@ -75,9 +75,10 @@ def run(cfg: DictConfig) -> float | None:
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    hydra_cfg = HydraConfig.get()
     with open_dict(cfg):
-        cfg.paths.run_dir = HydraConfig.get().runtime.output_dir
-    return run(cfg)
+        cfg.paths.run_dir = hydra_cfg.runtime.output_dir
+    return run(cfg, command_line=list(hydra_cfg.overrides.task))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,10 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from analysis.metrics import METRICS
+
+COUNTS = ("n", "n_positive")  # per-run sizes: shown as means, not as metrics with a CI
+
 RunMetrics = Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]]  # set -> label -> metric -> fields
 
 
@@ -42,8 +46,8 @@ def summary_markdown(summary: Mapping[str, Any], title: str = "Summary") -> str:
     """One table per test set: rows = labels, columns = metrics as ``mean [low, high]``."""
     lines = [f"# {title}", ""]
     for test_set, per_label in summary.items():
-        metrics = sorted({m for per_metric in per_label.values() for m in per_metric},
-                         key=lambda m: (m != "auroc", m))
+        present = {m for per_metric in per_label.values() for m in per_metric}
+        metrics = [m for m in METRICS if m in present] + sorted(present - set(METRICS))
         n_runs = max(f["n_runs"] for per_metric in per_label.values() for f in per_metric.values())
         lines += [f"## {test_set} (n runs = {n_runs})", "", "| label | " + " | ".join(metrics) + " |",
                   "|---|" + "---|" * len(metrics)]
@@ -51,7 +55,12 @@ def summary_markdown(summary: Mapping[str, Any], title: str = "Summary") -> str:
             cells = []
             for m in metrics:
                 f = per_metric.get(m)
-                cells.append("" if f is None else f"{f['mean']:.3f} [{f['ci_low']:.3f}, {f['ci_high']:.3f}]")
+                if f is None:
+                    cells.append("")
+                elif m in COUNTS:
+                    cells.append(f"{f['mean']:g}")
+                else:
+                    cells.append(f"{f['mean']:.3f} [{f['ci_low']:.3f}, {f['ci_high']:.3f}]")
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)

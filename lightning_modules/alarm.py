@@ -95,10 +95,11 @@ class ALARMClassifier(pl.LightningModule):
                 value = metric.compute()
                 values.append(value)
                 if len(self.labels) > 1:
-                    self.log(f"val/{label}/auroc", value)
+                    self.log(f"val/{label}/auroc", value, sync_dist=True)
             metric.reset()
         if values:
-            self.log("val/auroc", torch.stack(values).mean(), prog_bar=True)
+            # already synchronised by torchmetrics; sync_dist only silences Lightning's DDP warning
+            self.log("val/auroc", torch.stack(values).mean(), prog_bar=True, sync_dist=True)
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         logits = self(batch["input_ids"], batch["attention_mask"])

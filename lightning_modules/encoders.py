@@ -20,6 +20,7 @@ import importlib.util
 import os
 import socket
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -157,13 +158,46 @@ def train_wordpiece_tokenizer(texts: Sequence[str], vocab_size: int, min_frequen
                                    cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
 
 
+def _distributed_rank() -> int:
+    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+def shared_wordpiece_tokenizer(texts: Sequence[str], vocab_size: int, save_dir: str | Path | None,
+                               lowercase: bool = True, wait_seconds: float = 600.0) -> PreTrainedTokenizerFast:
+    """Train the tokenizer once per run and share it through ``save_dir``.
+
+    WordPiece training breaks frequency ties differently in every process, so DDP ranks (and a resumed
+    run) must not each train their own: rank 0 trains and saves, the other ranks load what it saved.
+    """
+    if save_dir is None:
+        return train_wordpiece_tokenizer(texts, vocab_size, lowercase=lowercase)
+    save_dir = Path(save_dir)
+    marker = save_dir / "tokenizer.json"
+    if not marker.exists() and _distributed_rank() == 0:
+        tokenizer = train_wordpiece_tokenizer(texts, vocab_size, lowercase=lowercase)
+        tmp = save_dir.with_name(save_dir.name + f".tmp{os.getpid()}")
+        tokenizer.save_pretrained(tmp)
+        tmp.rename(save_dir)  # atomic: other ranks never see a half-written tokenizer
+    deadline = time.monotonic() + wait_seconds
+    while not marker.exists():
+        if time.monotonic() > deadline:
+            raise EncoderUnavailableError(f"rank {_distributed_rank()}: waited {wait_seconds:.0f} s for rank 0's "
+                                          f"tokenizer in {save_dir}; did rank 0 fail?")
+        time.sleep(1.0)
+    return PreTrainedTokenizerFast.from_pretrained(save_dir)
+
+
 def tiny_bert_encoder(train_texts: Sequence[str], *, vocab_size: int = 4000, hidden_size: int = 128,
                       num_hidden_layers: int = 2, num_attention_heads: int = 4, intermediate_size: int = 256,
-                      max_length: int = 256, lowercase: bool = True) -> TextEncoder:
-    """A randomly initialised small BERT and a WordPiece tokenizer trained on ``train_texts``."""
+                      max_length: int = 256, lowercase: bool = True, save_dir: str | None = None) -> TextEncoder:
+    """A randomly initialised small BERT and a WordPiece tokenizer trained on ``train_texts``
+    (once per run when ``save_dir`` is given: see :func:`shared_wordpiece_tokenizer`)."""
     if not train_texts:
         raise EncoderUnavailableError("encoder=tiny trains its tokenizer on the training split, which is empty.")
-    tokenizer = train_wordpiece_tokenizer(train_texts, vocab_size, lowercase=lowercase)
+    tokenizer = shared_wordpiece_tokenizer(train_texts, vocab_size, save_dir, lowercase=lowercase)
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_hidden_layers,
                         num_attention_heads=num_attention_heads, intermediate_size=intermediate_size,
                         max_position_embeddings=max_length, pad_token_id=tokenizer.pad_token_id)

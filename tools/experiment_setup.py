@@ -41,6 +41,22 @@ def run_dir(output_root: str, name: str, ckpt_path: str | None = None) -> str:
     return str(Path(output_root) / name / (time.strftime("%Y-%m-%d_%H-%M-%S") + slurm_suffix()))
 
 
+_MULTIRUN_DIR: dict[str, str] = {}
+
+
+def multirun_dir(output_root: str, name: str) -> str:
+    """The sweep directory of a multirun, fixed by its first resolution in this process.
+
+    The launcher resolves it from the primary config before any job; jobs re-resolve it with their
+    own config, where ``name`` may differ (``-m experiment=glob(alarm_*)``). Keeping the first value
+    puts every job of one multirun under one folder, where the summary finds them.
+    """
+    if "dir" not in _MULTIRUN_DIR:
+        _MULTIRUN_DIR["dir"] = str(Path(output_root) / name / ("multirun_" + time.strftime("%Y-%m-%d_%H-%M-%S")
+                                                               + slurm_suffix()))
+    return _MULTIRUN_DIR["dir"]
+
+
 def hydra_subdir(ckpt_path: str | None = None) -> str:
     return f".hydra_resumed_{time.strftime('%Y%m%d-%H%M%S')}" if ckpt_path else ".hydra"
 
@@ -54,7 +70,7 @@ def auto_precision() -> str:
 
 
 def register_resolvers() -> None:
-    for name, fn in (("run_dir", run_dir), ("hydra_subdir", hydra_subdir), ("slurm_suffix", slurm_suffix),
+    for name, fn in (("run_dir", run_dir), ("multirun_dir", multirun_dir), ("hydra_subdir", hydra_subdir), ("slurm_suffix", slurm_suffix),
                      ("auto_precision", auto_precision)):
         if not OmegaConf.has_resolver(name):
             # Cached: the run directory must not change between the places that resolve it.
@@ -75,7 +91,11 @@ def register_all(root: Path = PROJECT_ROOT) -> None:
     register_configs(root)
 
 
-def apply_demo(cfg: DictConfig, root: Path = PROJECT_ROOT) -> DictConfig:
+GROUPS = ("data", "model", "encoder", "callbacks", "logger", "trainer", "paths", "experiment", "sweep", "debug",
+          "local")
+
+
+def apply_demo(cfg: DictConfig, root: Path = PROJECT_ROOT, command_line_overrides: list[str] | None = None) -> DictConfig:
     """Switch ``cfg`` to synthetic data and the offline demo encoder (``demo_overrides``)."""
     overrides = cfg.get("demo_overrides") or {}
     encoder_name = overrides.get("encoder", "tiny")
@@ -93,4 +113,20 @@ def apply_demo(cfg: DictConfig, root: Path = PROJECT_ROOT) -> DictConfig:
         for key in ("model", "trainer", "data", "callbacks"):
             if key in overrides:
                 cfg[key] = OmegaConf.merge(cfg[key], overrides[key])
+        # What the user typed wins over the demo settings.
+        for key, value in command_line_values(command_line_overrides or []).items():
+            OmegaConf.update(cfg, key, value, force_add=True)
     return cfg
+
+
+def command_line_values(overrides: list[str]) -> dict[str, object]:
+    """``key=value`` overrides of config values (not group choices such as ``trainer=ddp``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    values = {}
+    for ov in OverridesParser.create().parse_overrides(overrides):
+        key = ov.key_or_group
+        if ov.is_delete() or ov.is_sweep_override() or key.split(".")[0] == "hydra" or ("." not in key and key in GROUPS):
+            continue
+        values[key] = ov.value()
+    return values

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import socket
 import tempfile
@@ -41,6 +42,10 @@ class TextEncoder(nn.Module):
     def __init__(self, model: nn.Module, tokenizer: Any, name: str, source: str, lowercase: bool = True,
                  max_length: int = 512) -> None:
         super().__init__()
+        if getattr(model, "pooler", None) is not None:
+            # The [CLS] pooler is never used (we pool token vectors); unused parameters would make DDP
+            # fail its gradient reduction, and would bloat checkpoints.
+            model.pooler = None
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
@@ -71,7 +76,7 @@ class TextEncoder(nn.Module):
             self.tokenizer.save_pretrained(tmp)
             self.model.config.save_pretrained(tmp)
             files = {p.name: p.read_text(encoding="utf-8") for p in sorted(Path(tmp).iterdir()) if p.is_file()}
-        digest = hashlib.sha256("".join(v for k, v in sorted(files.items()) if k != "config.json").encode()).hexdigest()
+        digest = tokenizer_fingerprint(files)
         return {"name": self.name, "source": self.source, "lowercase": self.lowercase, "max_length": self.max_length,
                 "tokenizer_sha256": digest, "files": files}
 
@@ -85,6 +90,17 @@ class TextEncoder(nn.Module):
             tokenizer = AutoTokenizer.from_pretrained(tmp)
         return cls(AutoModel.from_config(config), tokenizer, manifest["name"], manifest["source"],
                    manifest["lowercase"], manifest["max_length"])
+
+
+def tokenizer_fingerprint(files: Mapping[str, str]) -> str:
+    """SHA-256 of what decides token ids (vocabulary/merges, normalisation, pre-tokenisation, special
+    tokens), not of file metadata such as the directory the tokenizer was saved from."""
+    if "tokenizer.json" in files:
+        spec = json.loads(files["tokenizer.json"])
+        content = {k: spec.get(k) for k in ("model", "normalizer", "pre_tokenizer", "post_processor", "added_tokens")}
+    else:  # slow tokenizers: vocabulary files
+        content = {k: v for k, v in files.items() if k not in ("config.json", "tokenizer_config.json")}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

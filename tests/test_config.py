@@ -1,0 +1,52 @@
+"""Every experiment composes; the paper's defaults are what alarm_binary shows."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+
+from tools.experiment_setup import PROJECT_ROOT, command_line_values, register_all
+
+register_all()
+EXPERIMENTS = sorted(p.stem for p in (PROJECT_ROOT / "experiments").glob("*.yaml"))
+
+
+def _compose(*overrides):
+    with initialize_config_dir(str(Path(PROJECT_ROOT) / "configs"), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_experiments_are_registered_as_a_group():
+    assert set(EXPERIMENTS) <= set(ConfigStore.instance().list("experiment")) | {e + ".yaml" for e in EXPERIMENTS} or \
+        {e + ".yaml" for e in EXPERIMENTS} <= set(ConfigStore.instance().list("experiment"))
+    assert {"alarm_binary", "alarm_granular", "alarm_binary_10x", "alarm_granular_10x"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_composes(name):
+    cfg = _compose(f"experiment={name}")
+    assert cfg.name == name
+    assert cfg.data.labels and cfg.model._target_ and cfg.encoder._target_
+
+
+def test_alarm_binary_has_the_paper_defaults():
+    cfg = _compose("experiment=alarm_binary")
+    assert cfg.model.optimizer.lr == 1e-5 and cfg.model.optimizer._target_ == "torch.optim.Adam"
+    assert cfg.data.batch_size == 16
+    assert cfg.encoder.name == "dmis-lab/biobert-v1.1"
+    assert list(cfg.data.split.fractions) == [0.6, 0.2, 0.2]
+    assert cfg.callbacks.model_checkpoint.monitor == "val/loss" and cfg.callbacks.model_checkpoint.mode == "min"
+
+
+def test_repeat_experiments_sweep_ten_seeds():
+    assert _compose("experiment=alarm_binary_10x").hydra.sweeper.params.seed == "range(0,10)"
+    params = _compose("experiment=alarm_granular_10x").hydra.sweeper.params
+    assert len(params.category.split(",")) == 7 and params.seed == "range(0,10)"
+    assert _compose("experiment=alarm_granular").hydra.mode.name == "MULTIRUN"
+
+
+def test_command_line_values_skip_group_choices_and_hydra_keys():
+    values = command_line_values(["experiment=alarm_binary", "trainer=ddp", "trainer.max_epochs=1",
+                                  "data.labels=[a,b]", "hydra.mode=RUN", "seed=3"])
+    assert values == {"trainer.max_epochs": 1, "data.labels": ["a", "b"], "seed": 3}

@@ -1,0 +1,43 @@
+import pytest
+
+from lightning_modules.encoders import (
+    EncoderUnavailableError,
+    TextEncoder,
+    minilm_encoder,
+    pretrained_encoder,
+)
+
+
+def test_biobert_offline_fails_with_a_message_naming_the_fix(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(EncoderUnavailableError) as err:
+        pretrained_encoder(name="dmis-lab/biobert-v1.1")
+    assert "encoder.path" in str(err.value) and "demo=true" in str(err.value)
+
+
+def test_missing_local_encoder_path(tmp_path):
+    with pytest.raises(EncoderUnavailableError, match="encoder.path="):
+        pretrained_encoder(name="dmis-lab/biobert-v1.1", path=str(tmp_path / "nope"))
+
+
+def test_minilm_loads_offline_and_round_trips_through_its_manifest():
+    enc = minilm_encoder()
+    assert enc.hidden_size == 384
+    batch = enc.tokenize(["No acute infarct.", "Large mass."])
+    assert enc(**batch).shape[:2] == batch["input_ids"].shape
+    rebuilt = TextEncoder.from_manifest(enc.manifest())
+    assert rebuilt.tokenize(["No acute infarct."])["input_ids"].tolist() == enc.tokenize(["No acute infarct."])["input_ids"].tolist()
+
+
+def test_tiny_tokenizer_sees_only_the_training_texts(tmp_path):
+    from lightning_modules.encoders import tiny_bert_encoder
+
+    train = ["the ventricles are normal"] * 20
+    enc = tiny_bert_encoder(train, vocab_size=200, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                            intermediate_size=32, save_dir=str(tmp_path / "tok"))
+    vocab = enc.tokenizer.get_vocab()
+    assert "ventricles" in vocab and "glioblastoma" not in vocab
+    # A second build in the same run (another DDP rank, a resume) reuses the saved tokenizer.
+    again = tiny_bert_encoder(["entirely different words"] * 20, vocab_size=200, hidden_size=16, num_hidden_layers=1,
+                              num_attention_heads=2, intermediate_size=32, save_dir=str(tmp_path / "tok"))
+    assert again.tokenizer.get_vocab() == vocab

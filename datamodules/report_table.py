@@ -39,7 +39,7 @@ def _read_any(path: Path) -> pd.DataFrame:
 
 
 def _row(i: int) -> int:
-    return i + 1
+    return int(i) + 1
 
 
 def _check_text(df: pd.DataFrame, path: Path) -> None:

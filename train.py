@@ -15,16 +15,23 @@ import hydra
 import lightning.pytorch as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from analysis.summary import metrics_table
-from lightning_modules.encoders import TextEncoder
+from datamodules.report_table import ReportTableError
+from datamodules.splits import SplitError
+from lightning_modules.encoders import EncoderUnavailableError, TextEncoder
 from lightning_modules.evaluation import TestSetEvaluator
+from lightning_modules.label_manifest import CheckpointManifestError
 from tools.experiment_setup import apply_demo, register_all
 
 register_all()
+
+# Errors about the user's data or configuration, reported as one clear message.
+USER_ERRORS = (ReportTableError, SplitError, EncoderUnavailableError, CheckpointManifestError, FileNotFoundError)
 
 
 def build_encoder(cfg: DictConfig, train_texts: list[str]) -> TextEncoder:
@@ -78,7 +85,14 @@ def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     with open_dict(cfg):
         cfg.paths.run_dir = hydra_cfg.runtime.output_dir
-    return run(cfg, command_line=list(hydra_cfg.overrides.task))
+    try:
+        return run(cfg, command_line=list(hydra_cfg.overrides.task))
+    except (*USER_ERRORS, InstantiationException) as err:
+        # Bad input or configuration: the message says what to fix; a traceback would only hide it.
+        cause = err.__cause__ if isinstance(err, InstantiationException) else err
+        if not isinstance(cause, USER_ERRORS):
+            raise
+        raise SystemExit(f"reportsup: {type(cause).__name__}: {cause}") from None
 
 
 if __name__ == "__main__":

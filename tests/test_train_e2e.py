@@ -1,0 +1,132 @@
+"""End-to-end runs of train.py, as users type them (slow: `make test` runs them too)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tests.conftest import run_train, single_run_dir
+
+pytestmark = pytest.mark.slow
+FAST = ("callbacks.evaluator.n_bootstrap=50",)
+
+
+def test_every_experiment_runs_fast_dev_run_in_demo_mode(tmp_path):
+    proc = run_train("-m", "experiment=glob(alarm_*)", "demo=true", "debug=fast_dev_run", f"paths.output_dir={tmp_path}",
+                     f"paths.data_dir={tmp_path / 'data'}")
+    assert "Launching 4 jobs" in proc.stdout + proc.stderr
+    (multirun,) = list((tmp_path / "default").iterdir())
+    summary = json.loads((multirun / "summary.json").read_text())
+    assert set(summary["experiments"]) == {"alarm_binary", "alarm_binary_10x", "alarm_granular", "alarm_granular_10x"}
+    assert summary["missing"] == []
+
+
+def test_demo_training_reaches_auroc_09_and_fills_the_run_directory(tmp_path):
+    proc = run_train("experiment=alarm_binary", "demo=true", f"paths.output_dir={tmp_path}",
+                     f"paths.data_dir={tmp_path / 'data'}")
+    run = single_run_dir(tmp_path, "alarm_binary")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics) == {"report_label", "image_label", "external_site"}
+    assert metrics["report_label"]["abnormal"]["auroc"]["value"] >= 0.9
+    for name in ("splits.csv", "label_manifest.json", "config_resolved.yaml", ".hydra/config.yaml",
+                 "predictions_report_label.csv", "predictions_image_label.csv", "plots/roc_abnormal.png",
+                 "checkpoints/last.ckpt", "csv/version_0/metrics.csv"):
+        assert (run / name).exists(), name
+    assert len(list((run / "checkpoints").glob("best-epoch*.ckpt"))) == 1
+    pred = pd.read_csv(run / "predictions_image_label.csv")
+    assert list(pred.columns) == ["id", "patient_id", "abnormal_true", "abnormal_prob"]
+    assert str(run) in proc.stdout + proc.stderr and "report_label" in proc.stdout + proc.stderr
+
+
+def test_resume_continues_the_epoch_count(tmp_path):
+    common = ("experiment=alarm_binary", "demo=true", f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'd'}",
+              "demo_overrides.synthetic.n_reports=600", *FAST)
+    run_train(*common, "trainer.max_epochs=1", "test=false")
+    run = single_run_dir(tmp_path, "alarm_binary")
+    first = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    proc = run_train(*common, "trainer.max_epochs=3", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}")
+    assert "Restoring states from the checkpoint" in proc.stdout + proc.stderr
+    resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert first["epoch"] == 0 and resumed["epoch"] == 2
+    assert resumed["global_step"] == 3 * first["global_step"]
+    assert single_run_dir(tmp_path, "alarm_binary") == run  # resumed inside the same run directory
+    assert list(run.glob(".hydra_resumed_*")) and (run / ".hydra" / "config.yaml").exists()
+    logged_epochs = pd.read_csv(run / "csv" / "version_1" / "metrics.csv")["epoch"].dropna().unique()
+    assert set(logged_epochs) >= {1.0, 2.0} and 0.0 not in set(logged_epochs)
+
+
+def test_ten_repeat_multirun_leaves_ten_runs_and_a_summary(tmp_path):
+    run_train("experiment=alarm_binary_10x", "demo=true", f"paths.output_dir={tmp_path}",
+              f"paths.data_dir={tmp_path / 'd'}", "demo_overrides.synthetic.n_reports=600", "trainer.max_epochs=1", *FAST)
+    (multirun,) = list((tmp_path / "alarm_binary_10x").iterdir())
+    runs = sorted(p for p in multirun.iterdir() if p.is_dir())
+    assert len(runs) == 10 and all((r / "metrics.json").exists() for r in runs)
+    seeds = {json.loads((r / "data_summary.json").read_text())["sizes"]["train"] for r in runs}
+    assert len(seeds) > 1  # different seeds, different patient-level splits
+    summary = json.loads((multirun / "summary.json").read_text())
+    auroc = summary["experiments"]["alarm_binary_10x"]["metrics"]["report_label"]["abnormal"]["auroc"]
+    assert auroc["n_runs"] == 10 and auroc["ci_low"] < auroc["mean"] < auroc["ci_high"]
+    assert "report_label" in (multirun / "summary.md").read_text()
+
+
+def test_users_own_csv_with_any_label_names(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(240):
+        has_x, has_y = rng.random() < 0.4, rng.random() < 0.3
+        text = " ".join(["finding xylo present." if has_x else "no xylo.", "yam seen." if has_y else "yam absent.",
+                         "routine study."])
+        rows.append({"report_id": f"u{i}", "patient_id": f"pt{i // 2}", "text": text, "Finding X": int(has_x),
+                     "finding_y": "" if i % 7 == 0 else int(has_y)})
+    csv = tmp_path / "mine.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    run_train(f"data.path={csv}", "data.labels=[Finding X,finding_y]", "encoder=tiny", "model.optimizer.lr=1e-3",
+              "trainer.max_epochs=2", f"paths.output_dir={tmp_path}", "name=mine", *FAST)
+    run = single_run_dir(tmp_path, "mine")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["report_label"]) == {"Finding X", "finding_y"}
+    pred = pd.read_csv(run / "predictions_report_label.csv")
+    assert {"Finding X_true", "Finding X_prob", "finding_y_true", "finding_y_prob"} <= set(pred.columns)
+
+
+def test_wandb_logger_runs_offline_without_credentials(tmp_path):
+    # Not fast_dev_run: Lightning replaces every logger by a dummy there.
+    proc = run_train("experiment=alarm_binary", "demo=true", "logger=wandb", "trainer.max_epochs=1",
+                     "trainer.limit_train_batches=3", "demo_overrides.synthetic.n_reports=600",
+                     f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'd'}", *FAST,
+                     env={"WANDB_API_KEY": "", "NETRC": str(tmp_path / "none"), "HOME": str(tmp_path)})
+    run = single_run_dir(tmp_path, "alarm_binary")
+    (offline,) = list((run / "wandb").glob("offline-run-*"))
+    assert "wandb sync" in proc.stdout + proc.stderr
+    media = offline / "files" / "media"
+    assert {p.name.split("_")[0] for p in (media / "table" / "predictions").glob("*.table.json")} >= {"image", "external"}
+    assert list((media / "images" / "roc").glob("abnormal_*.png"))
+    record = next(offline.glob("*.wandb")).read_bytes()
+    for needle in (b"test/report_label/abnormal/auroc", b"val/loss", b"unknown_policy", b"alarm_binary"):
+        assert needle in record, needle  # metrics, config and group are in the offline run
+    assert (run / "csv").exists()  # CSV always
+
+
+def test_ddp_gloo_two_processes_log_once(tmp_path):
+    run_train("experiment=alarm_binary", "demo=true", "trainer=ddp", "trainer.accelerator=cpu", "trainer.max_epochs=1",
+              f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'd'}", "demo_overrides.synthetic.n_reports=600",
+              *FAST)
+    run = single_run_dir(tmp_path, "alarm_binary")
+    assert (run / "train_ddp_process_1.log").exists()  # the second rank ran
+    metrics = json.loads((run / "metrics.json").read_text())
+    split_sizes = json.loads((run / "data_summary.json").read_text())["sizes"]
+    # Predictions of both ranks gathered, DistributedSampler padding removed: every test report exactly once.
+    assert metrics["report_label"]["abnormal"]["n"]["value"] == split_sizes["report_label"]
+    assert len(list(run.glob("csv/version_*"))) == 1
+
+
+def test_missing_data_and_offline_encoder_give_clear_errors(tmp_path, synthetic_dir):
+    proc = run_train("experiment=alarm_binary", f"paths.output_dir={tmp_path}", check=False)
+    assert proc.returncode != 0 and "data.path" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_train("experiment=alarm_binary", f"data.path={synthetic_dir / 'reports.csv'}", f"paths.output_dir={tmp_path}",
+                     check=False)
+    assert proc.returncode != 0 and "encoder.path" in proc.stderr and "Traceback" not in proc.stderr

@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 bench: $(STAMP)
-	$(PY) benchmarks/synthetic_reports.py
+	$(PY) benchmarks/eval_batching.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,0 +1,74 @@
+"""ReportDataModule: unknown-label policies, evaluation batches, hold-out handling."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from datamodules.report_table import ReportTableError
+from datamodules.reports import ReportDataModule
+
+
+def _table(tmp_path, with_prob=False):
+    rows = []
+    for i in range(60):
+        label = "" if i % 3 == 0 else str(i % 2)
+        row = {"report_id": f"r{i}", "patient_id": f"p{i}", "text": "word " * (1 + i % 9), "abnormal": label}
+        if with_prob:
+            row["abnormal_prob"] = 0.25
+        rows.append(row)
+    path = tmp_path / "t.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("policy,fill", [("mask", None), ("zeros", 0.0), ("ones", 1.0), ("soft", 0.25)])
+def test_unknown_policies(tmp_path, policy, fill):
+    dm = ReportDataModule(path=str(_table(tmp_path, with_prob=policy == "soft")), labels=["abnormal"],
+                          unknown_policy=policy, output_dir=str(tmp_path))
+    dm.setup()
+    train = dm.datasets["train"]
+    raw = train.table["abnormal"].to_numpy()
+    targets = train.targets[:, 0].numpy()
+    if fill is None:
+        assert not np.isnan(raw).any()  # rows with no known label are not in this model's data ...
+        assert dm.summary["removed_without_known_label"] == 20  # ... and are counted, not silently dropped
+    else:
+        unknown = np.isnan(raw)
+        assert unknown.any() and np.all(targets[unknown] == fill)
+    assert dm.summary["unknown_policy"] == policy
+
+
+def test_test_sets_keep_unknown_labels_unknown(tmp_path):
+    dm = ReportDataModule(path=str(_table(tmp_path)), labels=["abnormal"], unknown_policy="zeros",
+                          output_dir=str(tmp_path))
+    dm.setup()
+    test = dm.datasets["report_label"]
+    assert np.array_equal(np.isnan(test.targets[:, 0].numpy()), test.table["abnormal"].isna().to_numpy())
+
+
+def test_evaluation_batches_are_length_sorted_and_dynamically_padded(tmp_path):
+    dm = ReportDataModule(path=str(_table(tmp_path)), labels=["abnormal"], eval_batch_size=4, output_dir=str(tmp_path))
+    dm.setup()
+
+    def tokenize(texts):
+        n = max(len(t.split()) for t in texts)
+        ids = torch.zeros(len(texts), n, dtype=torch.long)
+        mask = torch.tensor([[1] * len(t.split()) + [0] * (n - len(t.split())) for t in texts])
+        return {"input_ids": ids, "attention_mask": mask}
+
+    dm.set_tokenizer(tokenize)
+    widths = [b["input_ids"].shape[1] for b in dm.val_dataloader()]
+    assert widths == sorted(widths, reverse=True)  # longest first, each batch padded to its own longest
+    assert len(set(widths)) > 1
+
+
+def test_unknown_policy_name_and_missing_holdout_columns(tmp_path):
+    with pytest.raises(ReportTableError, match="unknown_policy"):
+        ReportDataModule(path="x.csv", labels=["a"], unknown_policy="guess")
+    holdout = tmp_path / "h.csv"
+    pd.DataFrame({"report_id": ["h1"], "patient_id": ["ph"], "text": ["x"], "other": [1]}).to_csv(holdout, index=False)
+    dm = ReportDataModule(path=str(_table(tmp_path)), labels=["abnormal"], holdouts={"image_label": str(holdout)},
+                          output_dir=str(tmp_path))
+    with pytest.raises(ReportTableError, match="hold-out 'image_label' has none of the label columns"):
+        dm.setup()

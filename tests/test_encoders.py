@@ -41,3 +41,17 @@ def test_tiny_tokenizer_sees_only_the_training_texts(tmp_path):
     again = tiny_bert_encoder(["entirely different words"] * 20, vocab_size=200, hidden_size=16, num_hidden_layers=1,
                               num_attention_heads=2, intermediate_size=32, save_dir=str(tmp_path / "tok"))
     assert again.tokenizer.get_vocab() == vocab
+
+
+def test_tiny_tokenizer_vocabulary_is_identical_across_processes():
+    # tokenizers' own trainer broke ties in hash order: each process (each DDP rank) got another vocabulary.
+    import subprocess
+    import sys
+
+    code = ("import hashlib, json; from datamodules.synthetic_mri_reports import generate_tables; "
+            "from lightning_modules.encoders import train_wordpiece_tokenizer; "
+            "t = train_wordpiece_tokenizer(generate_tables(300)['reports']['text'].tolist(), 500); "
+            "print(hashlib.sha256(json.dumps(sorted(t.get_vocab().items())).encode()).hexdigest())")
+    digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+               for _ in range(3)}
+    assert len(digests) == 1

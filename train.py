@@ -1,9 +1,9 @@
 """reportsup entry point: compose -> instantiate -> fit -> test -> return the optimised metric.
 
-    python train.py experiment=alarm_binary demo=true
-    python train.py experiment=alarm_binary data.path=reports.csv data.labels=[abnormal]
-    python train.py -m experiment=glob(alarm_*) demo=true
-    python train.py experiment=alarm_binary ckpt_path=outputs/alarm_binary/<run>/checkpoints/last.ckpt
+python train.py experiment=alarm_binary demo=true
+python train.py experiment=alarm_binary data.path=reports.csv data.labels=[abnormal]
+python train.py -m experiment=glob(alarm_*) demo=true
+python train.py experiment=alarm_binary ckpt_path=outputs/alarm_binary/<run>/checkpoints/last.ckpt
 """
 
 from __future__ import annotations
@@ -31,13 +31,21 @@ from tools.experiment_setup import apply_demo, register_all
 register_all()
 
 # Errors about the user's data or configuration, reported as one clear message.
-USER_ERRORS = (ReportTableError, SplitError, EncoderUnavailableError, CheckpointManifestError, FileNotFoundError)
+USER_ERRORS = (
+    ReportTableError,
+    SplitError,
+    EncoderUnavailableError,
+    CheckpointManifestError,
+    FileNotFoundError,
+)
 
 
 def build_encoder(cfg: DictConfig, train_texts: list[str]) -> TextEncoder:
     """The configured encoder; when resuming, the checkpoint's own (same tokenizer, same architecture)."""
     if cfg.ckpt_path:
-        manifest = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=False).get("label_manifest") or {}
+        manifest = (
+            torch.load(cfg.ckpt_path, map_location="cpu", weights_only=False).get("label_manifest") or {}
+        )
         if "encoder" in manifest:
             return TextEncoder.from_manifest(manifest["encoder"])
     return instantiate(cfg.encoder)(train_texts)
@@ -68,12 +76,18 @@ def run(cfg: DictConfig, command_line: list[str] | None = None) -> float | None:
     loggers = [instantiate(lg) for lg in cfg.logger.values() if lg is not None]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
     for logger in trainer.loggers:
-        logger.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True), "data": datamodule.summary})
+        logger.log_hyperparams(
+            {"config": OmegaConf.to_container(cfg, resolve=True), "data": datamodule.summary}
+        )
     if trainer.is_global_zero:
         (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        (run_dir / "label_manifest.json").write_text(json.dumps(
-            {k: v for k, v in model.label_manifest().items() if k != "encoder"}
-            | {"encoder": {k: v for k, v in encoder.manifest().items() if k != "files"}}, indent=2))
+        (run_dir / "label_manifest.json").write_text(
+            json.dumps(
+                {k: v for k, v in model.label_manifest().items() if k != "encoder"}
+                | {"encoder": {k: v for k, v in encoder.manifest().items() if k != "files"}},
+                indent=2,
+            )
+        )
 
     metric = None
     if cfg.train:

@@ -14,10 +14,34 @@ from collections.abc import Iterable
 import numpy as np
 
 ABNORMALITY_KEYWORDS: tuple[str, ...] = (
-    "infarct", "ischaemi", "ischemi", "stroke", "mass", "tumour", "tumor", "lesion", "metastas", "meningioma",
-    "glioma", "atrophy", "volume loss", "aneurysm", "malformation", "haemorrhage", "hemorrhage", "cavernoma",
-    "small vessel", "white matter", "demyelinat", "sclerosis", "encephalomalacia", "gliosis", "craniotomy",
-    "hydrocephalus", "chiari", "cyst",
+    "infarct",
+    "ischaemi",
+    "ischemi",
+    "stroke",
+    "mass",
+    "tumour",
+    "tumor",
+    "lesion",
+    "metastas",
+    "meningioma",
+    "glioma",
+    "atrophy",
+    "volume loss",
+    "aneurysm",
+    "malformation",
+    "haemorrhage",
+    "hemorrhage",
+    "cavernoma",
+    "small vessel",
+    "white matter",
+    "demyelinat",
+    "sclerosis",
+    "encephalomalacia",
+    "gliosis",
+    "craniotomy",
+    "hydrocephalus",
+    "chiari",
+    "cyst",
 )
 _PATTERN = re.compile("|".join(re.escape(k) for k in ABNORMALITY_KEYWORDS), re.IGNORECASE)
 

@@ -40,9 +40,16 @@ def binary_metrics(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.
     }
 
 
-def patient_bootstrap_ci(y_true: np.ndarray, y_prob: np.ndarray, patient_ids: Sequence[str], *,
-                         threshold: float = 0.5, n_bootstrap: int = 1000, ci: float = 0.95,
-                         seed: int = 0) -> dict[str, dict[str, float]]:
+def patient_bootstrap_ci(
+    y_true: np.ndarray,
+    y_prob: np.ndarray,
+    patient_ids: Sequence[str],
+    *,
+    threshold: float = 0.5,
+    n_bootstrap: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
     """``{metric: {value, ci_low, ci_high, n_bootstrap_valid}}`` with a patient-level percentile bootstrap."""
     y_true, y_prob = np.asarray(y_true), np.asarray(y_prob)
     point = binary_metrics(y_true, y_prob, threshold)
@@ -60,6 +67,11 @@ def patient_bootstrap_ci(y_true: np.ndarray, y_prob: np.ndarray, patient_ids: Se
     for m in METRICS:
         vals = np.asarray(draws[m], dtype=float)
         vals = vals[~np.isnan(vals)]
-        low, high = (np.quantile(vals, [alpha, 1 - alpha]) if len(vals) else (np.nan, np.nan))
-        out[m] = {"value": point[m], "ci_low": float(low), "ci_high": float(high), "n_bootstrap_valid": int(len(vals))}
+        low, high = np.quantile(vals, [alpha, 1 - alpha]) if len(vals) else (np.nan, np.nan)
+        out[m] = {
+            "value": point[m],
+            "ci_low": float(low),
+            "ci_high": float(high),
+            "n_bootstrap_valid": int(len(vals)),
+        }
     return out

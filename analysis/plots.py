@@ -14,11 +14,15 @@ import torch  # noqa: E402
 from torchmetrics.functional.classification import binary_roc  # noqa: E402
 
 
-def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], path: str | Path, title: str) -> Path:
+def plot_roc(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], path: str | Path, title: str
+) -> Path:
     """ROC curves, one per entry ``name: (y_true, y_prob, auroc)``, as in the paper's Figs. 3 and 6."""
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
     for name, (y, p, auc) in curves.items():
-        fpr, tpr, _ = binary_roc(torch.as_tensor(p, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long))
+        fpr, tpr, _ = binary_roc(
+            torch.as_tensor(p, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
+        )
         ax.plot(fpr.numpy(), tpr.numpy(), label=f"{name} (AUC {auc:.3f}, n={len(y)})")
     ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8)
     ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=title, xlim=(0, 1), ylim=(0, 1.01))

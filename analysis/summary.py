@@ -21,7 +21,9 @@ COUNTS = ("n", "n_positive")  # per-run sizes: shown as means, not as metrics wi
 RunMetrics = Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]]  # set -> label -> metric -> fields
 
 
-def summarize_runs(runs: Iterable[RunMetrics], ci: float = 0.95) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+def summarize_runs(
+    runs: Iterable[RunMetrics], ci: float = 0.95
+) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
     """Mean, sd, t-CI and n over runs, for every test set, label and metric present in any run."""
     values: dict[tuple[str, str, str], list[float]] = {}
     for run in runs:
@@ -38,7 +40,12 @@ def summarize_runs(runs: Iterable[RunMetrics], ci: float = 0.95) -> dict[str, di
         sd = float(arr.std(ddof=1)) if n > 1 else float("nan")
         half = float(stats.t.ppf(0.5 + ci / 2, n - 1) * sd / np.sqrt(n)) if n > 1 else float("nan")
         out.setdefault(test_set, {}).setdefault(label, {})[metric] = {
-            "mean": mean, "sd": sd, "ci_low": mean - half, "ci_high": mean + half, "n_runs": n}
+            "mean": mean,
+            "sd": sd,
+            "ci_low": mean - half,
+            "ci_high": mean + half,
+            "n_runs": n,
+        }
     return out
 
 
@@ -49,8 +56,12 @@ def summary_markdown(summary: Mapping[str, Any], title: str = "Summary") -> str:
         present = {m for per_metric in per_label.values() for m in per_metric}
         metrics = [m for m in METRICS if m in present] + sorted(present - set(METRICS))
         n_runs = max(f["n_runs"] for per_metric in per_label.values() for f in per_metric.values())
-        lines += [f"## {test_set} (n runs = {n_runs})", "", "| label | " + " | ".join(metrics) + " |",
-                  "|---|" + "---|" * len(metrics)]
+        lines += [
+            f"## {test_set} (n runs = {n_runs})",
+            "",
+            "| label | " + " | ".join(metrics) + " |",
+            "|---|" + "---|" * len(metrics),
+        ]
         for label, per_metric in per_label.items():
             cells = []
             for m in metrics:
@@ -71,7 +82,11 @@ def metrics_table(metrics: RunMetrics) -> str:
     lines = []
     for test_set, per_label in metrics.items():
         for label, per_metric in per_label.items():
-            cells = [f"{m} {f['value']:.3f} [{f['ci_low']:.3f}, {f['ci_high']:.3f}]" if "ci_low" in f
-                     else f"{m} {f['value']:g}" for m, f in per_metric.items()]
+            cells = [
+                f"{m} {f['value']:.3f} [{f['ci_low']:.3f}, {f['ci_high']:.3f}]"
+                if "ci_low" in f
+                else f"{m} {f['value']:g}"
+                for m, f in per_metric.items()
+            ]
             lines.append(f"{test_set:>14} | {label:<26} | " + " | ".join(cells))
     return "\n".join(lines)

@@ -50,8 +50,12 @@ def main() -> None:
     model = ALARMClassifier(encoder=encoder, labels=["abnormal"], optimizer=torch.optim.Adam).eval()
     collate = ReportCollator(encoder.tokenize)
     loaders = {
-        "table order": DataLoader(dataset, batch_size=args.batch_size, sampler=SequentialSampler(dataset), collate_fn=collate),
-        "length-sorted": DataLoader(dataset, batch_size=args.batch_size, sampler=LengthSortedSampler(texts), collate_fn=collate),
+        "table order": DataLoader(
+            dataset, batch_size=args.batch_size, sampler=SequentialSampler(dataset), collate_fn=collate
+        ),
+        "length-sorted": DataLoader(
+            dataset, batch_size=args.batch_size, sampler=LengthSortedSampler(texts), collate_fn=collate
+        ),
     }
     _run(model, loaders["table order"])  # warm-up
     best = {}
@@ -59,12 +63,18 @@ def main() -> None:
         runs = [_run(model, loader) for _ in range(args.repeats)]
         best[name] = min(runs, key=lambda r: r[0])
         secs, tokens, padded = best[name]
-        print(f"{name:>14}: {secs:6.2f} s best of {args.repeats}, {tokens:,} token positions, {padded / tokens:5.1%} padding")
+        print(
+            f"{name:>14}: {secs:6.2f} s best of {args.repeats}, {tokens:,} token positions, {padded / tokens:5.1%} padding"
+        )
     ratio = best["table order"][0] / best["length-sorted"][0]
-    print(f"speed-up of length-sorted evaluation: {ratio:.2f}x wall time, "
-          f"{best['table order'][1] / best['length-sorted'][1]:.2f}x fewer token positions "
-          f"({args.reports} reports, batch {args.batch_size}, MiniLM, {torch.get_num_threads()} threads)")
-    print(f"synthetic reports: 10,000 generated in {gen_seconds:.2f} s ({10 / gen_seconds:.0f}x faster than the 10 s target)")
+    print(
+        f"speed-up of length-sorted evaluation: {ratio:.2f}x wall time, "
+        f"{best['table order'][1] / best['length-sorted'][1]:.2f}x fewer token positions "
+        f"({args.reports} reports, batch {args.batch_size}, MiniLM, {torch.get_num_threads()} threads)"
+    )
+    print(
+        f"synthetic reports: 10,000 generated in {gen_seconds:.2f} s ({10 / gen_seconds:.0f}x faster than the 10 s target)"
+    )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ def _read_any(path: Path) -> pd.DataFrame:
     except UnicodeDecodeError as err:
         raise ReportTableError(
             f"{path}: not valid UTF-8 (byte {err.start}: {err.reason}). Re-save the file as UTF-8, "
-            "e.g. `iconv -f latin1 -t utf-8 in.csv > out.csv`.") from err
+            "e.g. `iconv -f latin1 -t utf-8 in.csv > out.csv`."
+        ) from err
     raise ReportTableError(f"{path}: unsupported file type '{path.suffix}'. Use .csv, .parquet or .jsonl.")
 
 
@@ -48,16 +49,19 @@ def _check_text(df: pd.DataFrame, path: Path) -> None:
             try:
                 text.decode("utf-8")
             except UnicodeDecodeError as err:
-                raise ReportTableError(f"{path}, row {_row(i)}, column 'text': not valid UTF-8. "
-                                       "Re-encode the text as UTF-8.") from err
+                raise ReportTableError(
+                    f"{path}, row {_row(i)}, column 'text': not valid UTF-8. Re-encode the text as UTF-8."
+                ) from err
         if text is None or (isinstance(text, float) and np.isnan(text)) or not str(text).strip():
             raise ReportTableError(
                 f"{path}, row {_row(i)} (report_id={df['report_id'].iloc[i]!r}), column 'text': empty report text. "
-                "Remove the row or fill in the report.")
+                "Remove the row or fill in the report."
+            )
         if "\ufffd" in str(text):
             raise ReportTableError(
                 f"{path}, row {_row(i)} (report_id={df['report_id'].iloc[i]!r}), column 'text': contains U+FFFD, "
-                "the mark of text decoded from a wrong encoding. Re-export the reports as UTF-8.")
+                "the mark of text decoded from a wrong encoding. Re-export the reports as UTF-8."
+            )
 
 
 def parse_label_column(values: pd.Series, path: Path, column: str, report_ids: pd.Series) -> np.ndarray:
@@ -74,7 +78,8 @@ def parse_label_column(values: pd.Series, path: Path, column: str, report_ids: p
             continue
         raise ReportTableError(
             f"{path}, row {_row(i)} (report_id={report_ids.iloc[i]!r}), column '{column}': label value {v!r} is not "
-            "0, 1 or empty. Use 1 for present, 0 for absent and leave the cell empty when unknown.")
+            "0, 1 or empty. Use 1 for present, 0 for absent and leave the cell empty when unknown."
+        )
     return out
 
 
@@ -92,12 +97,15 @@ def parse_probability_column(values: pd.Series, path: Path, column: str, report_
         if not 0.0 <= p <= 1.0:
             raise ReportTableError(
                 f"{path}, row {_row(i)} (report_id={report_ids.iloc[i]!r}), column '{column}': {v!r} is not a "
-                "probability in [0, 1].")
+                "probability in [0, 1]."
+            )
         out[i] = p
     return out
 
 
-def read_report_table(path: str | Path, labels: Sequence[str], soft_label_suffix: str | None = None) -> pd.DataFrame:
+def read_report_table(
+    path: str | Path, labels: Sequence[str], soft_label_suffix: str | None = None
+) -> pd.DataFrame:
     """Read ``path``, validate it against the schema and ``labels``; return a clean table.
 
     The returned frame has string ``report_id``/``patient_id``/``text``, float label columns with
@@ -107,24 +115,31 @@ def read_report_table(path: str | Path, labels: Sequence[str], soft_label_suffix
     """
     path = Path(path)
     if not path.exists():
-        raise ReportTableError(f"{path}: file not found. Set data.path (or the hold-out path) to an existing "
-                               "CSV, Parquet or JSONL reports table, or run with demo=true.")
+        raise ReportTableError(
+            f"{path}: file not found. Set data.path (or the hold-out path) to an existing "
+            "CSV, Parquet or JSONL reports table, or run with demo=true."
+        )
     df = _read_any(path)
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
-        raise ReportTableError(f"{path}: missing required column(s) {missing}; found {list(df.columns)}. "
-                               "A reports table needs report_id, patient_id and text.")
+        raise ReportTableError(
+            f"{path}: missing required column(s) {missing}; found {list(df.columns)}. "
+            "A reports table needs report_id, patient_id and text."
+        )
     absent = [label for label in labels if label not in df.columns]
     if absent:
         raise ReportTableError(
             f"{path}: label column(s) {absent} named in data.labels are not in the file (columns: "
-            f"{list(df.columns)}). Fix data.labels or add the column(s).")
+            f"{list(df.columns)}). Fix data.labels or add the column(s)."
+        )
     df = df.reset_index(drop=True)
     for col in ("report_id", "patient_id"):
         blank = df[col].isna() | (df[col].astype(str).str.strip() == "")
         if blank.any():
             i = int(np.flatnonzero(blank.to_numpy())[0])
-            raise ReportTableError(f"{path}, row {_row(i)}, column '{col}': empty {col}. Every report needs one.")
+            raise ReportTableError(
+                f"{path}, row {_row(i)}, column '{col}': empty {col}. Every report needs one."
+            )
         df[col] = df[col].astype(str).str.strip()
     _check_text(df, path)
     df["text"] = df["text"].map(lambda t: t.decode("utf-8") if isinstance(t, bytes) else str(t))
@@ -135,15 +150,19 @@ def read_report_table(path: str | Path, labels: Sequence[str], soft_label_suffix
         rows = [_row(i) for i in np.flatnonzero((df["report_id"] == first_rid).to_numpy())]
         texts = df.loc[df["report_id"] == first_rid, "text"].unique()
         what = "different text" if len(texts) > 1 else "the same text (a duplicated row)"
-        raise ReportTableError(f"{path}, rows {rows}, column 'report_id': report_id {first_rid!r} appears "
-                               f"{len(rows)} times with {what}. report_id must be unique: remove or rename duplicates.")
+        raise ReportTableError(
+            f"{path}, rows {rows}, column 'report_id': report_id {first_rid!r} appears "
+            f"{len(rows)} times with {what}. report_id must be unique: remove or rename duplicates."
+        )
 
     for label in labels:
         df[label] = parse_label_column(df[label], path, label, df["report_id"])
         if soft_label_suffix:
             col = f"{label}{soft_label_suffix}"
             if col not in df.columns:
-                raise ReportTableError(f"{path}: data.unknown_policy=soft needs a probability column '{col}' for "
-                                       f"label '{label}'. Add it or choose another data.unknown_policy.")
+                raise ReportTableError(
+                    f"{path}: data.unknown_policy=soft needs a probability column '{col}' for "
+                    f"label '{label}'. Add it or choose another data.unknown_policy."
+                )
             df[col] = parse_probability_column(df[col], path, col, df["report_id"])
     return df

@@ -93,26 +93,45 @@ class ReportDataModule(pl.LightningDataModule):
         output_dir: where ``splits.csv`` and ``data_summary.json`` are written (the run directory).
     """
 
-    def __init__(self, path: str | None, labels: Sequence[str], holdouts: Mapping[str, str] | None = None,
-                 unknown_policy: str = "mask", soft_label_suffix: str = "_prob",
-                 split: Mapping[str, Any] | None = None, batch_size: int = 16, eval_batch_size: int = 64,
-                 num_workers: int = 0, output_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str | None,
+        labels: Sequence[str],
+        holdouts: Mapping[str, str] | None = None,
+        unknown_policy: str = "mask",
+        soft_label_suffix: str = "_prob",
+        split: Mapping[str, Any] | None = None,
+        batch_size: int = 16,
+        eval_batch_size: int = 64,
+        num_workers: int = 0,
+        output_dir: str | None = None,
+    ) -> None:
         super().__init__()
         if not path:
-            raise ReportTableError("data.path is not set: point it at your reports table "
-                                   "(data.path=/path/reports.csv) or run with demo=true.")
+            raise ReportTableError(
+                "data.path is not set: point it at your reports table "
+                "(data.path=/path/reports.csv) or run with demo=true."
+            )
         if not labels:
-            raise ReportTableError("data.labels is empty: name the label column(s) to learn, e.g. data.labels=[abnormal].")
+            raise ReportTableError(
+                "data.labels is empty: name the label column(s) to learn, e.g. data.labels=[abnormal]."
+            )
         if unknown_policy not in UNKNOWN_POLICIES:
-            raise ReportTableError(f"data.unknown_policy={unknown_policy!r}: choose one of {UNKNOWN_POLICIES}.")
+            raise ReportTableError(
+                f"data.unknown_policy={unknown_policy!r}: choose one of {UNKNOWN_POLICIES}."
+            )
         self.path = path
         self.labels = list(labels)
         unset = [name for name, p in (holdouts or {}).items() if not p]
         if unset:
-            rank_zero_info(f"[reportsup] hold-out(s) {unset} have no path (data.holdouts.<name>=...): not evaluated.")
+            rank_zero_info(
+                f"[reportsup] hold-out(s) {unset} have no path (data.holdouts.<name>=...): not evaluated."
+            )
         self.holdout_paths = {name: str(p) for name, p in (holdouts or {}).items() if p}
         if INTERNAL_TEST_SET in self.holdout_paths:
-            raise SplitError(f"data.holdouts: '{INTERNAL_TEST_SET}' names the internal test split; rename the hold-out.")
+            raise SplitError(
+                f"data.holdouts: '{INTERNAL_TEST_SET}' names the internal test split; rename the hold-out."
+            )
         self.unknown_policy = unknown_policy
         self.soft_label_suffix = soft_label_suffix
         self.split_cfg = dict(split or {})
@@ -140,12 +159,16 @@ class ReportDataModule(pl.LightningDataModule):
         table = read_report_table(path, labels=[])
         present = [lb for lb in self.labels if lb in table.columns]
         if not present:
-            raise ReportTableError(f"{path}: hold-out '{name}' has none of the label columns {self.labels}; "
-                                   f"found {list(table.columns)}.")
+            raise ReportTableError(
+                f"{path}: hold-out '{name}' has none of the label columns {self.labels}; "
+                f"found {list(table.columns)}."
+            )
         table = read_report_table(path, labels=present)
         for lb in self.labels:
             if lb not in present:
-                rank_zero_info(f"[reportsup] hold-out '{name}' has no column '{lb}': that label is not evaluated there.")
+                rank_zero_info(
+                    f"[reportsup] hold-out '{name}' has no column '{lb}': that label is not evaluated there."
+                )
                 table[lb] = np.nan
         return table
 
@@ -160,18 +183,26 @@ class ReportDataModule(pl.LightningDataModule):
         targets = self._training_targets(table)
         no_label = np.isnan(targets).all(axis=1)
         if no_label.any():
-            rank_zero_info(f"[reportsup] {int(no_label.sum())} of {len(table)} reports have no known value for "
-                           f"{self.labels} and are left out of this model's data (data.unknown_policy={self.unknown_policy}).")
+            rank_zero_info(
+                f"[reportsup] {int(no_label.sum())} of {len(table)} reports have no known value for "
+                f"{self.labels} and are left out of this model's data (data.unknown_policy={self.unknown_policy})."
+            )
         table, targets = table.loc[~no_label].reset_index(drop=True), targets[~no_label]
-        split = assign_splits(table, seed=int(self.split_cfg.get("seed", 0)),
-                              fractions=self.split_cfg.get("fractions", (0.6, 0.2, 0.2)),
-                              n_folds=self.split_cfg.get("n_folds"), fold=int(self.split_cfg.get("fold", 0)),
-                              file=self.split_cfg.get("file"))
+        split = assign_splits(
+            table,
+            seed=int(self.split_cfg.get("seed", 0)),
+            fractions=self.split_cfg.get("fractions", (0.6, 0.2, 0.2)),
+            n_folds=self.split_cfg.get("n_folds"),
+            fold=int(self.split_cfg.get("fold", 0)),
+            file=self.split_cfg.get("file"),
+        )
         for name in ("train", "val", "test"):
             mask = (split == name).to_numpy()
             if not mask.any():
-                raise SplitError(f"the {name} split is empty ({len(table)} reports, "
-                                 f"{table['patient_id'].nunique()} patients): add data or change data.split.")
+                raise SplitError(
+                    f"the {name} split is empty ({len(table)} reports, "
+                    f"{table['patient_id'].nunique()} patients): add data or change data.split."
+                )
             part = table.loc[mask]
             # Test sets are scored on reference labels only; train/val use the unknown policy.
             y = part[self.labels].to_numpy(dtype=np.float64) if name == "test" else targets[mask]
@@ -179,31 +210,48 @@ class ReportDataModule(pl.LightningDataModule):
         for name, ho in holdouts.items():
             self.datasets[name] = ReportDataset(ho, ho[self.labels].to_numpy(dtype=np.float64))
         self.summary = {
-            "path": str(self.path), "labels": self.labels, "unknown_policy": self.unknown_policy,
-            "reports_read": n_read, "removed_for_holdout_patients": removed,
+            "path": str(self.path),
+            "labels": self.labels,
+            "unknown_policy": self.unknown_policy,
+            "reports_read": n_read,
+            "removed_for_holdout_patients": removed,
             "removed_without_known_label": int(no_label.sum()),
             "sizes": {k: len(v) for k, v in self.datasets.items()},
-            "positives": {k: {lb: int(np.nansum(v.targets[:, j].numpy() == 1)) for j, lb in enumerate(self.labels)}
-                          for k, v in self.datasets.items()},
+            "positives": {
+                k: {lb: int(np.nansum(v.targets[:, j].numpy() == 1)) for j, lb in enumerate(self.labels)}
+                for k, v in self.datasets.items()
+            },
         }
-        rank_zero_info(f"[reportsup] data: {json.dumps(self.summary['sizes'])}, unknown_policy={self.unknown_policy}")
+        rank_zero_info(
+            f"[reportsup] data: {json.dumps(self.summary['sizes'])}, unknown_policy={self.unknown_policy}"
+        )
         self._write_split_file(table, split, holdouts)
 
-    def _write_split_file(self, table: pd.DataFrame, split: pd.Series, holdouts: dict[str, pd.DataFrame]) -> None:
+    def _write_split_file(
+        self, table: pd.DataFrame, split: pd.Series, holdouts: dict[str, pd.DataFrame]
+    ) -> None:
         if self.output_dir is None or (self.trainer is not None and not self.trainer.is_global_zero):
             return
         frames = [pd.DataFrame({"id": table["report_id"], "patient_id": table["patient_id"], "split": split})]
-        frames += [pd.DataFrame({"id": h["report_id"], "patient_id": h["patient_id"], "split": name})
-                   for name, h in holdouts.items()]
+        frames += [
+            pd.DataFrame({"id": h["report_id"], "patient_id": h["patient_id"], "split": name})
+            for name, h in holdouts.items()
+        ]
         splits = pd.concat(frames, ignore_index=True)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         path = self.output_dir / "splits.csv"
         if path.exists():
             # A resumed run must train on the split it started with.
             before = pd.read_csv(path, dtype=str, keep_default_na=False)
-            if not before.sort_values("id").reset_index(drop=True).equals(splits.astype(str).sort_values("id").reset_index(drop=True)):
-                raise SplitError(f"{path} exists and differs from the split computed now (seed, fractions or data "
-                                 "changed). Resume with the original data and data.split settings, or start a new run.")
+            if (
+                not before.sort_values("id")
+                .reset_index(drop=True)
+                .equals(splits.astype(str).sort_values("id").reset_index(drop=True))
+            ):
+                raise SplitError(
+                    f"{path} exists and differs from the split computed now (seed, fractions or data "
+                    "changed). Resume with the original data and data.split settings, or start a new run."
+                )
         else:
             splits.to_csv(path, index=False)
         (self.output_dir / "data_summary.json").write_text(json.dumps(self.summary, indent=2))
@@ -224,11 +272,19 @@ class ReportDataModule(pl.LightningDataModule):
 
     def _loader(self, name: str, train: bool) -> DataLoader:
         if self.tokenize is None:
-            raise RuntimeError("ReportDataModule.set_tokenizer(encoder.tokenize) must be called before loading batches.")
+            raise RuntimeError(
+                "ReportDataModule.set_tokenizer(encoder.tokenize) must be called before loading batches."
+            )
         ds = self.datasets[name]
-        return DataLoader(ds, batch_size=self.batch_size if train else self.eval_batch_size, shuffle=train,
-                          sampler=None if train else LengthSortedSampler(ds.texts), num_workers=self.num_workers,
-                          collate_fn=ReportCollator(self.tokenize), persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            sampler=None if train else LengthSortedSampler(ds.texts),
+            num_workers=self.num_workers,
+            collate_fn=ReportCollator(self.tokenize),
+            persistent_workers=self.num_workers > 0,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

@@ -25,15 +25,21 @@ def _shuffled_patients(patient_ids: Iterable[str], seed: int) -> np.ndarray:
     return unique[np.random.default_rng(seed).permutation(len(unique))]
 
 
-def patient_split(patient_ids: Sequence[str], seed: int, fractions: Sequence[float] = (0.6, 0.2, 0.2)) -> dict[str, str]:
+def patient_split(
+    patient_ids: Sequence[str], seed: int, fractions: Sequence[float] = (0.6, 0.2, 0.2)
+) -> dict[str, str]:
     """Map each patient to train/val/test with the given fractions of *patients*."""
     if len(fractions) != 3 or any(f < 0 for f in fractions) or not np.isclose(sum(fractions), 1.0):
-        raise SplitError(f"data.split.fractions={list(fractions)}: give three non-negative fractions "
-                         "(train, val, test) that sum to 1.")
+        raise SplitError(
+            f"data.split.fractions={list(fractions)}: give three non-negative fractions "
+            "(train, val, test) that sum to 1."
+        )
     patients = _shuffled_patients(patient_ids, seed)
     n = len(patients)
     if n < 3:
-        raise SplitError(f"only {n} patient(s) in the development data: a train/val/test split needs at least 3.")
+        raise SplitError(
+            f"only {n} patient(s) in the development data: a train/val/test split needs at least 3."
+        )
     n_train = int(round(fractions[0] * n))
     n_val = int(round(fractions[1] * n))
     bounds = (n_train, n_train + n_val)
@@ -46,8 +52,10 @@ def patient_split(patient_ids: Sequence[str], seed: int, fractions: Sequence[flo
 def patient_kfold(patient_ids: Sequence[str], seed: int, n_folds: int, fold: int) -> dict[str, str]:
     """k-fold at patient level: fold ``fold`` is the test set, the next fold the validation set."""
     if n_folds < 3 or not 0 <= fold < n_folds:
-        raise SplitError(f"data.split.n_folds={n_folds}, data.split.fold={fold}: need n_folds >= 3 "
-                         "(train, val and test folds) and 0 <= fold < n_folds.")
+        raise SplitError(
+            f"data.split.n_folds={n_folds}, data.split.fold={fold}: need n_folds >= 3 "
+            "(train, val and test folds) and 0 <= fold < n_folds."
+        )
     folds = np.array_split(_shuffled_patients(patient_ids, seed), n_folds)
     val_fold = (fold + 1) % n_folds
     out = {}
@@ -66,26 +74,40 @@ def read_split_file(path: str | Path, table: pd.DataFrame) -> pd.Series:
     sf = pd.read_csv(path, dtype=str, keep_default_na=False)
     id_col = "id" if "id" in sf.columns else "report_id" if "report_id" in sf.columns else None
     if id_col is None or "split" not in sf.columns:
-        raise SplitError(f"{path}: a split file needs columns 'id' (or 'report_id') and 'split'; found {list(sf.columns)}.")
+        raise SplitError(
+            f"{path}: a split file needs columns 'id' (or 'report_id') and 'split'; found {list(sf.columns)}."
+        )
     bad = sf.loc[~sf["split"].isin(SPLIT_NAMES)]
     if len(bad):
-        raise SplitError(f"{path}, row {bad.index[0] + 1}: split {bad['split'].iloc[0]!r} is not one of {SPLIT_NAMES}.")
+        raise SplitError(
+            f"{path}, row {bad.index[0] + 1}: split {bad['split'].iloc[0]!r} is not one of {SPLIT_NAMES}."
+        )
     mapping = dict(zip(sf[id_col], sf["split"], strict=True))
     missing = [r for r in table["report_id"] if r not in mapping]
     if missing:
-        raise SplitError(f"{path}: {len(missing)} report(s) of the data table have no split, e.g. {missing[:3]}. "
-                         "Assign every report, or drop those reports from the table.")
+        raise SplitError(
+            f"{path}: {len(missing)} report(s) of the data table have no split, e.g. {missing[:3]}. "
+            "Assign every report, or drop those reports from the table."
+        )
     split = table["report_id"].map(mapping)
     per_patient = split.groupby(table["patient_id"]).nunique()
     leaking = per_patient[per_patient > 1]
     if len(leaking):
-        raise SplitError(f"{path}: patient {leaking.index[0]!r} has reports in more than one split; "
-                         "splits must be by patient to prevent leakage.")
+        raise SplitError(
+            f"{path}: patient {leaking.index[0]!r} has reports in more than one split; "
+            "splits must be by patient to prevent leakage."
+        )
     return split
 
 
-def assign_splits(table: pd.DataFrame, seed: int, fractions: Sequence[float] = (0.6, 0.2, 0.2),
-                  n_folds: int | None = None, fold: int = 0, file: str | Path | None = None) -> pd.Series:
+def assign_splits(
+    table: pd.DataFrame,
+    seed: int,
+    fractions: Sequence[float] = (0.6, 0.2, 0.2),
+    n_folds: int | None = None,
+    fold: int = 0,
+    file: str | Path | None = None,
+) -> pd.Series:
     """The split name of every row of ``table`` (one of train/val/test), by patient."""
     if file:
         return read_split_file(file, table)
@@ -96,7 +118,9 @@ def assign_splits(table: pd.DataFrame, seed: int, fractions: Sequence[float] = (
     return table["patient_id"].map(mapping)
 
 
-def exclude_holdout_patients(table: pd.DataFrame, holdouts: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, int]]:
+def exclude_holdout_patients(
+    table: pd.DataFrame, holdouts: dict[str, pd.DataFrame]
+) -> tuple[pd.DataFrame, dict[str, int]]:
     """Remove every report of a patient who appears in any hold-out set (paper Fig. 1: "after removing
     reports describing separate studies of patients in the test set"). Returns the table and the
     number of reports removed per hold-out, for the log."""

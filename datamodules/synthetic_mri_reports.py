@@ -49,8 +49,12 @@ SIDES = ("left", "right")
 LOBES = ("frontal", "parietal", "temporal", "occipital")
 TERRITORIES = ("middle cerebral artery", "posterior cerebral artery", "anterior cerebral artery")
 DEEP = ("thalamus", "internal capsule", "corona radiata", "basal ganglia", "pons", "cerebellar hemisphere")
-ARTERIES = ("anterior communicating artery", "left middle cerebral artery bifurcation",
-            "right posterior communicating artery", "basilar tip")
+ARTERIES = (
+    "anterior communicating artery",
+    "left middle cerebral artery bifurcation",
+    "right posterior communicating artery",
+    "basilar tip",
+)
 YEARS = tuple(str(y) for y in range(2008, 2019))
 
 # Positive assertions per category. Placeholders: {side} {lobe} {territory} {deep} {artery} {size}
@@ -100,7 +104,10 @@ POSITIVE: dict[str, tuple[str, ...]] = {
 NOUN_PHRASE: dict[str, tuple[str, ...]] = {
     "acute_stroke": ("a small acute infarct", "early acute ischaemia"),
     "mass": ("a low-grade glioma", "a small meningioma"),
-    "atrophy": ("volume loss in excess of age", "an early neurodegenerative process with temporal lobe atrophy"),
+    "atrophy": (
+        "volume loss in excess of age",
+        "an early neurodegenerative process with temporal lobe atrophy",
+    ),
     "vascular": ("a small aneurysm", "a dural arteriovenous fistula"),
     "small_vessel_disease": ("moderate small vessel disease",),
     "white_matter_inflammation": ("demyelination", "an inflammatory white matter process"),
@@ -108,14 +115,23 @@ NOUN_PHRASE: dict[str, tuple[str, ...]] = {
 }
 
 NEGATION: dict[str, tuple[str, ...]] = {
-    "acute_stroke": ("No evidence of acute infarction.", "There is no restricted diffusion to suggest acute ischaemia.",
-                     "No acute stroke is identified."),
-    "mass": ("No mass lesion.", "No space-occupying lesion or abnormal enhancement.",
-             "There is no evidence of an intracranial mass."),
+    "acute_stroke": (
+        "No evidence of acute infarction.",
+        "There is no restricted diffusion to suggest acute ischaemia.",
+        "No acute stroke is identified.",
+    ),
+    "mass": (
+        "No mass lesion.",
+        "No space-occupying lesion or abnormal enhancement.",
+        "There is no evidence of an intracranial mass.",
+    ),
     "atrophy": ("No atrophy in excess of age.", "Brain volume is within normal limits for age."),
     "vascular": ("No aneurysm or vascular malformation is seen.", "No micro-haemorrhages are identified."),
     "small_vessel_disease": ("No significant small vessel disease.",),
-    "white_matter_inflammation": ("No demyelinating lesions are seen.", "No features to suggest demyelination."),
+    "white_matter_inflammation": (
+        "No demyelinating lesions are seen.",
+        "No features to suggest demyelination.",
+    ),
     "encephalomalacia": ("No established infarcts or areas of encephalomalacia.",),
 }
 
@@ -143,20 +159,51 @@ AGE_APPROPRIATE = (
     "Mild involutional change only.",
 )
 
-COMPLAINTS = ("headache", "seizure", "dizziness", "left sided weakness", "memory loss", "visual disturbance",
-              "slurred speech", "numbness")
-QUESTIONS = ("acute stroke", "space occupying lesion", "demyelination", "aneurysm", "structural abnormality",
-             "atrophy", "mass")
-TECHNIQUE = ("MRI head: axial T2, FLAIR, DWI and SWI, sagittal T1.", "MRI brain with and without contrast.",
-             "Standard departmental protocol.")
-NORMAL_CONCLUSION = ("Conclusion: Normal intracranial appearances.", "Conclusion: No intracranial abnormality.",
-                     "Normal MRI head.")
+COMPLAINTS = (
+    "headache",
+    "seizure",
+    "dizziness",
+    "left sided weakness",
+    "memory loss",
+    "visual disturbance",
+    "slurred speech",
+    "numbness",
+)
+QUESTIONS = (
+    "acute stroke",
+    "space occupying lesion",
+    "demyelination",
+    "aneurysm",
+    "structural abnormality",
+    "atrophy",
+    "mass",
+)
+TECHNIQUE = (
+    "MRI head: axial T2, FLAIR, DWI and SWI, sagittal T1.",
+    "MRI brain with and without contrast.",
+    "Standard departmental protocol.",
+)
+NORMAL_CONCLUSION = (
+    "Conclusion: Normal intracranial appearances.",
+    "Conclusion: No intracranial abnormality.",
+    "Normal MRI head.",
+)
 
 # Another hospital's reporting style: American spelling and FINDINGS/IMPRESSION headings.
-US_SPELLING = (("haemorrhage", "hemorrhage"), ("oedema", "edema"), ("ischaemi", "ischemi"), ("tumour", "tumor"),
-               ("generalised", "generalized"), ("haemosiderin", "hemosiderin"), ("artefact", "artifact"))
-EXTERNAL_NORMAL_IMPRESSION = ("IMPRESSION: Unremarkable MRI of the brain.", "IMPRESSION: No acute intracranial process.",
-                              "IMPRESSION: Normal study.")
+US_SPELLING = (
+    ("haemorrhage", "hemorrhage"),
+    ("oedema", "edema"),
+    ("ischaemi", "ischemi"),
+    ("tumour", "tumor"),
+    ("generalised", "generalized"),
+    ("haemosiderin", "hemosiderin"),
+    ("artefact", "artifact"),
+)
+EXTERNAL_NORMAL_IMPRESSION = (
+    "IMPRESSION: Unremarkable MRI of the brain.",
+    "IMPRESSION: No acute intracranial process.",
+    "IMPRESSION: Normal study.",
+)
 
 
 @dataclass
@@ -176,8 +223,14 @@ class _Patient:
 
 
 def _fill(template: str, rng: random.Random) -> str:
-    return template.format(side=rng.choice(SIDES), lobe=rng.choice(LOBES), territory=rng.choice(TERRITORIES),
-                           deep=rng.choice(DEEP), artery=rng.choice(ARTERIES), size=f"{rng.randint(3, 45)} mm")
+    return template.format(
+        side=rng.choice(SIDES),
+        lobe=rng.choice(LOBES),
+        territory=rng.choice(TERRITORIES),
+        deep=rng.choice(DEEP),
+        artery=rng.choice(ARTERIES),
+        size=f"{rng.randint(3, 45)} mm",
+    )
 
 
 def _typo(text: str, rng: random.Random) -> str:
@@ -189,7 +242,7 @@ def _typo(text: str, rng: random.Random) -> str:
     i = rng.choice(candidates)
     w = words[i]
     j = rng.randrange(1, len(w) - 2)
-    words[i] = w[:j] + w[j + 1] + w[j] + w[j + 2:]
+    words[i] = w[:j] + w[j + 1] + w[j] + w[j + 2 :]
     return " ".join(words)
 
 
@@ -202,8 +255,15 @@ def _finding_sentence(category: str, rng: random.Random, follow_up: bool) -> str
     return _fill(rng.choice(POSITIVE[category]), rng)
 
 
-def compose_report(conditions: Sequence[str], other_abnormal: bool, age: int, rng: random.Random,
-                   follow_up: bool = False, external: bool = False, typo_rate: float = 0.3) -> SyntheticReport:
+def compose_report(
+    conditions: Sequence[str],
+    other_abnormal: bool,
+    age: int,
+    rng: random.Random,
+    follow_up: bool = False,
+    external: bool = False,
+    typo_rate: float = 0.3,
+) -> SyntheticReport:
     """Write one report for a patient with ``conditions`` and return it with the labels it implies."""
     sentences: list[str] = []
     if rng.random() < 0.6:
@@ -230,12 +290,16 @@ def compose_report(conditions: Sequence[str], other_abnormal: bool, age: int, rn
     else:
         main = conditions[0] if conditions else None
         summary = rng.choice(NOUN_PHRASE[main]) if main else "a structural abnormality as described"
-        sentences.append(("IMPRESSION: " if external else "Conclusion: ") + summary[0].upper() + summary[1:] + ".")
+        sentences.append(
+            ("IMPRESSION: " if external else "Conclusion: ") + summary[0].upper() + summary[1:] + "."
+        )
     text = " ".join(sentences)
     if external:
         for uk, us in US_SPELLING:
             text = text.replace(uk, us)
-        text = "EXAM: MRI BRAIN. FINDINGS: " + text.replace("Clinical details:", "HISTORY:").replace("Conclusion:", "IMPRESSION:")
+        text = "EXAM: MRI BRAIN. FINDINGS: " + text.replace("Clinical details:", "HISTORY:").replace(
+            "Conclusion:", "IMPRESSION:"
+        )
     if rng.random() < typo_rate:
         text = _typo(text, rng)
     labels = {c: int(c in conditions) for c in GRANULAR_CATEGORIES}
@@ -265,12 +329,14 @@ def _exam(patient: _Patient, exam_index: int, rng: random.Random, external: bool
         conditions.add("encephalomalacia")
     ordered = sorted(conditions, key=GRANULAR_CATEGORIES.index)
     rng.shuffle(ordered)
-    return compose_report(ordered, patient.other_abnormal, patient.age, rng, follow_up=exam_index > 0,
-                          external=external)
+    return compose_report(
+        ordered, patient.other_abnormal, patient.age, rng, follow_up=exam_index > 0, external=external
+    )
 
 
-def _image_labels(labels: dict[str, int], names: Sequence[str], disagreement: float,
-                  rng: random.Random) -> dict[str, int]:
+def _image_labels(
+    labels: dict[str, int], names: Sequence[str], disagreement: float, rng: random.Random
+) -> dict[str, int]:
     """Reference-standard image labels: mostly agree with the text; findings missing from the report
     (text 0, image 1) are three times as common as over-called ones, as the paper's discussion."""
     out = {}
@@ -281,9 +347,15 @@ def _image_labels(labels: dict[str, int], names: Sequence[str], disagreement: fl
     return out
 
 
-def generate_tables(n_reports: int = 5000, seed: int = 0, abnormal_rate: float = 0.38,
-                    granular_abnormal_rate: float = 0.75, granular_fraction: float = 0.4, image_label_disagreement: float = 0.06,
-                    n_external: int | None = None) -> dict[str, pd.DataFrame]:
+def generate_tables(
+    n_reports: int = 5000,
+    seed: int = 0,
+    abnormal_rate: float = 0.38,
+    granular_abnormal_rate: float = 0.75,
+    granular_fraction: float = 0.4,
+    image_label_disagreement: float = 0.06,
+    n_external: int | None = None,
+) -> dict[str, pd.DataFrame]:
     """Generate the development table, image-label hold-outs and the external-site table.
 
     Sizes of hold-outs scale with ``n_reports`` from the paper's (5000 labelled reports; 250 binary
@@ -309,8 +381,12 @@ def generate_tables(n_reports: int = 5000, seed: int = 0, abnormal_rate: float =
             if len(rows) >= n_reports:
                 break
             rep = _exam(patient, e, rng)
-            row = {"report_id": f"R{len(rows):07d}", "patient_id": patient.patient_id, "text": rep.text,
-                   "site": "internal"}
+            row = {
+                "report_id": f"R{len(rows):07d}",
+                "patient_id": patient.patient_id,
+                "text": rep.text,
+                "site": "internal",
+            }
             # The binary and granular data sets are separate report sets; the other labels are unknown.
             row[BINARY_LABEL] = pd.NA if granular_set else rep.labels[BINARY_LABEL]
             for c in GRANULAR_CATEGORIES:
@@ -325,8 +401,12 @@ def generate_tables(n_reports: int = 5000, seed: int = 0, abnormal_rate: float =
 
     def holdout_row(patient: _Patient, rep: SyntheticReport, names: Sequence[str]) -> dict:
         counter[0] += 1
-        row = {"report_id": f"H{counter[0]:07d}", "patient_id": patient.patient_id, "text": rep.text,
-               "site": "internal"}
+        row = {
+            "report_id": f"H{counter[0]:07d}",
+            "patient_id": patient.patient_id,
+            "text": rep.text,
+            "site": "internal",
+        }
         row.update(_image_labels(rep.labels, names, image_label_disagreement, rng))
         return row
 
@@ -352,13 +432,22 @@ def generate_tables(n_reports: int = 5000, seed: int = 0, abnormal_rate: float =
     for i in range(n_external):
         patient = _draw_patient(i, "EXT", rng, abnormal_rate)
         rep = _exam(patient, 0, rng, external=True)
-        ext_rows.append({"report_id": f"X{i:07d}", "patient_id": patient.patient_id, "text": rep.text,
-                         "site": "external", BINARY_LABEL: rep.labels[BINARY_LABEL]})
+        ext_rows.append(
+            {
+                "report_id": f"X{i:07d}",
+                "patient_id": patient.patient_id,
+                "text": rep.text,
+                "site": "external",
+                BINARY_LABEL: rep.labels[BINARY_LABEL],
+            }
+        )
     tables["external_site"] = pd.DataFrame(ext_rows)
     return tables
 
 
-def write_synthetic_dataset(out_dir: str | Path, n_reports: int = 5000, seed: int = 0, **kwargs) -> dict[str, Path]:
+def write_synthetic_dataset(
+    out_dir: str | Path, n_reports: int = 5000, seed: int = 0, **kwargs
+) -> dict[str, Path]:
     """Write the tables of :func:`generate_tables` as CSV files under ``out_dir``; return their paths.
 
     An existing directory is reused only if it was written with the same arguments (a marker file
@@ -366,12 +455,16 @@ def write_synthetic_dataset(out_dir: str | Path, n_reports: int = 5000, seed: in
     """
     out = Path(out_dir)
     marker = out / "GENERATED_BY.txt"
-    signature = f"reportsup synthetic_mri_reports n_reports={n_reports} seed={seed} {sorted(kwargs.items())}\n"
+    signature = (
+        f"reportsup synthetic_mri_reports n_reports={n_reports} seed={seed} {sorted(kwargs.items())}\n"
+    )
     if marker.exists() and marker.read_text() == signature:
         return {p.stem: p for p in sorted(out.glob("*.csv"))}
     if out.exists() and any(out.iterdir()) and not marker.exists():
-        raise FileExistsError(f"{out} exists and was not written by the synthetic generator; "
-                              "choose an empty directory (nothing you made is overwritten).")
+        raise FileExistsError(
+            f"{out} exists and was not written by the synthetic generator; "
+            "choose an empty directory (nothing you made is overwritten)."
+        )
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, table in generate_tables(n_reports=n_reports, seed=seed, **kwargs).items():
@@ -400,8 +493,10 @@ def synthetic_holdout_names(labels: Sequence[str]) -> dict[str, str]:
     """
     unknown = [lb for lb in labels if lb not in (BINARY_LABEL, *GRANULAR_CATEGORIES)]
     if unknown:
-        raise ValueError(f"demo=true: the synthetic reports have no label(s) {unknown}; choose data.labels among "
-                         f"{[BINARY_LABEL, *GRANULAR_CATEGORIES]}.")
+        raise ValueError(
+            f"demo=true: the synthetic reports have no label(s) {unknown}; choose data.labels among "
+            f"{[BINARY_LABEL, *GRANULAR_CATEGORIES]}."
+        )
     out = {}
     for lb in labels:
         out["image_label" if len(labels) == 1 else f"image_label_{lb}"] = f"image_labels_{lb}"

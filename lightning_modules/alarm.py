@@ -44,25 +44,38 @@ class ALARMClassifier(pl.LightningModule):
         threshold: decision threshold stored in the label manifest (metrics at 0.5 in the paper).
     """
 
-    def __init__(self, encoder: TextEncoder, labels: Sequence[str], optimizer: Callable[..., torch.optim.Optimizer],
-                 scheduler: Callable[..., Any] | None = None, mlp_hidden_size: int = 256, attention_size: int = 128,
-                 dropout: float = 0.1, threshold: float = 0.5) -> None:
+    def __init__(
+        self,
+        encoder: TextEncoder,
+        labels: Sequence[str],
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        mlp_hidden_size: int = 256,
+        attention_size: int = 128,
+        dropout: float = 0.1,
+        threshold: float = 0.5,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["encoder", "optimizer", "scheduler"])
         self.encoder = encoder
         self.labels = list(labels)
         self.pooling = AttentionPooling(encoder.hidden_size, attention_size)
         self.classifier = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(encoder.hidden_size, mlp_hidden_size), nn.ReLU(),
-            nn.Dropout(dropout), nn.Linear(mlp_hidden_size, len(self.labels)))
+            nn.Dropout(dropout),
+            nn.Linear(encoder.hidden_size, mlp_hidden_size),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(mlp_hidden_size, len(self.labels)),
+        )
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.threshold = threshold
         self.val_auroc = nn.ModuleList([BinaryAUROC() for _ in self.labels])
 
     # -- model --------------------------------------------------------------------------------
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                return_attention: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, return_attention: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Logits ``(B, n_labels)``; with ``return_attention`` also the pooling weights ``(B, T)``."""
         tokens = self.encoder(input_ids, attention_mask)
         pooled, weights = self.pooling(tokens, attention_mask)
@@ -76,12 +89,16 @@ class ALARMClassifier(pl.LightningModule):
     # -- steps -------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, _ = self._loss(batch)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["index"]))
+        self.log(
+            "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["index"])
+        )
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss, logits = self._loss(batch)
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(batch["index"]))
+        self.log(
+            "val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(batch["index"])
+        )
         probs = torch.sigmoid(logits.float())
         for j, metric in enumerate(self.val_auroc):
             known = ~torch.isnan(batch["targets"][:, j])
@@ -101,26 +118,41 @@ class ALARMClassifier(pl.LightningModule):
             # already synchronised by torchmetrics; sync_dist only silences Lightning's DDP warning
             self.log("val/auroc", torch.stack(values).mean(), prog_bar=True, sync_dist=True)
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+    def test_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, torch.Tensor]:
         logits = self(batch["input_ids"], batch["attention_mask"])
         return {"index": batch["index"], "probs": torch.sigmoid(logits.float()), "targets": batch["targets"]}
 
-    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+    def predict_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, torch.Tensor]:
         logits, weights = self(batch["input_ids"], batch["attention_mask"], return_attention=True)
-        return {"index": batch["index"], "probs": torch.sigmoid(logits.float()), "attention": weights,
-                "input_ids": batch["input_ids"]}
+        return {
+            "index": batch["index"],
+            "probs": torch.sigmoid(logits.float()),
+            "attention": weights,
+            "input_ids": batch["input_ids"],
+        }
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer),
-                                                          "interval": "epoch"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer), "interval": "epoch"},
+        }
 
     # -- label manifest ----------------------------------------------------------------------
     def label_manifest(self) -> dict[str, Any]:
-        return build_manifest(TASK, self.labels, self.encoder.manifest(), self.threshold,
-                              extra={"model_hparams": {k: v for k, v in self.hparams.items() if k != "labels"}})
+        return build_manifest(
+            TASK,
+            self.labels,
+            self.encoder.manifest(),
+            self.threshold,
+            extra={"model_hparams": {k: v for k, v in self.hparams.items() if k != "labels"}},
+        )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["label_manifest"] = self.label_manifest()
@@ -137,9 +169,16 @@ class ALARMClassifier(pl.LightningModule):
         manifest = checkpoint.get("label_manifest")
         check_manifest(manifest, manifest or {}, where=str(path))
         encoder = TextEncoder.from_manifest(manifest["encoder"])
-        model = cls(encoder=encoder, labels=manifest["labels"], optimizer=torch.optim.Adam,
-                    **{k: v for k, v in manifest["model_hparams"].items() if k in
-                       ("mlp_hidden_size", "attention_size", "dropout", "threshold")})
+        model = cls(
+            encoder=encoder,
+            labels=manifest["labels"],
+            optimizer=torch.optim.Adam,
+            **{
+                k: v
+                for k, v in manifest["model_hparams"].items()
+                if k in ("mlp_hidden_size", "attention_size", "dropout", "threshold")
+            },
+        )
         model.on_load_checkpoint(checkpoint)
         model.load_state_dict(checkpoint["state_dict"])
         return model.eval()

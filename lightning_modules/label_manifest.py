@@ -20,34 +20,57 @@ class CheckpointManifestError(ValueError):
     """A checkpoint without a manifest, or whose manifest does not match the model it is loaded into."""
 
 
-def build_manifest(task: str, labels: Sequence[str], encoder_manifest: Mapping[str, Any], threshold: float,
-                   extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    return {"framework": FRAMEWORK, "framework_version": __version__, "task": task, "labels": list(labels),
-            "threshold": float(threshold), "encoder": dict(encoder_manifest),
-            "text_preprocessing": {"lowercase": encoder_manifest.get("lowercase"),
-                                   "max_length": encoder_manifest.get("max_length"),
-                                   "tokenizer_sha256": encoder_manifest.get("tokenizer_sha256")},
-            **dict(extra or {})}
+def build_manifest(
+    task: str,
+    labels: Sequence[str],
+    encoder_manifest: Mapping[str, Any],
+    threshold: float,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "framework": FRAMEWORK,
+        "framework_version": __version__,
+        "task": task,
+        "labels": list(labels),
+        "threshold": float(threshold),
+        "encoder": dict(encoder_manifest),
+        "text_preprocessing": {
+            "lowercase": encoder_manifest.get("lowercase"),
+            "max_length": encoder_manifest.get("max_length"),
+            "tokenizer_sha256": encoder_manifest.get("tokenizer_sha256"),
+        },
+        **dict(extra or {}),
+    }
 
 
-def check_manifest(found: Mapping[str, Any] | None, expected: Mapping[str, Any], where: str = "checkpoint") -> None:
+def check_manifest(
+    found: Mapping[str, Any] | None, expected: Mapping[str, Any], where: str = "checkpoint"
+) -> None:
     """Raise :class:`CheckpointManifestError` unless ``found`` describes the same task, labels and tokenizer."""
     if not found:
-        raise CheckpointManifestError(f"{where} has no label manifest: it was not written by {FRAMEWORK} "
-                                      "(or by a version before manifests); its outputs cannot be interpreted safely.")
+        raise CheckpointManifestError(
+            f"{where} has no label manifest: it was not written by {FRAMEWORK} "
+            "(or by a version before manifests); its outputs cannot be interpreted safely."
+        )
     if found.get("framework") != FRAMEWORK:
         raise CheckpointManifestError(f"{where} was written by {found.get('framework')!r}, not {FRAMEWORK}.")
     if str(found.get("framework_version", "0")).split(".")[0] != __version__.split(".")[0]:
-        raise CheckpointManifestError(f"{where} comes from {FRAMEWORK} {found.get('framework_version')}; this is "
-                                      f"{__version__} (different major version). Use a matching {FRAMEWORK} release.")
+        raise CheckpointManifestError(
+            f"{where} comes from {FRAMEWORK} {found.get('framework_version')}; this is "
+            f"{__version__} (different major version). Use a matching {FRAMEWORK} release."
+        )
     for key in ("task", "labels"):
         if found.get(key) != expected.get(key):
-            raise CheckpointManifestError(f"{where}: {key} {found.get(key)!r} in the checkpoint, but the model "
-                                          f"being loaded expects {expected.get(key)!r}. Set data.labels (and the "
-                                          "experiment) to match the checkpoint, in the same order.")
+            raise CheckpointManifestError(
+                f"{where}: {key} {found.get(key)!r} in the checkpoint, but the model "
+                f"being loaded expects {expected.get(key)!r}. Set data.labels (and the "
+                "experiment) to match the checkpoint, in the same order."
+            )
     f_tok = found.get("text_preprocessing", {}).get("tokenizer_sha256")
     e_tok = expected.get("text_preprocessing", {}).get("tokenizer_sha256")
     if f_tok != e_tok:
-        raise CheckpointManifestError(f"{where}: tokenizer {f_tok} differs from the current encoder's {e_tok} "
-                                      f"(encoder {found.get('encoder', {}).get('name')!r}); token ids would mean "
-                                      "different words. Load the checkpoint with its own encoder.")
+        raise CheckpointManifestError(
+            f"{where}: tokenizer {f_tok} differs from the current encoder's {e_tok} "
+            f"(encoder {found.get('encoder', {}).get('name')!r}); token ids would mean "
+            "different words. Load the checkpoint with its own encoder."
+        )

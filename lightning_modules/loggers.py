@@ -19,19 +19,32 @@ def wandb_credentials_available() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
     try:
-        return netrc.netrc().authenticators(os.environ.get("WANDB_BASE_URL", "api.wandb.ai").split("//")[-1]) is not None
+        return (
+            netrc.netrc().authenticators(os.environ.get("WANDB_BASE_URL", "api.wandb.ai").split("//")[-1])
+            is not None
+        )
     except (FileNotFoundError, netrc.NetrcParseError):
         return False
 
 
-def wandb_logger(project: str, save_dir: str, group: str | None = None, tags: Sequence[str] = (),
-                 name: str | None = None, offline: bool | None = None, **kwargs) -> WandbLogger:
+def wandb_logger(
+    project: str,
+    save_dir: str,
+    group: str | None = None,
+    tags: Sequence[str] = (),
+    name: str | None = None,
+    offline: bool | None = None,
+    **kwargs,
+) -> WandbLogger:
     """A :class:`WandbLogger` grouped by experiment name; offline unless credentials exist (or ``offline`` is set)."""
     if offline is None:
         offline = os.environ.get("WANDB_MODE") == "offline" or not wandb_credentials_available()
     if offline:
-        rank_zero_info("[reportsup] W&B: no credentials found, logging offline. Upload later with "
-                       f"`wandb sync {Path(save_dir) / 'wandb'}/offline-run-*`.")
+        rank_zero_info(
+            "[reportsup] W&B: no credentials found, logging offline. Upload later with "
+            f"`wandb sync {Path(save_dir) / 'wandb'}/offline-run-*`."
+        )
     Path(save_dir).mkdir(parents=True, exist_ok=True)
-    return WandbLogger(project=project, save_dir=save_dir, group=group, tags=list(tags), name=name,
-                       offline=offline, **kwargs)
+    return WandbLogger(
+        project=project, save_dir=save_dir, group=group, tags=list(tags), name=name, offline=offline, **kwargs
+    )

@@ -6,7 +6,9 @@ import torch
 import torch.nn.functional as F
 
 
-def masked_bce_with_logits(logits: torch.Tensor, targets: torch.Tensor, pos_weight: torch.Tensor | None = None) -> torch.Tensor:
+def masked_bce_with_logits(
+    logits: torch.Tensor, targets: torch.Tensor, pos_weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """Binary cross-entropy over known targets only: NaN targets (unknown labels) contribute nothing.
 
     Averaged over the known entries of the batch; a batch with no known entry gives 0 with a gradient

@@ -20,7 +20,9 @@ class AttentionPooling(nn.Module):
         self.projection = nn.Linear(hidden_size, attention_size)
         self.context = nn.Linear(attention_size, 1, bias=False)
 
-    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         scores = self.context(torch.tanh(self.projection(tokens))).squeeze(-1)
         scores = scores.masked_fill(attention_mask == 0, torch.finfo(scores.dtype).min)
         weights = torch.softmax(scores, dim=-1) * attention_mask  # exact zeros on padding

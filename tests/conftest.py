@@ -30,17 +30,33 @@ def tiny_encoder(synthetic_dir):
     from lightning_modules.encoders import tiny_bert_encoder
 
     texts = pd.read_csv(synthetic_dir / "reports.csv")["text"].tolist()
-    return tiny_bert_encoder(texts, vocab_size=800, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                             intermediate_size=64)
+    return tiny_bert_encoder(
+        texts,
+        vocab_size=800,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
 
 
-def run_train(*overrides: str, cwd: Path = ROOT, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_train(
+    *overrides: str, cwd: Path = ROOT, check: bool = True, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run ``python train.py <overrides>`` as a user would; return the finished process (output captured)."""
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *overrides], cwd=cwd, capture_output=True,
-                          text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *overrides],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"train.py {' '.join(overrides)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
-                             f"{proc.stderr[-6000:]}")
+        raise AssertionError(
+            f"train.py {' '.join(overrides)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
+            f"{proc.stderr[-6000:]}"
+        )
     return proc
 
 

@@ -18,8 +18,9 @@ def _compose(*overrides):
 
 
 def test_experiments_are_registered_as_a_group():
-    assert set(EXPERIMENTS) <= set(ConfigStore.instance().list("experiment")) | {e + ".yaml" for e in EXPERIMENTS} or \
-        {e + ".yaml" for e in EXPERIMENTS} <= set(ConfigStore.instance().list("experiment"))
+    assert set(EXPERIMENTS) <= set(ConfigStore.instance().list("experiment")) | {
+        e + ".yaml" for e in EXPERIMENTS
+    } or {e + ".yaml" for e in EXPERIMENTS} <= set(ConfigStore.instance().list("experiment"))
     assert {"alarm_binary", "alarm_granular", "alarm_binary_10x", "alarm_granular_10x"} <= set(EXPERIMENTS)
 
 
@@ -36,7 +37,9 @@ def test_alarm_binary_has_the_paper_defaults():
     assert cfg.data.batch_size == 16
     assert cfg.encoder.name == "dmis-lab/biobert-v1.1"
     assert list(cfg.data.split.fractions) == [0.6, 0.2, 0.2]
-    assert cfg.callbacks.model_checkpoint.monitor == "val/loss" and cfg.callbacks.model_checkpoint.mode == "min"
+    assert (
+        cfg.callbacks.model_checkpoint.monitor == "val/loss" and cfg.callbacks.model_checkpoint.mode == "min"
+    )
 
 
 def test_repeat_experiments_sweep_ten_seeds():
@@ -47,6 +50,14 @@ def test_repeat_experiments_sweep_ten_seeds():
 
 
 def test_command_line_values_skip_group_choices_and_hydra_keys():
-    values = command_line_values(["experiment=alarm_binary", "trainer=ddp", "trainer.max_epochs=1",
-                                  "data.labels=[a,b]", "hydra.mode=RUN", "seed=3"])
+    values = command_line_values(
+        [
+            "experiment=alarm_binary",
+            "trainer=ddp",
+            "trainer.max_epochs=1",
+            "data.labels=[a,b]",
+            "hydra.mode=RUN",
+            "seed=3",
+        ]
+    )
     assert values == {"trainer.max_epochs": 1, "data.labels": ["a", "b"], "seed": 3}

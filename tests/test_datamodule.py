@@ -24,8 +24,12 @@ def _table(tmp_path, with_prob=False):
 
 @pytest.mark.parametrize("policy,fill", [("mask", None), ("zeros", 0.0), ("ones", 1.0), ("soft", 0.25)])
 def test_unknown_policies(tmp_path, policy, fill):
-    dm = ReportDataModule(path=str(_table(tmp_path, with_prob=policy == "soft")), labels=["abnormal"],
-                          unknown_policy=policy, output_dir=str(tmp_path))
+    dm = ReportDataModule(
+        path=str(_table(tmp_path, with_prob=policy == "soft")),
+        labels=["abnormal"],
+        unknown_policy=policy,
+        output_dir=str(tmp_path),
+    )
     dm.setup()
     train = dm.datasets["train"]
     raw = train.table["abnormal"].to_numpy()
@@ -40,15 +44,18 @@ def test_unknown_policies(tmp_path, policy, fill):
 
 
 def test_test_sets_keep_unknown_labels_unknown(tmp_path):
-    dm = ReportDataModule(path=str(_table(tmp_path)), labels=["abnormal"], unknown_policy="zeros",
-                          output_dir=str(tmp_path))
+    dm = ReportDataModule(
+        path=str(_table(tmp_path)), labels=["abnormal"], unknown_policy="zeros", output_dir=str(tmp_path)
+    )
     dm.setup()
     test = dm.datasets["report_label"]
     assert np.array_equal(np.isnan(test.targets[:, 0].numpy()), test.table["abnormal"].isna().to_numpy())
 
 
 def test_evaluation_batches_are_length_sorted_and_dynamically_padded(tmp_path):
-    dm = ReportDataModule(path=str(_table(tmp_path)), labels=["abnormal"], eval_batch_size=4, output_dir=str(tmp_path))
+    dm = ReportDataModule(
+        path=str(_table(tmp_path)), labels=["abnormal"], eval_batch_size=4, output_dir=str(tmp_path)
+    )
     dm.setup()
 
     def tokenize(texts):
@@ -67,8 +74,14 @@ def test_unknown_policy_name_and_missing_holdout_columns(tmp_path):
     with pytest.raises(ReportTableError, match="unknown_policy"):
         ReportDataModule(path="x.csv", labels=["a"], unknown_policy="guess")
     holdout = tmp_path / "h.csv"
-    pd.DataFrame({"report_id": ["h1"], "patient_id": ["ph"], "text": ["x"], "other": [1]}).to_csv(holdout, index=False)
-    dm = ReportDataModule(path=str(_table(tmp_path)), labels=["abnormal"], holdouts={"image_label": str(holdout)},
-                          output_dir=str(tmp_path))
+    pd.DataFrame({"report_id": ["h1"], "patient_id": ["ph"], "text": ["x"], "other": [1]}).to_csv(
+        holdout, index=False
+    )
+    dm = ReportDataModule(
+        path=str(_table(tmp_path)),
+        labels=["abnormal"],
+        holdouts={"image_label": str(holdout)},
+        output_dir=str(tmp_path),
+    )
     with pytest.raises(ReportTableError, match="hold-out 'image_label' has none of the label columns"):
         dm.setup()

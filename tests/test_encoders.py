@@ -26,20 +26,37 @@ def test_minilm_loads_offline_and_round_trips_through_its_manifest():
     batch = enc.tokenize(["No acute infarct.", "Large mass."])
     assert enc(**batch).shape[:2] == batch["input_ids"].shape
     rebuilt = TextEncoder.from_manifest(enc.manifest())
-    assert rebuilt.tokenize(["No acute infarct."])["input_ids"].tolist() == enc.tokenize(["No acute infarct."])["input_ids"].tolist()
+    assert (
+        rebuilt.tokenize(["No acute infarct."])["input_ids"].tolist()
+        == enc.tokenize(["No acute infarct."])["input_ids"].tolist()
+    )
 
 
 def test_tiny_tokenizer_sees_only_the_training_texts(tmp_path):
     from lightning_modules.encoders import tiny_bert_encoder
 
     train = ["the ventricles are normal"] * 20
-    enc = tiny_bert_encoder(train, vocab_size=200, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                            intermediate_size=32, save_dir=str(tmp_path / "tok"))
+    enc = tiny_bert_encoder(
+        train,
+        vocab_size=200,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        save_dir=str(tmp_path / "tok"),
+    )
     vocab = enc.tokenizer.get_vocab()
     assert "ventricles" in vocab and "glioblastoma" not in vocab
     # A second build in the same run (another DDP rank, a resume) reuses the saved tokenizer.
-    again = tiny_bert_encoder(["entirely different words"] * 20, vocab_size=200, hidden_size=16, num_hidden_layers=1,
-                              num_attention_heads=2, intermediate_size=32, save_dir=str(tmp_path / "tok"))
+    again = tiny_bert_encoder(
+        ["entirely different words"] * 20,
+        vocab_size=200,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        save_dir=str(tmp_path / "tok"),
+    )
     assert again.tokenizer.get_vocab() == vocab
 
 
@@ -48,10 +65,14 @@ def test_tiny_tokenizer_vocabulary_is_identical_across_processes():
     import subprocess
     import sys
 
-    code = ("import hashlib, json; from datamodules.synthetic_mri_reports import generate_tables; "
-            "from lightning_modules.encoders import train_wordpiece_tokenizer; "
-            "t = train_wordpiece_tokenizer(generate_tables(300)['reports']['text'].tolist(), 500); "
-            "print(hashlib.sha256(json.dumps(sorted(t.get_vocab().items())).encode()).hexdigest())")
-    digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-               for _ in range(3)}
+    code = (
+        "import hashlib, json; from datamodules.synthetic_mri_reports import generate_tables; "
+        "from lightning_modules.encoders import train_wordpiece_tokenizer; "
+        "t = train_wordpiece_tokenizer(generate_tables(300)['reports']['text'].tolist(), 500); "
+        "print(hashlib.sha256(json.dumps(sorted(t.get_vocab().items())).encode()).hexdigest())"
+    )
+    digests = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        for _ in range(3)
+    }
     assert len(digests) == 1

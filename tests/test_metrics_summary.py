@@ -50,7 +50,9 @@ def test_summary_mean_and_t_interval():
     runs = [{"report_label": {"abnormal": {"auroc": {"value": v}}}} for v in aurocs]
     s = summarize_runs(runs)["report_label"]["abnormal"]["auroc"]
     half = stats.t.ppf(0.975, 3) * np.std(aurocs, ddof=1) / 2
-    assert s["mean"] == pytest.approx(np.mean(aurocs)) and s["ci_high"] == pytest.approx(np.mean(aurocs) + half)
+    assert s["mean"] == pytest.approx(np.mean(aurocs)) and s["ci_high"] == pytest.approx(
+        np.mean(aurocs) + half
+    )
     assert s["n_runs"] == 4
 
 

@@ -29,7 +29,9 @@ def test_attention_pooling_weights_are_zero_on_padding():
 
 def test_changing_padded_token_ids_changes_nothing(tiny_encoder):
     model = _model(tiny_encoder)
-    batch = tiny_encoder.tokenize(["no acute infarct.", "there is a large enhancing mass in the left frontal lobe."])
+    batch = tiny_encoder.tokenize(
+        ["no acute infarct.", "there is a large enhancing mass in the left frontal lobe."]
+    )
     assert (batch["attention_mask"] == 0).any()
     ids = batch["input_ids"].clone()
     ids[batch["attention_mask"] == 0] = 7  # any other token id in the padding
@@ -69,7 +71,9 @@ def test_checkpoint_carries_manifest_and_rebuilds_offline(tiny_encoder, tmp_path
     restored = ALARMClassifier.from_checkpoint(tmp_path / "m.ckpt")
     batch = tiny_encoder.tokenize(["Acute infarct in the left thalamus."])
     with torch.no_grad():
-        assert torch.allclose(model(**batch), restored(**restored.encoder.tokenize(["Acute infarct in the left thalamus."])))
+        assert torch.allclose(
+            model(**batch), restored(**restored.encoder.tokenize(["Acute infarct in the left thalamus."]))
+        )
 
 
 def test_loading_a_checkpoint_checks_its_manifest(tiny_encoder, tmp_path):

@@ -23,22 +23,31 @@ def test_good_csv_reads_and_masks_empty_labels(tmp_path):
 
 
 def test_parquet_and_jsonl(tmp_path):
-    df = pd.DataFrame({"report_id": ["a", "b"], "patient_id": ["p", "q"], "text": ["x y", "z"], "abnormal": [1, None]})
+    df = pd.DataFrame(
+        {"report_id": ["a", "b"], "patient_id": ["p", "q"], "text": ["x y", "z"], "abnormal": [1, None]}
+    )
     df.to_parquet(tmp_path / "t.parquet")
     assert read_report_table(tmp_path / "t.parquet", ["abnormal"])["abnormal"].iloc[0] == 1.0
     (tmp_path / "t.jsonl").write_text("\n".join(json.dumps(r) for r in df.to_dict("records")))
     assert pd.isna(read_report_table(tmp_path / "t.jsonl", ["abnormal"])["abnormal"].iloc[1])
 
 
-@pytest.mark.parametrize("content,labels,needles", [
-    ("report_id,text,abnormal\nr1,x,0\n", ["abnormal"], ["missing required column", "patient_id"]),
-    (GOOD + "r1,p9,Different text.,1\n", ["abnormal"], ["rows [1, 4]", "'report_id'", "different text"]),
-    (GOOD + "r4,p4,Text.,2\n", ["abnormal"], ["row 4", "report_id='r4'", "column 'abnormal'", "'2'", "0, 1 or empty"]),
-    (GOOD + "r4,p4,Text.,yes\n", ["abnormal"], ["row 4", "'yes'"]),
-    (GOOD + "r4,p4,,1\n", ["abnormal"], ["row 4", "column 'text'", "empty report text"]),
-    (GOOD, ["abnormal", "mass"], ["['mass']", "data.labels"]),
-    (GOOD + "r4,,Text.,1\n", ["abnormal"], ["row 4", "'patient_id'"]),
-])
+@pytest.mark.parametrize(
+    "content,labels,needles",
+    [
+        ("report_id,text,abnormal\nr1,x,0\n", ["abnormal"], ["missing required column", "patient_id"]),
+        (GOOD + "r1,p9,Different text.,1\n", ["abnormal"], ["rows [1, 4]", "'report_id'", "different text"]),
+        (
+            GOOD + "r4,p4,Text.,2\n",
+            ["abnormal"],
+            ["row 4", "report_id='r4'", "column 'abnormal'", "'2'", "0, 1 or empty"],
+        ),
+        (GOOD + "r4,p4,Text.,yes\n", ["abnormal"], ["row 4", "'yes'"]),
+        (GOOD + "r4,p4,,1\n", ["abnormal"], ["row 4", "column 'text'", "empty report text"]),
+        (GOOD, ["abnormal", "mass"], ["['mass']", "data.labels"]),
+        (GOOD + "r4,,Text.,1\n", ["abnormal"], ["row 4", "'patient_id'"]),
+    ],
+)
 def test_bad_input_names_file_row_column(tmp_path, content, labels, needles):
     path = _write(tmp_path, content)
     with pytest.raises(ReportTableError) as err:
@@ -50,7 +59,9 @@ def test_bad_input_names_file_row_column(tmp_path, content, labels, needles):
 
 
 def test_non_utf8_file(tmp_path):
-    path = _write(tmp_path, "report_id,patient_id,text,abnormal\nr1,p1,caf\xe9 lesion,1\n".encode("latin-1"), mode="wb")
+    path = _write(
+        tmp_path, "report_id,patient_id,text,abnormal\nr1,p1,caf\xe9 lesion,1\n".encode("latin-1"), mode="wb"
+    )
     with pytest.raises(ReportTableError, match="not valid UTF-8.*iconv"):
         read_report_table(path, ["abnormal"])
 

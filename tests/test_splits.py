@@ -14,8 +14,11 @@ from datamodules.splits import (
 
 def _table(n_patients=60, seed=0):
     rng = np.random.default_rng(seed)
-    rows = [{"report_id": f"R{p}_{e}", "patient_id": f"P{p}"} for p in range(n_patients)
-            for e in range(rng.integers(1, 4))]
+    rows = [
+        {"report_id": f"R{p}_{e}", "patient_id": f"P{p}"}
+        for p in range(n_patients)
+        for e in range(rng.integers(1, 4))
+    ]
     return pd.DataFrame(rows)
 
 
@@ -67,17 +70,29 @@ def test_holdout_patients_removed():
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_datamodule_holdout_patients_never_in_train_val_test(synthetic_dir, tmp_path, seed):
-    dm = ReportDataModule(path=str(synthetic_dir / "reports.csv"), labels=["abnormal"],
-                          holdouts={"image_label": str(synthetic_dir / "image_labels_abnormal.csv"),
-                                    "external_site": str(synthetic_dir / "external_site.csv")},
-                          split={"seed": seed}, output_dir=str(tmp_path))
+    dm = ReportDataModule(
+        path=str(synthetic_dir / "reports.csv"),
+        labels=["abnormal"],
+        holdouts={
+            "image_label": str(synthetic_dir / "image_labels_abnormal.csv"),
+            "external_site": str(synthetic_dir / "external_site.csv"),
+        },
+        split={"seed": seed},
+        output_dir=str(tmp_path),
+    )
     dm.setup()
     holdout_patients = set(dm.datasets["image_label"].table["patient_id"])
-    assert dm.summary["removed_for_holdout_patients"]["image_label"] > 0  # the synthetic data makes this matter
+    assert (
+        dm.summary["removed_for_holdout_patients"]["image_label"] > 0
+    )  # the synthetic data makes this matter
     dev = {name: set(dm.datasets[name].table["patient_id"]) for name in ("train", "val", "report_label")}
     for name, patients in dev.items():
         assert not patients & holdout_patients, name
-    assert not dev["train"] & dev["val"] and not dev["train"] & dev["report_label"] and not dev["val"] & dev["report_label"]
+    assert (
+        not dev["train"] & dev["val"]
+        and not dev["train"] & dev["report_label"]
+        and not dev["val"] & dev["report_label"]
+    )
     splits = pd.read_csv(tmp_path / "splits.csv", dtype=str)
     assert list(splits.columns) == ["id", "patient_id", "split"]
     assert splits.groupby("patient_id")["split"].nunique().max() == 1

@@ -34,8 +34,12 @@ def test_negated_findings_and_age_appropriate_changes_are_normal():
         assert rep.labels["abnormal"] == 0
     rep = compose_report(["mass"], other_abnormal=False, age=40, rng=random.Random(1))
     assert rep.labels["mass"] == 1 and rep.labels["abnormal"] == 1 and rep.labels["atrophy"] == 0
-    assert any(neg in text for text in [compose_report([], False, 70, random.Random(s)).text for s in range(50)]
-               for negs in NEGATION.values() for neg in negs)
+    assert any(
+        neg in text
+        for text in [compose_report([], False, 70, random.Random(s)).text for s in range(50)]
+        for negs in NEGATION.values()
+        for neg in negs
+    )
 
 
 def test_negation_blind_keyword_rule_falls_clearly_short():

@@ -16,25 +16,48 @@ FAST = ("callbacks.evaluator.n_bootstrap=50",)
 
 
 def test_every_experiment_runs_fast_dev_run_in_demo_mode(tmp_path):
-    proc = run_train("-m", "experiment=glob(alarm_*)", "demo=true", "debug=fast_dev_run", f"paths.output_dir={tmp_path}",
-                     f"paths.data_dir={tmp_path / 'data'}")
+    proc = run_train(
+        "-m",
+        "experiment=glob(alarm_*)",
+        "demo=true",
+        "debug=fast_dev_run",
+        f"paths.output_dir={tmp_path}",
+        f"paths.data_dir={tmp_path / 'data'}",
+    )
     assert "Launching 4 jobs" in proc.stdout + proc.stderr
     (multirun,) = list((tmp_path / "default").iterdir())
     summary = json.loads((multirun / "summary.json").read_text())
-    assert set(summary["experiments"]) == {"alarm_binary", "alarm_binary_10x", "alarm_granular", "alarm_granular_10x"}
+    assert set(summary["experiments"]) == {
+        "alarm_binary",
+        "alarm_binary_10x",
+        "alarm_granular",
+        "alarm_granular_10x",
+    }
     assert summary["missing"] == []
 
 
 def test_demo_training_reaches_auroc_09_and_fills_the_run_directory(tmp_path):
-    proc = run_train("experiment=alarm_binary", "demo=true", f"paths.output_dir={tmp_path}",
-                     f"paths.data_dir={tmp_path / 'data'}")
+    proc = run_train(
+        "experiment=alarm_binary",
+        "demo=true",
+        f"paths.output_dir={tmp_path}",
+        f"paths.data_dir={tmp_path / 'data'}",
+    )
     run = single_run_dir(tmp_path, "alarm_binary")
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics) == {"report_label", "image_label", "external_site"}
     assert metrics["report_label"]["abnormal"]["auroc"]["value"] >= 0.9
-    for name in ("splits.csv", "label_manifest.json", "config_resolved.yaml", ".hydra/config.yaml",
-                 "predictions_report_label.csv", "predictions_image_label.csv", "plots/roc_abnormal.png",
-                 "checkpoints/last.ckpt", "csv/version_0/metrics.csv"):
+    for name in (
+        "splits.csv",
+        "label_manifest.json",
+        "config_resolved.yaml",
+        ".hydra/config.yaml",
+        "predictions_report_label.csv",
+        "predictions_image_label.csv",
+        "plots/roc_abnormal.png",
+        "checkpoints/last.ckpt",
+        "csv/version_0/metrics.csv",
+    ):
         assert (run / name).exists(), name
     assert len(list((run / "checkpoints").glob("best-epoch*.ckpt"))) == 1
     pred = pd.read_csv(run / "predictions_image_label.csv")
@@ -43,8 +66,14 @@ def test_demo_training_reaches_auroc_09_and_fills_the_run_directory(tmp_path):
 
 
 def test_resume_continues_the_epoch_count(tmp_path):
-    common = ("experiment=alarm_binary", "demo=true", f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'd'}",
-              "demo_overrides.synthetic.n_reports=600", *FAST)
+    common = (
+        "experiment=alarm_binary",
+        "demo=true",
+        f"paths.output_dir={tmp_path}",
+        f"paths.data_dir={tmp_path / 'd'}",
+        "demo_overrides.synthetic.n_reports=600",
+        *FAST,
+    )
     run_train(*common, "trainer.max_epochs=1", "test=false")
     run = single_run_dir(tmp_path, "alarm_binary")
     first = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
@@ -60,8 +89,15 @@ def test_resume_continues_the_epoch_count(tmp_path):
 
 
 def test_ten_repeat_multirun_leaves_ten_runs_and_a_summary(tmp_path):
-    run_train("experiment=alarm_binary_10x", "demo=true", f"paths.output_dir={tmp_path}",
-              f"paths.data_dir={tmp_path / 'd'}", "demo_overrides.synthetic.n_reports=600", "trainer.max_epochs=1", *FAST)
+    run_train(
+        "experiment=alarm_binary_10x",
+        "demo=true",
+        f"paths.output_dir={tmp_path}",
+        f"paths.data_dir={tmp_path / 'd'}",
+        "demo_overrides.synthetic.n_reports=600",
+        "trainer.max_epochs=1",
+        *FAST,
+    )
     (multirun,) = list((tmp_path / "alarm_binary_10x").iterdir())
     runs = sorted(p for p in multirun.iterdir() if p.is_dir())
     assert len(runs) == 10 and all((r / "metrics.json").exists() for r in runs)
@@ -78,14 +114,34 @@ def test_users_own_csv_with_any_label_names(tmp_path):
     rows = []
     for i in range(240):
         has_x, has_y = rng.random() < 0.4, rng.random() < 0.3
-        text = " ".join(["finding xylo present." if has_x else "no xylo.", "yam seen." if has_y else "yam absent.",
-                         "routine study."])
-        rows.append({"report_id": f"u{i}", "patient_id": f"pt{i // 2}", "text": text, "Finding X": int(has_x),
-                     "finding_y": "" if i % 7 == 0 else int(has_y)})
+        text = " ".join(
+            [
+                "finding xylo present." if has_x else "no xylo.",
+                "yam seen." if has_y else "yam absent.",
+                "routine study.",
+            ]
+        )
+        rows.append(
+            {
+                "report_id": f"u{i}",
+                "patient_id": f"pt{i // 2}",
+                "text": text,
+                "Finding X": int(has_x),
+                "finding_y": "" if i % 7 == 0 else int(has_y),
+            }
+        )
     csv = tmp_path / "mine.csv"
     pd.DataFrame(rows).to_csv(csv, index=False)
-    run_train(f"data.path={csv}", "data.labels=[Finding X,finding_y]", "encoder=tiny", "model.optimizer.lr=1e-3",
-              "trainer.max_epochs=2", f"paths.output_dir={tmp_path}", "name=mine", *FAST)
+    run_train(
+        f"data.path={csv}",
+        "data.labels=[Finding X,finding_y]",
+        "encoder=tiny",
+        "model.optimizer.lr=1e-3",
+        "trainer.max_epochs=2",
+        f"paths.output_dir={tmp_path}",
+        "name=mine",
+        *FAST,
+    )
     run = single_run_dir(tmp_path, "mine")
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["report_label"]) == {"Finding X", "finding_y"}
@@ -95,15 +151,26 @@ def test_users_own_csv_with_any_label_names(tmp_path):
 
 def test_wandb_logger_runs_offline_without_credentials(tmp_path):
     # Not fast_dev_run: Lightning replaces every logger by a dummy there.
-    proc = run_train("experiment=alarm_binary", "demo=true", "logger=wandb", "trainer.max_epochs=1",
-                     "trainer.limit_train_batches=3", "demo_overrides.synthetic.n_reports=600",
-                     f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'd'}", *FAST,
-                     env={"WANDB_API_KEY": "", "NETRC": str(tmp_path / "none"), "HOME": str(tmp_path)})
+    proc = run_train(
+        "experiment=alarm_binary",
+        "demo=true",
+        "logger=wandb",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=3",
+        "demo_overrides.synthetic.n_reports=600",
+        f"paths.output_dir={tmp_path}",
+        f"paths.data_dir={tmp_path / 'd'}",
+        *FAST,
+        env={"WANDB_API_KEY": "", "NETRC": str(tmp_path / "none"), "HOME": str(tmp_path)},
+    )
     run = single_run_dir(tmp_path, "alarm_binary")
     (offline,) = list((run / "wandb").glob("offline-run-*"))
     assert "wandb sync" in proc.stdout + proc.stderr
     media = offline / "files" / "media"
-    assert {p.name.split("_")[0] for p in (media / "table" / "predictions").glob("*.table.json")} >= {"image", "external"}
+    assert {p.name.split("_")[0] for p in (media / "table" / "predictions").glob("*.table.json")} >= {
+        "image",
+        "external",
+    }
     assert list((media / "images" / "roc").glob("abnormal_*.png"))
     record = next(offline.glob("*.wandb")).read_bytes()
     for needle in (b"test/report_label/abnormal/auroc", b"val/loss", b"unknown_policy", b"alarm_binary"):
@@ -112,9 +179,17 @@ def test_wandb_logger_runs_offline_without_credentials(tmp_path):
 
 
 def test_ddp_gloo_two_processes_log_once(tmp_path):
-    run_train("experiment=alarm_binary", "demo=true", "trainer=ddp", "trainer.accelerator=cpu", "trainer.max_epochs=1",
-              f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'd'}", "demo_overrides.synthetic.n_reports=600",
-              *FAST)
+    run_train(
+        "experiment=alarm_binary",
+        "demo=true",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.max_epochs=1",
+        f"paths.output_dir={tmp_path}",
+        f"paths.data_dir={tmp_path / 'd'}",
+        "demo_overrides.synthetic.n_reports=600",
+        *FAST,
+    )
     run = single_run_dir(tmp_path, "alarm_binary")
     assert (run / "train_ddp_process_1.log").exists()  # the second rank ran
     metrics = json.loads((run / "metrics.json").read_text())
@@ -127,6 +202,10 @@ def test_ddp_gloo_two_processes_log_once(tmp_path):
 def test_missing_data_and_offline_encoder_give_clear_errors(tmp_path, synthetic_dir):
     proc = run_train("experiment=alarm_binary", f"paths.output_dir={tmp_path}", check=False)
     assert proc.returncode != 0 and "data.path" in proc.stderr and "Traceback" not in proc.stderr
-    proc = run_train("experiment=alarm_binary", f"data.path={synthetic_dir / 'reports.csv'}", f"paths.output_dir={tmp_path}",
-                     check=False)
+    proc = run_train(
+        "experiment=alarm_binary",
+        f"data.path={synthetic_dir / 'reports.csv'}",
+        f"paths.output_dir={tmp_path}",
+        check=False,
+    )
     assert proc.returncode != 0 and "encoder.path" in proc.stderr and "Traceback" not in proc.stderr

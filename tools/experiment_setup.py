@@ -37,7 +37,9 @@ def run_dir(output_root: str, name: str, ckpt_path: str | None = None) -> str:
         if not ckpt.is_file():
             raise FileNotFoundError(f"ckpt_path={ckpt_path!r} does not exist.")
         # <run dir>/checkpoints/last.ckpt: resume inside the run that wrote it.
-        return str(ckpt.resolve().parent.parent if ckpt.parent.name == "checkpoints" else ckpt.resolve().parent)
+        return str(
+            ckpt.resolve().parent.parent if ckpt.parent.name == "checkpoints" else ckpt.resolve().parent
+        )
     return str(Path(output_root) / name / (time.strftime("%Y-%m-%d_%H-%M-%S") + slurm_suffix()))
 
 
@@ -52,8 +54,9 @@ def multirun_dir(output_root: str, name: str) -> str:
     puts every job of one multirun under one folder, where the summary finds them.
     """
     if "dir" not in _MULTIRUN_DIR:
-        _MULTIRUN_DIR["dir"] = str(Path(output_root) / name / ("multirun_" + time.strftime("%Y-%m-%d_%H-%M-%S")
-                                                               + slurm_suffix()))
+        _MULTIRUN_DIR["dir"] = str(
+            Path(output_root) / name / ("multirun_" + time.strftime("%Y-%m-%d_%H-%M-%S") + slurm_suffix())
+        )
     return _MULTIRUN_DIR["dir"]
 
 
@@ -70,8 +73,13 @@ def auto_precision() -> str:
 
 
 def register_resolvers() -> None:
-    for name, fn in (("run_dir", run_dir), ("multirun_dir", multirun_dir), ("hydra_subdir", hydra_subdir), ("slurm_suffix", slurm_suffix),
-                     ("auto_precision", auto_precision)):
+    for name, fn in (
+        ("run_dir", run_dir),
+        ("multirun_dir", multirun_dir),
+        ("hydra_subdir", hydra_subdir),
+        ("slurm_suffix", slurm_suffix),
+        ("auto_precision", auto_precision),
+    ):
         if not OmegaConf.has_resolver(name):
             # Cached: the run directory must not change between the places that resolve it.
             OmegaConf.register_new_resolver(name, fn, use_cache=True)
@@ -82,8 +90,13 @@ def register_configs(root: Path = PROJECT_ROOT) -> None:
     cs = ConfigStore.instance()
     for folder, group in (("experiments", "experiment"), ("sweeps", "sweep")):
         for path in sorted((root / folder).glob("*.yaml")):
-            cs.store(group=group, name=path.stem, node=OmegaConf.load(path), package="_global_",
-                     provider=f"reportsup/{folder}")
+            cs.store(
+                group=group,
+                name=path.stem,
+                node=OmegaConf.load(path),
+                package="_global_",
+                provider=f"reportsup/{folder}",
+            )
 
 
 def register_all(root: Path = PROJECT_ROOT) -> None:
@@ -91,16 +104,32 @@ def register_all(root: Path = PROJECT_ROOT) -> None:
     register_configs(root)
 
 
-GROUPS = ("data", "model", "encoder", "callbacks", "logger", "trainer", "paths", "experiment", "sweep", "debug",
-          "local")
+GROUPS = (
+    "data",
+    "model",
+    "encoder",
+    "callbacks",
+    "logger",
+    "trainer",
+    "paths",
+    "experiment",
+    "sweep",
+    "debug",
+    "local",
+)
 
 
-def apply_demo(cfg: DictConfig, root: Path = PROJECT_ROOT, command_line_overrides: list[str] | None = None) -> DictConfig:
+def apply_demo(
+    cfg: DictConfig, root: Path = PROJECT_ROOT, command_line_overrides: list[str] | None = None
+) -> DictConfig:
     """Switch ``cfg`` to synthetic data and the offline demo encoder (``demo_overrides``)."""
     overrides = cfg.get("demo_overrides") or {}
     encoder_name = overrides.get("encoder", "tiny")
     synth = OmegaConf.to_container(overrides.get("synthetic", {}), resolve=True)
-    out_dir = Path(cfg.paths.data_dir) / f"synthetic_mri_reports_n{synth.get('n_reports', 5000)}_s{synth.get('seed', 0)}"
+    out_dir = (
+        Path(cfg.paths.data_dir)
+        / f"synthetic_mri_reports_n{synth.get('n_reports', 5000)}_s{synth.get('seed', 0)}"
+    )
     paths = write_synthetic_dataset(out_dir, **synth)
     labels = list(cfg.data.labels)
     holdouts = {}
@@ -126,7 +155,12 @@ def command_line_values(overrides: list[str]) -> dict[str, object]:
     values = {}
     for ov in OverridesParser.create().parse_overrides(overrides):
         key = ov.key_or_group
-        if ov.is_delete() or ov.is_sweep_override() or key.split(".")[0] == "hydra" or ("." not in key and key in GROUPS):
+        if (
+            ov.is_delete()
+            or ov.is_sweep_override()
+            or key.split(".")[0] == "hydra"
+            or ("." not in key and key in GROUPS)
+        ):
             continue
         values[key] = ov.value()
     return values

@@ -24,8 +24,10 @@ from analysis.summary import summarize_runs, summary_markdown
 
 
 def _run_dirs(multirun_dir: Path) -> list[Path]:
-    return sorted((p.parent.parent for p in multirun_dir.glob("*/.hydra/config.yaml")),
-                  key=lambda p: (len(p.name), p.name))
+    return sorted(
+        (p.parent.parent for p in multirun_dir.glob("*/.hydra/config.yaml")),
+        key=lambda p: (len(p.name), p.name),
+    )
 
 
 def summarize_multirun(multirun_dir: str | Path) -> tuple[Path, Path]:
@@ -33,7 +35,9 @@ def summarize_multirun(multirun_dir: str | Path) -> tuple[Path, Path]:
     multirun_dir = Path(multirun_dir)
     runs = _run_dirs(multirun_dir)
     if not runs:
-        raise FileNotFoundError(f"{multirun_dir}: no runs found (expected <run>/.hydra/config.yaml below it).")
+        raise FileNotFoundError(
+            f"{multirun_dir}: no runs found (expected <run>/.hydra/config.yaml below it)."
+        )
     grouped: dict[str, list[dict[str, Any]]] = {}
     dirs: dict[str, list[str]] = {}
     missing = []
@@ -45,12 +49,19 @@ def summarize_multirun(multirun_dir: str | Path) -> tuple[Path, Path]:
             continue
         grouped.setdefault(name, []).append(json.loads(metrics.read_text()))
         dirs.setdefault(name, []).append(str(run))
-    summary = {"multirun_dir": str(multirun_dir), "missing": missing,
-               "experiments": {name: {"runs": dirs[name], "metrics": summarize_runs(ms)} for name, ms in grouped.items()}}
+    summary = {
+        "multirun_dir": str(multirun_dir),
+        "missing": missing,
+        "experiments": {
+            name: {"runs": dirs[name], "metrics": summarize_runs(ms)} for name, ms in grouped.items()
+        },
+    }
     json_path = multirun_dir / "summary.json"
     json_path.write_text(json.dumps(summary, indent=2))
-    md = [summary_markdown(block["metrics"], title=f"{name}: mean and 95% CI over {len(block['runs'])} run(s)")
-          for name, block in summary["experiments"].items()]
+    md = [
+        summary_markdown(block["metrics"], title=f"{name}: mean and 95% CI over {len(block['runs'])} run(s)")
+        for name, block in summary["experiments"].items()
+    ]
     if missing:
         md.append("Runs without metrics.json (failed or unfinished): " + ", ".join(missing))
     md_path = multirun_dir / "summary.md"

@@ -14,23 +14,19 @@ option beyond the paper.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 from torch import nn
 from torchmetrics.classification import BinaryAUROC
 
 from lightning_modules.encoders import TextEncoder
-from lightning_modules.label_manifest import build_manifest, check_manifest
 from lightning_modules.losses import masked_bce_with_logits
 from lightning_modules.pooling import AttentionPooling
+from lightning_modules.report_model import ReportModel
 
-TASK = "alarm_report_classifier"
 
-
-class ALARMClassifier(pl.LightningModule):
+class ALARMClassifier(ReportModel):
     """Report -> one probability per label in ``labels``.
 
     Args:
@@ -44,6 +40,9 @@ class ALARMClassifier(pl.LightningModule):
         threshold: decision threshold stored in the label manifest (metrics at 0.5 in the paper).
     """
 
+    TASK = "alarm_report_classifier"
+    REBUILD_KWARGS = ("mlp_hidden_size", "attention_size", "dropout", "threshold")
+
     def __init__(
         self,
         encoder: TextEncoder,
@@ -55,10 +54,8 @@ class ALARMClassifier(pl.LightningModule):
         dropout: float = 0.1,
         threshold: float = 0.5,
     ) -> None:
-        super().__init__()
+        super().__init__(encoder, labels, optimizer, scheduler, threshold)
         self.save_hyperparameters(ignore=["encoder", "optimizer", "scheduler"])
-        self.encoder = encoder
-        self.labels = list(labels)
         self.pooling = AttentionPooling(encoder.hidden_size, attention_size)
         self.classifier = nn.Sequential(
             nn.Dropout(dropout),
@@ -67,9 +64,6 @@ class ALARMClassifier(pl.LightningModule):
             nn.Dropout(dropout),
             nn.Linear(mlp_hidden_size, len(self.labels)),
         )
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
-        self.threshold = threshold
         self.val_auroc = nn.ModuleList([BinaryAUROC() for _ in self.labels])
 
     # -- model --------------------------------------------------------------------------------
@@ -134,51 +128,3 @@ class ALARMClassifier(pl.LightningModule):
             "attention": weights,
             "input_ids": batch["input_ids"],
         }
-
-    def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer), "interval": "epoch"},
-        }
-
-    # -- label manifest ----------------------------------------------------------------------
-    def label_manifest(self) -> dict[str, Any]:
-        return build_manifest(
-            TASK,
-            self.labels,
-            self.encoder.manifest(),
-            self.threshold,
-            extra={"model_hparams": {k: v for k, v in self.hparams.items() if k != "labels"}},
-        )
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["label_manifest"] = self.label_manifest()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        check_manifest(checkpoint.get("label_manifest"), self.label_manifest())
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> ALARMClassifier:
-        """Rebuild a trained classifier from its checkpoint alone (no hub download): the encoder's
-        architecture and tokenizer come from the label manifest, the weights from the state dict.
-        Only load checkpoints you trust: this unpickles the file."""
-        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
-        manifest = checkpoint.get("label_manifest")
-        check_manifest(manifest, manifest or {}, where=str(path))
-        encoder = TextEncoder.from_manifest(manifest["encoder"])
-        model = cls(
-            encoder=encoder,
-            labels=manifest["labels"],
-            optimizer=torch.optim.Adam,
-            **{
-                k: v
-                for k, v in manifest["model_hparams"].items()
-                if k in ("mlp_hidden_size", "attention_size", "dropout", "threshold")
-            },
-        )
-        model.on_load_checkpoint(checkpoint)
-        model.load_state_dict(checkpoint["state_dict"])
-        return model.eval()

@@ -1,0 +1,86 @@
+"""What every text model of reportsup shares: a :class:`TextEncoder`, partial optimizer/scheduler from
+config, and a label manifest saved in and checked against every checkpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import lightning.pytorch as pl
+import torch
+
+from lightning_modules.encoders import TextEncoder
+from lightning_modules.label_manifest import build_manifest, check_manifest
+
+
+class ReportModel(pl.LightningModule):
+    """Base class: subclasses set :attr:`TASK`, :attr:`REBUILD_KWARGS` and call ``super().__init__``."""
+
+    TASK: ClassVar[str] = "report_model"
+    #: constructor arguments that :meth:`from_checkpoint` restores from the manifest's ``model_hparams``
+    REBUILD_KWARGS: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        encoder: TextEncoder,
+        labels: Sequence[str],
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        threshold: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.labels = list(labels)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.threshold = threshold
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer), "interval": "epoch"},
+        }
+
+    # -- label manifest ----------------------------------------------------------------------
+    def manifest_extra(self) -> dict[str, Any]:
+        """Task-specific manifest entries (e.g. the Cross-DL label space); subclasses extend."""
+        return {"model_hparams": {k: self.hparams[k] for k in self.REBUILD_KWARGS if k in self.hparams}}
+
+    def label_manifest(self) -> dict[str, Any]:
+        return build_manifest(
+            self.TASK, self.labels, self.encoder.manifest(), self.threshold, extra=self.manifest_extra()
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["label_manifest"] = self.label_manifest()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_manifest(checkpoint.get("label_manifest"), self.label_manifest())
+
+    @classmethod
+    def rebuild_kwargs(cls, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Constructor arguments (besides encoder and optimizer) recovered from a manifest."""
+        return {"labels": manifest["labels"], **manifest.get("model_hparams", {})}
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> ReportModel:
+        """Rebuild a trained model from its checkpoint alone (no hub download): encoder architecture and
+        tokenizer from the label manifest, weights from the state dict. Unpickles the file: load only
+        checkpoints you trust."""
+        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+        manifest = checkpoint.get("label_manifest")
+        check_manifest(manifest, manifest or {}, where=str(path))
+        if manifest["task"] != cls.TASK:
+            check_manifest(manifest, {**manifest, "task": cls.TASK}, where=str(path))
+        model = cls(
+            encoder=TextEncoder.from_manifest(manifest["encoder"]),
+            optimizer=torch.optim.Adam,
+            **cls.rebuild_kwargs(manifest),
+        )
+        model.on_load_checkpoint(checkpoint)
+        model.load_state_dict(checkpoint["state_dict"])
+        return model.eval()

@@ -24,7 +24,7 @@ from analysis.summary import metrics_table
 from datamodules.report_table import ReportTableError
 from datamodules.splits import SplitError
 from lightning_modules.encoders import EncoderUnavailableError, TextEncoder
-from lightning_modules.evaluation import TestSetEvaluator
+from lightning_modules.evaluation import CollectingEvaluator
 from lightning_modules.label_manifest import CheckpointManifestError
 from tools.experiment_setup import apply_demo, register_all
 
@@ -96,8 +96,9 @@ def run(cfg: DictConfig, command_line: list[str] | None = None) -> float | None:
     if cfg.test:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
-        evaluator = next(c for c in callbacks if isinstance(c, TestSetEvaluator))
-        rank_zero_info("\n" + metrics_table(evaluator.metrics))
+        evaluator = next((c for c in callbacks if isinstance(c, CollectingEvaluator)), None)
+        if evaluator is not None and evaluator.metrics:
+            rank_zero_info("\n" + metrics_table(evaluator.headline()))
     rank_zero_info(f"[reportsup] run directory: {run_dir}")
     return metric
 

@@ -21,7 +21,7 @@ class ReportTableError(ValueError):
     """A reports table that cannot be used as it is; the message names file, row, column and fix."""
 
 
-def _read_any(path: Path) -> pd.DataFrame:
+def read_table_file(path: Path) -> pd.DataFrame:
     suffix = "".join(path.suffixes[-2:]).lower() if path.suffix == ".gz" else path.suffix.lower()
     try:
         if suffix in (".csv", ".csv.gz"):
@@ -43,7 +43,7 @@ def _row(i: int) -> int:
     return int(i) + 1
 
 
-def _check_text(df: pd.DataFrame, path: Path) -> None:
+def _check_text(df: pd.DataFrame, path: Path, id_column: str = "report_id") -> None:
     for i, text in enumerate(df["text"]):
         if isinstance(text, bytes):
             try:
@@ -54,12 +54,12 @@ def _check_text(df: pd.DataFrame, path: Path) -> None:
                 ) from err
         if text is None or (isinstance(text, float) and np.isnan(text)) or not str(text).strip():
             raise ReportTableError(
-                f"{path}, row {_row(i)} (report_id={df['report_id'].iloc[i]!r}), column 'text': empty report text. "
+                f"{path}, row {_row(i)} ({id_column}={df[id_column].iloc[i]!r}), column 'text': empty report text. "
                 "Remove the row or fill in the report."
             )
         if "\ufffd" in str(text):
             raise ReportTableError(
-                f"{path}, row {_row(i)} (report_id={df['report_id'].iloc[i]!r}), column 'text': contains U+FFFD, "
+                f"{path}, row {_row(i)} ({id_column}={df[id_column].iloc[i]!r}), column 'text': contains U+FFFD, "
                 "the mark of text decoded from a wrong encoding. Re-export the reports as UTF-8."
             )
 
@@ -77,7 +77,7 @@ def parse_label_column(values: pd.Series, path: Path, column: str, report_ids: p
             out[i] = 1.0 if s in ("1", "1.0", "True", "true") else 0.0
             continue
         raise ReportTableError(
-            f"{path}, row {_row(i)} (report_id={report_ids.iloc[i]!r}), column '{column}': label value {v!r} is not "
+            f"{path}, row {_row(i)} ({report_ids.name}={report_ids.iloc[i]!r}), column '{column}': label value {v!r} is not "
             "0, 1 or empty. Use 1 for present, 0 for absent and leave the cell empty when unknown."
         )
     return out
@@ -96,7 +96,7 @@ def parse_probability_column(values: pd.Series, path: Path, column: str, report_
             p = -1.0
         if not 0.0 <= p <= 1.0:
             raise ReportTableError(
-                f"{path}, row {_row(i)} (report_id={report_ids.iloc[i]!r}), column '{column}': {v!r} is not a "
+                f"{path}, row {_row(i)} ({report_ids.name}={report_ids.iloc[i]!r}), column '{column}': {v!r} is not a "
                 "probability in [0, 1]."
             )
         out[i] = p
@@ -104,7 +104,12 @@ def parse_probability_column(values: pd.Series, path: Path, column: str, report_
 
 
 def read_report_table(
-    path: str | Path, labels: Sequence[str], soft_label_suffix: str | None = None
+    path: str | Path,
+    labels: Sequence[str],
+    soft_label_suffix: str | None = None,
+    id_column: str = "report_id",
+    required: Sequence[str] = REQUIRED_COLUMNS,
+    path_key: str = "data.path",
 ) -> pd.DataFrame:
     """Read ``path``, validate it against the schema and ``labels``; return a clean table.
 
@@ -116,15 +121,15 @@ def read_report_table(
     path = Path(path)
     if not path.exists():
         raise ReportTableError(
-            f"{path}: file not found. Set data.path (or the hold-out path) to an existing "
-            "CSV, Parquet or JSONL reports table, or run with demo=true."
+            f"{path}: file not found. Set {path_key} to an existing CSV, Parquet or JSONL table, "
+            "or run with demo=true."
         )
-    df = _read_any(path)
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    df = read_table_file(path)
+    missing = [c for c in required if c not in df.columns]
     if missing:
         raise ReportTableError(
             f"{path}: missing required column(s) {missing}; found {list(df.columns)}. "
-            "A reports table needs report_id, patient_id and text."
+            f"This table needs {', '.join(required)}."
         )
     absent = [label for label in labels if label not in df.columns]
     if absent:
@@ -133,7 +138,7 @@ def read_report_table(
             f"{list(df.columns)}). Fix data.labels or add the column(s)."
         )
     df = df.reset_index(drop=True)
-    for col in ("report_id", "patient_id"):
+    for col in dict.fromkeys((id_column, "report_id", "patient_id")):
         blank = df[col].isna() | (df[col].astype(str).str.strip() == "")
         if blank.any():
             i = int(np.flatnonzero(blank.to_numpy())[0])
@@ -141,22 +146,22 @@ def read_report_table(
                 f"{path}, row {_row(i)}, column '{col}': empty {col}. Every report needs one."
             )
         df[col] = df[col].astype(str).str.strip()
-    _check_text(df, path)
+    _check_text(df, path, id_column)
     df["text"] = df["text"].map(lambda t: t.decode("utf-8") if isinstance(t, bytes) else str(t))
 
-    dup = df["report_id"].duplicated(keep=False)
+    dup = df[id_column].duplicated(keep=False)
     if dup.any():
         first_rid = df.loc[dup, "report_id"].iloc[0]
-        rows = [_row(i) for i in np.flatnonzero((df["report_id"] == first_rid).to_numpy())]
-        texts = df.loc[df["report_id"] == first_rid, "text"].unique()
+        rows = [_row(i) for i in np.flatnonzero((df[id_column] == first_rid).to_numpy())]
+        texts = df.loc[df[id_column] == first_rid, "text"].unique()
         what = "different text" if len(texts) > 1 else "the same text (a duplicated row)"
         raise ReportTableError(
-            f"{path}, rows {rows}, column 'report_id': report_id {first_rid!r} appears "
-            f"{len(rows)} times with {what}. report_id must be unique: remove or rename duplicates."
+            f"{path}, rows {rows}, column '{id_column}': {id_column} {first_rid!r} appears "
+            f"{len(rows)} times with {what}. {id_column} must be unique: remove or rename duplicates."
         )
 
     for label in labels:
-        df[label] = parse_label_column(df[label], path, label, df["report_id"])
+        df[label] = parse_label_column(df[label], path, label, df[id_column])
         if soft_label_suffix:
             col = f"{label}{soft_label_suffix}"
             if col not in df.columns:
@@ -164,5 +169,5 @@ def read_report_table(
                     f"{path}: data.unknown_policy=soft needs a probability column '{col}' for "
                     f"label '{label}'. Add it or choose another data.unknown_policy."
                 )
-            df[col] = parse_probability_column(df[col], path, col, df["report_id"])
+            df[col] = parse_probability_column(df[col], path, col, df[id_column])
     return df

@@ -31,8 +31,12 @@ def keep_previous(path: Path) -> None:
         path.rename(path.with_name(f"{path.stem}.{time.strftime('%Y%m%d-%H%M%S')}{path.suffix}"))
 
 
-class TestSetEvaluator(pl.Callback):
-    """Scores every test dataloader and writes the run directory's evaluation artefacts."""
+class CollectingEvaluator(pl.Callback):
+    """Collects ``test_step`` outputs of every test dataloader; subclasses score them in ``evaluate``.
+
+    Under DDP the outputs of all ranks are gathered and de-duplicated by dataset index
+    (DistributedSampler pads) so that rank 0 scores every test item exactly once.
+    """
 
     def __init__(
         self,
@@ -74,17 +78,64 @@ class TestSetEvaluator(pl.Callback):
         return {k: v.cpu().numpy()[first] for k, v in local.items()}
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        datamodule = trainer.datamodule
+        names = trainer.datamodule.test_set_names
+        gathered = {name: self._gathered(pl_module, i) for i, name in enumerate(names)}
+        if trainer.is_global_zero:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            self.metrics = self.evaluate(trainer, pl_module, gathered)
+            path = self.output_dir / "metrics.json"
+            keep_previous(path)
+            path.write_text(json.dumps(self.metrics, indent=2))
+            flat = {
+                f"test/{name}/{label}/{metric}": fields["value"]
+                for name, per_label in self.metrics.items()
+                for label, per_metric in per_label.items()
+                for metric, fields in per_metric.items()
+            }
+            for logger in trainer.loggers:
+                logger.log_metrics(flat, step=trainer.global_step)
+
+    def evaluate(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, gathered: dict[str, dict[str, np.ndarray]]
+    ) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def headline(self) -> dict[str, Any]:
+        """The metrics printed at the end of a run (all of them unless a subclass picks)."""
+        return self.metrics
+
+    def bootstrap(self, y: np.ndarray, p: np.ndarray, patients: np.ndarray) -> dict[str, dict[str, float]]:
+        res = patient_bootstrap_ci(
+            y.astype(int),
+            p,
+            patients,
+            threshold=self.threshold,
+            n_bootstrap=self.n_bootstrap,
+            ci=self.ci,
+            seed=self.seed,
+        )
+        res["n"] = {"value": int(len(y))}
+        res["n_positive"] = {"value": int(y.sum())}
+        return res
+
+    def write_predictions(self, trainer: pl.Trainer, name: str, table: pd.DataFrame) -> None:
+        path = self.output_dir / f"predictions_{name}.csv"
+        keep_previous(path)
+        table.to_csv(path, index=False)
+        log_table(trainer, f"predictions/{name}", table)
+
+
+class TestSetEvaluator(CollectingEvaluator):
+    """Per test set and label: metrics with patient-bootstrap CIs, predictions and ROC plots (ALARM)."""
+
+    def evaluate(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, gathered: dict[str, dict[str, np.ndarray]]
+    ) -> dict[str, Any]:
         labels: list[str] = list(pl_module.labels)
-        gathered = {name: self._gathered(pl_module, i) for i, name in enumerate(datamodule.test_set_names)}
-        if not trainer.is_global_zero:
-            return
-        self.output_dir.mkdir(parents=True, exist_ok=True)
         metrics: dict[str, Any] = {}
         roc_curves: dict[str, dict[str, tuple]] = {lb: {} for lb in labels}
-        flat: dict[str, float] = {}
         for name, g in gathered.items():
-            table = datamodule.test_table(name).iloc[g["index"]]
+            table = trainer.datamodule.test_table(name).iloc[g["index"]]
             pred = pd.DataFrame(
                 {"id": table["report_id"].to_numpy(), "patient_id": table["patient_id"].to_numpy()}
             )
@@ -96,45 +147,25 @@ class TestSetEvaluator(pl.Callback):
                 known = ~np.isnan(y)
                 if not known.any():
                     continue
-                res = patient_bootstrap_ci(
-                    y[known].astype(int),
-                    p[known],
-                    pred["patient_id"].to_numpy()[known],
-                    threshold=self.threshold,
-                    n_bootstrap=self.n_bootstrap,
-                    ci=self.ci,
-                    seed=self.seed,
-                )
-                res["n"] = {"value": int(known.sum())}
-                res["n_positive"] = {"value": int(y[known].sum())}
+                res = self.bootstrap(y[known], p[known], pred["patient_id"].to_numpy()[known])
                 metrics[name][label] = res
-                for metric, fields in res.items():
-                    flat[f"test/{name}/{label}/{metric}"] = fields["value"]
                 if 0 < y[known].sum() < known.sum():
                     roc_curves[label][name] = (y[known].astype(int), p[known], res["auroc"]["value"])
-            path = self.output_dir / f"predictions_{name}.csv"
-            keep_previous(path)
-            pred.to_csv(path, index=False)
-            self._log_table(trainer, f"predictions/{name}", pred)
-        path = self.output_dir / "metrics.json"
-        keep_previous(path)
-        path.write_text(json.dumps(metrics, indent=2))
-        self.metrics = metrics
+            self.write_predictions(trainer, name, pred)
         for label, curves in roc_curves.items():
             if curves:
                 png = plot_roc(curves, self.output_dir / "plots" / f"roc_{label}.png", title=f"ROC: {label}")
-                self._log_image(trainer, f"roc/{label}", png)
-        for logger in trainer.loggers:
-            logger.log_metrics(flat, step=trainer.global_step)
+                log_image(trainer, f"roc/{label}", png)
+        return metrics
 
-    @staticmethod
-    def _log_table(trainer: pl.Trainer, key: str, table: pd.DataFrame) -> None:
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_table(key=key, dataframe=table)
 
-    @staticmethod
-    def _log_image(trainer: pl.Trainer, key: str, png: Path) -> None:
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image(key=key, images=[str(png)])
+def log_table(trainer: pl.Trainer, key: str, table: pd.DataFrame) -> None:
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_table(key=key, dataframe=table)
+
+
+def log_image(trainer: pl.Trainer, key: str, png: Path) -> None:
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key=key, images=[str(png)])

@@ -1,0 +1,94 @@
+"""Cross-DL discretizer (Liu et al. 2023, STAR Methods "Discretizer model and training").
+
+A BERT encoder reads one Findings sentence; the feature at ``[CLS]`` goes through one fully connected
+layer and a sigmoid to give r in [0,1]^{N+2} (is each region abnormal in this sentence) and
+t in [0,1]^M (which abnormality types the sentence describes). Loss: BCE(r) + BCE(t). Paper
+settings: Chinese BERT-base, max length 128, Adam lr 5e-5, batch 16, early stopping with patience 1
+on validation loss, at most 5 epochs, the checkpoint with the lowest validation loss. Report matrices
+are merged from sentence predictions by :func:`datamodules.crossdl_labels.report_matrices`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from datamodules.crossdl_labels import LabelSpace
+from lightning_modules.encoders import TextEncoder
+from lightning_modules.losses import masked_bce_with_logits
+from lightning_modules.report_model import ReportModel
+
+
+class DiscretizerModule(ReportModel):
+    """Sentence -> region probabilities (first ``len(regions)`` outputs) and type probabilities (the rest)."""
+
+    TASK = "crossdl_discretizer"
+    REBUILD_KWARGS = ("dropout", "threshold")
+
+    def __init__(
+        self,
+        encoder: TextEncoder,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        label_space: Mapping[str, Any] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        dropout: float = 0.1,
+        threshold: float = 0.5,
+    ) -> None:
+        self.space = LabelSpace.from_config(**dict(label_space or {}))
+        super().__init__(encoder, [*self.space.regions, *self.space.types], optimizer, scheduler, threshold)
+        self.save_hyperparameters(ignore=["encoder", "optimizer", "scheduler"])
+        self.n_regions = len(self.space.regions)
+        # dropout on [CLS] as in BERT's own classification heads (the paper names only the FC layer)
+        self.output_layer = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(encoder.hidden_size, len(self.labels))
+        )
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        cls = self.encoder(input_ids, attention_mask)[:, 0]
+        return self.output_layer(cls)
+
+    def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self(batch["input_ids"], batch["attention_mask"]).float()
+        y, n = batch["targets"], self.n_regions
+        loss = masked_bce_with_logits(logits[:, :n], y[:, :n]) + masked_bce_with_logits(
+            logits[:, n:], y[:, n:]
+        )
+        return loss, logits
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, _ = self._loss(batch)
+        self.log(
+            "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["index"])
+        )
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss, _ = self._loss(batch)
+        self.log(
+            "val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(batch["index"])
+        )
+
+    def test_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, torch.Tensor]:
+        probs = torch.sigmoid(self(batch["input_ids"], batch["attention_mask"]).float())
+        return {"index": batch["index"], "probs": probs, "targets": batch["targets"]}
+
+    predict_step = test_step
+
+    def manifest_extra(self) -> dict[str, Any]:
+        space = {
+            "regions": list(self.space.regions),
+            "types": list(self.space.types),
+            "side_pairs": dict(self.space.side_pairs),
+            "other": self.space.other,
+            "unclear": self.space.unclear,
+        }
+        return {**super().manifest_extra(), "label_space": space}
+
+    @classmethod
+    def rebuild_kwargs(cls, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        return {"label_space": manifest["label_space"], **manifest.get("model_hparams", {})}

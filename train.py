@@ -9,6 +9,7 @@ python train.py experiment=alarm_binary ckpt_path=outputs/alarm_binary/<run>/che
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import hydra
@@ -19,12 +20,13 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import MissingMandatoryValue
 
 from analysis.summary import metrics_table
 from datamodules.report_table import ReportTableError
 from datamodules.splits import SplitError
 from lightning_modules.encoders import EncoderUnavailableError, TextEncoder
-from lightning_modules.evaluation import CollectingEvaluator
+from lightning_modules.evaluation import CollectingEvaluator, keep_previous
 from lightning_modules.label_manifest import CheckpointManifestError
 from tools.experiment_setup import apply_demo, register_all
 
@@ -80,6 +82,7 @@ def run(cfg: DictConfig, command_line: list[str] | None = None) -> float | None:
             {"config": OmegaConf.to_container(cfg, resolve=True), "data": datamodule.summary}
         )
     if trainer.is_global_zero:
+        keep_previous(run_dir / "config_resolved.yaml")
         (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         (run_dir / "label_manifest.json").write_text(
             json.dumps(
@@ -106,10 +109,20 @@ def run(cfg: DictConfig, command_line: list[str] | None = None) -> float | None:
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
+    # Lightning set up its own console handler at import, before Hydra configured logging; hand its
+    # records (and reportsup's rank-zero messages) to Hydra's handlers so they also reach <run>/train.log.
+    for name in [n for n in logging.root.manager.loggerDict if n.startswith("lightning")]:
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
     with open_dict(cfg):
         cfg.paths.run_dir = hydra_cfg.runtime.output_dir
     try:
         return run(cfg, command_line=list(hydra_cfg.overrides.task))
+    except MissingMandatoryValue as err:
+        raise SystemExit(
+            f"reportsup: the config key '{err.full_key}' must be set, e.g. {err.full_key}=... on the "
+            "command line (data.labels=[abnormal]) or in an experiment file."
+        ) from None
     except (*USER_ERRORS, InstantiationException) as err:
         # Bad input or configuration: the message says what to fix; a traceback would only hide it.
         cause = err.__cause__ if isinstance(err, InstantiationException) else err

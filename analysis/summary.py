@@ -3,7 +3,7 @@
 Wood et al. 2021 ("Modelling"): "To generate performance confidence intervals, the splitting
 procedure was repeated 10 times for each classifier." The CI here is the t-interval of the mean over
 repeats (mean +- t_{0.975, n-1} * sd / sqrt(n)); the per-run bootstrap CIs stay in each run's
-``metrics.json``.
+``metrics.json``. Intervals of metrics bounded to [0, 1] (all of :data:`METRICS`) are clipped to it.
 """
 
 from __future__ import annotations
@@ -39,11 +39,14 @@ def summarize_runs(
         mean = float(arr.mean()) if n else float("nan")
         sd = float(arr.std(ddof=1)) if n > 1 else float("nan")
         half = float(stats.t.ppf(0.5 + ci / 2, n - 1) * sd / np.sqrt(n)) if n > 1 else float("nan")
+        low, high = mean - half, mean + half
+        if metric in METRICS:  # proportions and AUROC live in [0, 1]; a t-interval can step outside
+            low, high = max(low, 0.0), min(high, 1.0)
         out.setdefault(test_set, {}).setdefault(label, {})[metric] = {
             "mean": mean,
             "sd": sd,
-            "ci_low": mean - half,
-            "ci_high": mean + half,
+            "ci_low": low,
+            "ci_high": high,
             "n_runs": n,
         }
     return out

@@ -26,7 +26,7 @@ def read_table_file(path: Path) -> pd.DataFrame:
     try:
         if suffix in (".csv", ".csv.gz"):
             # Everything as string: ids like "007" stay ids and labels are validated by us, not guessed.
-            return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+            return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8", index_col=False)
         if suffix == ".parquet":
             return pd.read_parquet(path)
         if suffix in (".jsonl", ".jsonl.gz"):
@@ -35,6 +35,16 @@ def read_table_file(path: Path) -> pd.DataFrame:
         raise ReportTableError(
             f"{path}: not valid UTF-8 (byte {err.start}: {err.reason}). Re-save the file as UTF-8, "
             "e.g. `iconv -f latin1 -t utf-8 in.csv > out.csv`."
+        ) from err
+    except pd.errors.ParserError as err:
+        raise ReportTableError(
+            f"{path}: cannot be parsed as CSV: {str(err).strip()} (line 1 is the header). A text containing "
+            "commas, quotes or line breaks must be quoted; re-export the table with quoting."
+        ) from err
+    except (ValueError, OSError) as err:  # malformed JSON lines, a corrupt or truncated Parquet file
+        raise ReportTableError(
+            f"{path}: cannot be read as {suffix.lstrip('.')}: {str(err).strip()[:300]}. "
+            "Check that the file is complete and of the type its extension says."
         ) from err
     raise ReportTableError(f"{path}: unsupported file type '{path.suffix}'. Use .csv, .parquet or .jsonl.")
 

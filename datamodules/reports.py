@@ -38,6 +38,23 @@ INTERNAL_TEST_SET = "report_label"
 Tokenize = Callable[[Sequence[str]], Mapping[str, torch.Tensor]]
 
 
+def check_learnable(targets: np.ndarray, labels: Sequence[str], path: str) -> None:
+    """Every label needs known positives and negatives in the training split, or it cannot be learnt."""
+    for j, label in enumerate(labels):
+        y = targets[:, j]
+        known = y[~np.isnan(y)]
+        if not len(known):
+            raise ReportTableError(
+                f"{path}: label '{label}' has no known value in the training split (the column "
+                "is empty there). Fill it in or remove it from data.labels."
+            )
+        if known.min() == known.max():
+            raise ReportTableError(
+                f"{path}: label '{label}' is {int(known[0])} for every training report with a "
+                "known value: nothing to learn. Add reports of the other class or drop the label."
+            )
+
+
 class ReportDataset(Dataset):
     """Rows of a reports table as ``{"index", "text", "targets"}``; targets hold NaN where unknown."""
 
@@ -204,6 +221,8 @@ class ReportDataModule(pl.LightningDataModule):
                     f"{table['patient_id'].nunique()} patients): add data or change data.split."
                 )
             part = table.loc[mask]
+            if name == "train":
+                check_learnable(targets[mask], self.labels, self.path)
             # Test sets are scored on reference labels only; train/val use the unknown policy.
             y = part[self.labels].to_numpy(dtype=np.float64) if name == "test" else targets[mask]
             self.datasets[INTERNAL_TEST_SET if name == "test" else name] = ReportDataset(part, y)

@@ -77,7 +77,11 @@ def read_split_file(path: str | Path, table: pd.DataFrame) -> pd.Series:
         raise SplitError(
             f"{path}: a split file needs columns 'id' (or 'report_id') and 'split'; found {list(sf.columns)}."
         )
-    bad = sf.loc[~sf["split"].isin(SPLIT_NAMES)]
+    # A run's own splits.csv also lists hold-out reports under their set's name: those rows are
+    # ignored, unless they name a report of the development table.
+    in_table = sf[id_col].isin(set(table["report_id"]))
+    bad = sf.loc[~sf["split"].isin(SPLIT_NAMES) & in_table]
+    sf = sf.loc[sf["split"].isin(SPLIT_NAMES)]
     if len(bad):
         raise SplitError(
             f"{path}, row {bad.index[0] + 1}: split {bad['split'].iloc[0]!r} is not one of {SPLIT_NAMES}."

@@ -76,23 +76,11 @@ class ALARMClassifier(ReportModel):
         logits = self.classifier(pooled)
         return (logits, weights) if return_attention else logits
 
-    def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(batch["input_ids"], batch["attention_mask"])
         return masked_bce_with_logits(logits.float(), batch["targets"]), logits
 
-    # -- steps -------------------------------------------------------------------------------
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, _ = self._loss(batch)
-        self.log(
-            "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["index"])
-        )
-        return loss
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        loss, logits = self._loss(batch)
-        self.log(
-            "val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(batch["index"])
-        )
+    def update_validation_metrics(self, batch: dict[str, torch.Tensor], logits: torch.Tensor) -> None:
         probs = torch.sigmoid(logits.float())
         for j, metric in enumerate(self.val_auroc):
             known = ~torch.isnan(batch["targets"][:, j])
@@ -111,12 +99,6 @@ class ALARMClassifier(ReportModel):
         if values:
             # already synchronised by torchmetrics; sync_dist only silences Lightning's DDP warning
             self.log("val/auroc", torch.stack(values).mean(), prog_bar=True, sync_dist=True)
-
-    def test_step(
-        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
-    ) -> dict[str, torch.Tensor]:
-        logits = self(batch["input_ids"], batch["attention_mask"])
-        return {"index": batch["index"], "probs": torch.sigmoid(logits.float()), "targets": batch["targets"]}
 
     def predict_step(
         self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0

@@ -50,7 +50,8 @@ class DiscretizerModule(ReportModel):
         cls = self.encoder(input_ids, attention_mask)[:, 0]
         return self.output_layer(cls)
 
-    def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """BCE(regions) + BCE(types), each averaged over the known entries (paper's L = CE(r) + CE(t))."""
         logits = self(batch["input_ids"], batch["attention_mask"]).float()
         y, n = batch["targets"], self.n_regions
         loss = masked_bce_with_logits(logits[:, :n], y[:, :n]) + masked_bce_with_logits(
@@ -58,26 +59,10 @@ class DiscretizerModule(ReportModel):
         )
         return loss, logits
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, _ = self._loss(batch)
-        self.log(
-            "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["index"])
-        )
-        return loss
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        loss, _ = self._loss(batch)
-        self.log(
-            "val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(batch["index"])
-        )
-
-    def test_step(
+    def predict_step(
         self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
     ) -> dict[str, torch.Tensor]:
-        probs = torch.sigmoid(self(batch["input_ids"], batch["attention_mask"]).float())
-        return {"index": batch["index"], "probs": probs, "targets": batch["targets"]}
-
-    predict_step = test_step
+        return self.test_step(batch, batch_idx, dataloader_idx)
 
     def manifest_extra(self) -> dict[str, Any]:
         space = {

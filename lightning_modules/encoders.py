@@ -157,7 +157,7 @@ def pretrained_encoder(
     """
     del train_texts  # pretrained vocabularies do not depend on the data
     hint = (
-        f"Download it where you have internet (e.g. `huggingface-cli download {name} --local-dir DIR`) and "
+        f"Download it where you have internet (e.g. `hf download {name} --local-dir DIR`) and "
         f"set encoder.path=DIR, or run with demo=true for the offline demo encoder."
     )
     if path:
@@ -193,9 +193,9 @@ def pretrained_encoder(
             lowercase,
             max_length,
         )
-    except OSError as err:
+    except (OSError, ValueError) as err:  # ValueError: a folder without a recognisable model
         raise EncoderUnavailableError(
-            f"could not load encoder '{name}' from {source!r}: {err}. {hint}"
+            f"could not load encoder '{name}' from {source!r}: {str(err)[:300]}. {hint}"
         ) from err
 
 

@@ -11,6 +11,7 @@ all ranks are gathered and de-duplicated (DistributedSampler pads) before rank 0
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,19 @@ from lightning.pytorch.loggers import WandbLogger
 from analysis.metrics import patient_bootstrap_ci
 from analysis.plots import plot_roc
 
+_STARTED = time.strftime("%Y%m%d-%H%M%S")
+
 
 def keep_previous(path: Path) -> None:
-    """A file about to be rewritten (a resumed run tested again) is kept under a timestamped name."""
+    """A file about to be rewritten (a resumed run tested again) is kept as ``<stem>.<time of this
+    process's start><suffix>``: one timestamp for everything one run sets aside."""
     if path.exists():
-        path.rename(path.with_name(f"{path.stem}.{time.strftime('%Y%m%d-%H%M%S')}{path.suffix}"))
+        path.rename(path.with_name(f"{path.stem}.{_STARTED}{path.suffix}"))
+
+
+def safe_filename(name: str) -> str:
+    """A label name usable as a file name ('ich/sah' -> 'ich_sah')."""
+    return re.sub(r"[^\w.-]+", "_", name)
 
 
 class CollectingEvaluator(pl.Callback):
@@ -150,11 +159,20 @@ class TestSetEvaluator(CollectingEvaluator):
                 res = self.bootstrap(y[known], p[known], pred["patient_id"].to_numpy()[known])
                 metrics[name][label] = res
                 if 0 < y[known].sum() < known.sum():
-                    roc_curves[label][name] = (y[known].astype(int), p[known], res["auroc"]["value"])
+                    auc = res["auroc"]
+                    roc_curves[label][name] = (
+                        y[known].astype(int),
+                        p[known],
+                        auc["value"],
+                        auc["ci_low"],
+                        auc["ci_high"],
+                    )
             self.write_predictions(trainer, name, pred)
         for label, curves in roc_curves.items():
             if curves:
-                png = plot_roc(curves, self.output_dir / "plots" / f"roc_{label}.png", title=f"ROC: {label}")
+                png = self.output_dir / "plots" / f"roc_{safe_filename(label)}.png"
+                keep_previous(png)
+                plot_roc(curves, png, title=f"ROC: {label}")
                 log_image(trainer, f"roc/{label}", png)
         return metrics
 

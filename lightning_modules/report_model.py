@@ -36,6 +36,40 @@ class ReportModel(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.threshold = threshold
 
+    # -- steps shared by the report models ----------------------------------------------------
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loss, logits)`` of a batch; each model defines its paper's loss."""
+        raise NotImplementedError
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, _ = self.compute_loss(batch)
+        self.log(
+            "train/loss",
+            loss,
+            on_step=True,
+            on_epoch=True,
+            prog_bar=True,
+            sync_dist=True,
+            batch_size=len(batch["index"]),
+        )
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss, logits = self.compute_loss(batch)
+        self.log(
+            "val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(batch["index"])
+        )
+        self.update_validation_metrics(batch, logits)
+
+    def update_validation_metrics(self, batch: dict[str, torch.Tensor], logits: torch.Tensor) -> None:
+        """Hook for validation metrics beyond the loss (none by default)."""
+
+    def test_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, torch.Tensor]:
+        logits = self(batch["input_ids"], batch["attention_mask"])
+        return {"index": batch["index"], "probs": torch.sigmoid(logits.float()), "targets": batch["targets"]}
+
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:

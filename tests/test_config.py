@@ -61,3 +61,14 @@ def test_command_line_values_skip_group_choices_and_hydra_keys():
         ]
     )
     assert values == {"trainer.max_epochs": 1, "data.labels": ["a", "b"], "seed": 3}
+
+
+def test_demo_keeps_an_encoder_chosen_on_the_command_line(tmp_path):
+    from tools.experiment_setup import apply_demo
+
+    overrides = ["experiment=alarm_binary", "encoder=minilm", f"paths.data_dir={tmp_path}", "demo=true"]
+    cfg = _compose(*overrides)
+    cfg = apply_demo(cfg, command_line_overrides=overrides)
+    assert cfg.encoder._target_.endswith("minilm_encoder")
+    cfg = _compose("experiment=alarm_binary", f"paths.data_dir={tmp_path}")
+    assert apply_demo(cfg, command_line_overrides=[]).encoder._target_.endswith("tiny_bert_encoder")

@@ -85,3 +85,35 @@ def test_unknown_policy_name_and_missing_holdout_columns(tmp_path):
     )
     with pytest.raises(ReportTableError, match="hold-out 'image_label' has none of the label columns"):
         dm.setup()
+
+
+@pytest.mark.parametrize(
+    "fill,message", [("", "has no known value"), ("1", "is 1 for every training report")]
+)
+def test_a_label_that_cannot_be_learnt_is_an_error(tmp_path, fill, message):
+    rows = [
+        {"report_id": f"r{i}", "patient_id": f"p{i}", "text": "x y", "a": i % 2, "b": fill} for i in range(30)
+    ]
+    pd.DataFrame(rows).to_csv(tmp_path / "t.csv", index=False)
+    dm = ReportDataModule(path=str(tmp_path / "t.csv"), labels=["a", "b"], output_dir=str(tmp_path))
+    with pytest.raises(ReportTableError, match=rf"label 'b' {message}"):
+        dm.setup()
+
+
+def test_a_runs_own_splits_csv_is_a_valid_split_file(synthetic_dir, tmp_path):
+    kwargs = dict(
+        path=str(synthetic_dir / "reports.csv"),
+        labels=["abnormal"],
+        holdouts={"image_label": str(synthetic_dir / "image_labels_abnormal.csv")},
+    )
+    first = ReportDataModule(**kwargs, split={"seed": 4}, output_dir=str(tmp_path / "a"))
+    first.setup()
+    again = ReportDataModule(
+        **kwargs, split={"file": str(tmp_path / "a" / "splits.csv")}, output_dir=str(tmp_path / "b")
+    )
+    again.setup()
+    for name in ("train", "val", "report_label"):
+        assert (
+            again.datasets[name].table["report_id"].tolist()
+            == first.datasets[name].table["report_id"].tolist()
+        )

@@ -76,3 +76,8 @@ def test_tiny_tokenizer_vocabulary_is_identical_across_processes():
         for _ in range(3)
     }
     assert len(digests) == 1
+
+
+def test_encoder_path_without_a_model(tmp_path):
+    with pytest.raises(EncoderUnavailableError, match="could not load encoder"):
+        pretrained_encoder(name="dmis-lab/biobert-v1.1", path=str(tmp_path))

@@ -70,3 +70,15 @@ def test_summarize_multirun_from_folder(tmp_path):
     assert block["mean"] == pytest.approx(0.9) and block["n_runs"] == 3
     assert summary["missing"] == [str(tmp_path / "3")]
     assert "0.900 [" in md_path.read_text()
+
+
+def test_repeat_intervals_of_proportions_stay_in_unit_interval():
+    runs = [{"s": {"a": {"specificity": {"value": v}, "n": {"value": 10}}}} for v in (1.0, 1.0, 0.9)]
+    s = summarize_runs(runs)["s"]["a"]
+    assert s["specificity"]["ci_high"] == 1.0 and s["specificity"]["ci_low"] < 1.0
+
+
+def test_plot_file_names_are_safe():
+    from lightning_modules.evaluation import safe_filename
+
+    assert safe_filename("ich/sah") == "ich_sah" and safe_filename("Finding X") == "Finding_X"

@@ -77,3 +77,18 @@ def test_soft_policy_needs_probability_column(tmp_path):
     soft = "report_id,patient_id,text,abnormal,abnormal_prob\nr1,p1,x,,0.7\nr2,p2,y,1,\n"
     df = read_report_table(_write(tmp_path, soft, "s.csv"), ["abnormal"], soft_label_suffix="_prob")
     assert df["abnormal_prob"].iloc[0] == pytest.approx(0.7)
+
+
+def test_unquoted_comma_gives_a_parse_error_with_the_line(tmp_path):
+    path = _write(tmp_path, GOOD + "r4,p4,Hematoma, left side,1\n")
+    with pytest.raises(ReportTableError, match=r"cannot be parsed as CSV.*line 5.*quoted"):
+        read_report_table(path, ["abnormal"])
+
+
+def test_malformed_jsonl_and_corrupt_parquet(tmp_path):
+    bad_json = _write(tmp_path, '{"report_id": "a", "patient_id": "p", "text": "x"}\n{not json\n', "t.jsonl")
+    with pytest.raises(ReportTableError, match="cannot be read as jsonl"):
+        read_report_table(bad_json, [])
+    bad_parquet = _write(tmp_path, b"PAR1 this is not a parquet file", "t.parquet", mode="wb")
+    with pytest.raises(ReportTableError, match="cannot be read as parquet"):
+        read_report_table(bad_parquet, [])

@@ -209,3 +209,10 @@ def test_missing_data_and_offline_encoder_give_clear_errors(tmp_path, synthetic_
         check=False,
     )
     assert proc.returncode != 0 and "encoder.path" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_train(
+        f"data.path={synthetic_dir / 'reports.csv'}",
+        "encoder=tiny",
+        f"paths.output_dir={tmp_path}",
+        check=False,
+    )
+    assert proc.returncode != 0 and "data.labels" in proc.stderr and "Traceback" not in proc.stderr

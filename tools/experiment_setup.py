@@ -136,7 +136,8 @@ def apply_demo(
     for set_name, table in synthetic_holdout_names(labels).items():
         holdouts[set_name] = str(paths[table])
     with open_dict(cfg):
-        cfg.encoder = OmegaConf.load(root / "configs" / "encoder" / f"{encoder_name}.yaml")
+        if not any(o.split("=")[0].lstrip("+~") == "encoder" for o in command_line_overrides or []):
+            cfg.encoder = OmegaConf.load(root / "configs" / "encoder" / f"{encoder_name}.yaml")
         cfg.data.path = str(paths["reports"])
         cfg.data.holdouts = holdouts
         for key in ("model", "trainer", "data", "callbacks"):

@@ -87,7 +87,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("multirun_dir", help="a multirun folder (holds one sub-folder per run)")
     args = parser.parse_args(argv)
-    json_path, md_path = summarize_multirun(args.multirun_dir)
+    try:
+        json_path, md_path = summarize_multirun(args.multirun_dir)
+    except FileNotFoundError as err:
+        raise SystemExit(f"reportsup-summarize: {err}") from None
     print(md_path.read_text())
     print(f"wrote {json_path} and {md_path}")
 

@@ -68,7 +68,9 @@ def run(cfg: DictConfig, command_line: list[str] | None = None) -> float | None:
     run_dir = Path(cfg.paths.run_dir)
     pl.seed_everything(cfg.seed, workers=True)
 
-    datamodule = instantiate(cfg.data, _convert_="all")
+    # `data.demo` is the synthetic-data recipe of demo=true, not a DataModule argument.
+    data_cfg = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k != "demo"}
+    datamodule = instantiate(data_cfg, _convert_="all")
     datamodule.setup()
     encoder = build_encoder(cfg, datamodule.train_texts)
     datamodule.set_tokenizer(encoder.tokenize)

@@ -26,8 +26,12 @@ def _header_pattern(headers: Sequence[str]) -> re.Pattern:
     alternatives = "|".join(
         re.escape(h.strip().rstrip(":：")) for h in sorted(headers, key=len, reverse=True)
     )
-    # A header at the start of a line (or of the text), followed by ':' / '：' or a line break.
-    return re.compile(rf"(?:^|\n)[ \t]*(?:{alternatives})[ \t]*(?:[:：]|\n)", re.IGNORECASE)
+    # A header at the start of a line (or of the text) followed by ':' / '：' or a line break, or right
+    # after the end of a sentence followed by a colon (reports written as one paragraph).
+    return re.compile(
+        rf"(?:(?:^|\n)[ \t]*(?:{alternatives})[ \t]*(?:[:：]|\n)|(?<=[.。!?！？])\s*(?:{alternatives})[ \t]*[:：])",
+        re.IGNORECASE,
+    )
 
 
 def extract_findings(

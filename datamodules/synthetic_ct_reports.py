@@ -280,6 +280,12 @@ def write_ct_dataset(out_dir: str | Path, n_reports: int = 2000, seed: int = 0, 
     return names
 
 
+def demo_data_config(data_dir: str | Path, n_reports: int = 1500, seed: int = 0) -> dict:
+    """``data.*`` values for ``demo=true``: synthetic sentence annotations and reports with gold matrices."""
+    paths = write_ct_dataset(Path(data_dir) / f"synthetic_ct_reports_n{n_reports}_s{seed}", n_reports, seed)
+    return {"sentences_path": str(paths["ct_sentences"]), "reports_path": str(paths["ct_reports"])}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write synthetic head-CT report tables (Cross-DL schema).")
     parser.add_argument("out_dir")

@@ -503,3 +503,14 @@ def synthetic_holdout_names(labels: Sequence[str]) -> dict[str, str]:
     if BINARY_LABEL in labels:
         out["external_site"] = "external_site"
     return out
+
+
+def demo_data_config(
+    data_dir: str | Path, labels: Sequence[str], n_reports: int = 2500, seed: int = 0
+) -> dict:
+    """``data.*`` values for ``demo=true``: the synthetic development table and the hold-outs of ``labels``."""
+    paths = write_synthetic_dataset(
+        Path(data_dir) / f"synthetic_mri_reports_n{n_reports}_s{seed}", n_reports, seed
+    )
+    holdouts = {name: str(paths[table]) for name, table in synthetic_holdout_names(list(labels)).items()}
+    return {"path": str(paths["reports"]), "holdouts": holdouts}

@@ -26,7 +26,7 @@ class DiscretizerModule(ReportModel):
     """Sentence -> region probabilities (first ``len(regions)`` outputs) and type probabilities (the rest)."""
 
     TASK = "crossdl_discretizer"
-    REBUILD_KWARGS = ("dropout", "threshold")
+    REBUILD_KWARGS = ("dropout", "threshold", "sentence_splitting")
 
     def __init__(
         self,
@@ -36,7 +36,10 @@ class DiscretizerModule(ReportModel):
         scheduler: Callable[..., Any] | None = None,
         dropout: float = 0.1,
         threshold: float = 0.5,
+        sentence_splitting: Mapping[str, Any] | None = None,
     ) -> None:
+        """``sentence_splitting`` (language, findings_headers, end_headers) travels in the label manifest,
+        so that ``reportsup-discretize`` splits new reports exactly as the training reports were split."""
         self.space = LabelSpace.from_config(**dict(label_space or {}))
         super().__init__(encoder, [*self.space.regions, *self.space.types], optimizer, scheduler, threshold)
         self.save_hyperparameters(ignore=["encoder", "optimizer", "scheduler"])

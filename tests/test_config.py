@@ -28,7 +28,7 @@ def test_experiments_are_registered_as_a_group():
 def test_every_experiment_composes(name):
     cfg = _compose(f"experiment={name}")
     assert cfg.name == name
-    assert cfg.data.labels and cfg.model._target_ and cfg.encoder._target_
+    assert cfg.data._target_ and cfg.model._target_ and cfg.encoder._target_ and cfg.data.demo._target_
 
 
 def test_alarm_binary_has_the_paper_defaults():
@@ -72,3 +72,15 @@ def test_demo_keeps_an_encoder_chosen_on_the_command_line(tmp_path):
     assert cfg.encoder._target_.endswith("minilm_encoder")
     cfg = _compose("experiment=alarm_binary", f"paths.data_dir={tmp_path}")
     assert apply_demo(cfg, command_line_overrides=[]).encoder._target_.endswith("tiny_bert_encoder")
+
+
+def test_crossdl_discretizer_has_the_paper_settings():
+    cfg = _compose("experiment=crossdl_discretizer")
+    assert cfg.model.optimizer.lr == 5e-5 and cfg.data.batch_size == 16 and cfg.encoder.max_length == 128
+    assert cfg.callbacks.early_stopping.patience == 1 and cfg.trainer.max_epochs == 5
+    assert cfg.encoder.name == "bert-base-chinese" and cfg.data.flip.probability == 0.5
+    assert _compose("experiment=crossdl_discretizer_no_flip").data.flip.probability == 0.0
+    sizes = _compose("experiment=crossdl_discretizer_trainsize").hydra.sweeper.params[
+        "data.max_train_sentences"
+    ]
+    assert sizes == "100,200,500,1000,1500,3000"

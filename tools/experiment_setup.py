@@ -16,9 +16,8 @@ import time
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
-
-from datamodules.synthetic_mri_reports import synthetic_holdout_names, write_synthetic_dataset
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -122,24 +121,24 @@ GROUPS = (
 def apply_demo(
     cfg: DictConfig, root: Path = PROJECT_ROOT, command_line_overrides: list[str] | None = None
 ) -> DictConfig:
-    """Switch ``cfg`` to synthetic data and the offline demo encoder (``demo_overrides``)."""
+    """Switch ``cfg`` to synthetic data (the data config's ``demo`` recipe) and the offline demo encoder.
+
+    ``data.demo`` names a function that writes seeded synthetic tables under ``paths.data_dir`` and
+    returns the ``data.*`` values pointing at them; ``demo_overrides`` holds the encoder and the
+    CPU-sized model/trainer settings. Values typed on the command line win over both.
+    """
+    recipe = cfg.data.get("demo")
+    if recipe is None:
+        raise ValueError(f"demo=true: the data config {cfg.data.get('_target_')} has no `demo` recipe.")
+    data_values = instantiate(recipe, data_dir=cfg.paths.data_dir, _convert_="all")
     overrides = cfg.get("demo_overrides") or {}
-    encoder_name = overrides.get("encoder", "tiny")
-    synth = OmegaConf.to_container(overrides.get("synthetic", {}), resolve=True)
-    out_dir = (
-        Path(cfg.paths.data_dir)
-        / f"synthetic_mri_reports_n{synth.get('n_reports', 5000)}_s{synth.get('seed', 0)}"
-    )
-    paths = write_synthetic_dataset(out_dir, **synth)
-    labels = list(cfg.data.labels)
-    holdouts = {}
-    for set_name, table in synthetic_holdout_names(labels).items():
-        holdouts[set_name] = str(paths[table])
     with open_dict(cfg):
         if not any(o.split("=")[0].lstrip("+~") == "encoder" for o in command_line_overrides or []):
-            cfg.encoder = OmegaConf.load(root / "configs" / "encoder" / f"{encoder_name}.yaml")
-        cfg.data.path = str(paths["reports"])
-        cfg.data.holdouts = holdouts
+            cfg.encoder = OmegaConf.load(
+                root / "configs" / "encoder" / f"{overrides.get('encoder', 'tiny')}.yaml"
+            )
+        for key, value in data_values.items():
+            cfg.data[key] = value
         for key in ("model", "trainer", "data", "callbacks"):
             if key in overrides:
                 cfg[key] = OmegaConf.merge(cfg[key], overrides[key])

@@ -4,8 +4,9 @@ Runs automatically when a Hydra multirun ends (``hydra.callbacks.multirun_summar
 
     reportsup-summarize outputs/alarm_binary_10x/2026-11-23_12-00-00
 
-Runs are grouped by experiment name (``name`` in each run's ``.hydra/config.yaml``), so a
-``-m experiment=glob(alarm_*)`` multirun gets one block per experiment. A run without
+Runs are grouped by experiment name (``name`` in each run's ``.hydra/config.yaml``) and by the swept
+values that tell them apart other than the seed (``category=mass``, ``data.max_train_sentences=500``),
+so 10 seeds of one setting are summarised together and different settings side by side. A run without
 ``metrics.json`` (failed, or still running) is listed under ``missing`` and left out of the means.
 """
 
@@ -30,6 +31,11 @@ def _run_dirs(multirun_dir: Path) -> list[Path]:
     )
 
 
+def _overrides(run: Path) -> set[str]:
+    path = run / ".hydra" / "overrides.yaml"
+    return {str(o) for o in OmegaConf.load(path)} if path.exists() else set()
+
+
 def summarize_multirun(multirun_dir: str | Path) -> tuple[Path, Path]:
     """Write ``summary.json`` and ``summary.md`` into ``multirun_dir`` and return their paths."""
     multirun_dir = Path(multirun_dir)
@@ -41,8 +47,13 @@ def summarize_multirun(multirun_dir: str | Path) -> tuple[Path, Path]:
     grouped: dict[str, list[dict[str, Any]]] = {}
     dirs: dict[str, list[str]] = {}
     missing = []
+    overrides = {run: _overrides(run) for run in runs}
+    common = set.intersection(*overrides.values()) if overrides else set()
     for run in runs:
         name = str(OmegaConf.load(run / ".hydra" / "config.yaml").get("name", "default"))
+        # Repeats differ only in their seed; other swept values (training size, category) are groups.
+        distinct = sorted(o for o in overrides[run] - common if not o.startswith(("seed=", "experiment=")))
+        name = f"{name} [{', '.join(distinct)}]" if distinct else name
         metrics = run / "metrics.json"
         if not metrics.exists():
             missing.append(str(run))

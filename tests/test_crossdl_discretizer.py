@@ -1,0 +1,213 @@
+"""Cross-DL discretizer: label space, flip, Findings extraction, matrix merge, tables, bulk labelling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from datamodules.crossdl_labels import REGIONS, TYPES, LabelSpace, report_matrices
+from datamodules.report_sections import (
+    MissingFindingsError,
+    extract_findings,
+    findings_sentences,
+    split_sentences,
+)
+from datamodules.report_sentences import read_sentence_table
+from datamodules.report_table import ReportTableError
+from datamodules.synthetic_ct_reports import generate_ct_tables, write_ct_dataset
+from datamodules.text_flip import LeftRightFlip, symmetric_word_map
+
+SPACE = LabelSpace()
+
+
+def _regions(*names):
+    v = np.zeros(len(SPACE.regions), dtype=np.float32)
+    for n in names:
+        v[SPACE.regions.index(n)] = 1
+    return v
+
+
+def test_label_space_is_the_papers():
+    assert len(SPACE.regions) == 19 and len(SPACE.anatomical_regions) == 17 and len(SPACE.types) == 4
+    assert SPACE.regions[-2:] == ("other", "unclear") and "brain_stem" in SPACE.regions
+    assert (
+        len(SPACE.matrix_columns()) == 76
+        and SPACE.matrix_columns()[0] == "left_frontal_lobe__intraparenchymal_hyperdensity"
+    )
+    assert SPACE.merged_region_names()["frontal_lobe"] == ["left_frontal_lobe", "right_frontal_lobe"]
+    perm = SPACE.flip_permutation()
+    assert np.array_equal(perm[perm], np.arange(19))  # an involution
+    assert SPACE.regions[perm[SPACE.regions.index("left_cerebellum")]] == "right_cerebellum"
+    assert SPACE.regions[perm[SPACE.regions.index("brain_stem")]] == "brain_stem"
+
+
+def test_bad_label_space_config_is_refused():
+    with pytest.raises(ValueError, match="side_pairs"):
+        LabelSpace.from_config(side_pairs={"left_frontal_lobe": "right_nowhere"})
+
+
+def test_flip_swaps_words_and_paired_labels_and_is_its_own_inverse():
+    flip = LeftRightFlip(SPACE)
+    text = "Hematoma in the left frontal lobe and Right temporal lobe; L parietal, Lt cerebellum, leftover, bright."
+    regions = _regions("left_frontal_lobe", "right_temporal_lobe", "brain_stem", "unclear")
+    flipped_text, flipped = flip(text, regions)
+    assert (
+        flipped_text
+        == "Hematoma in the right frontal lobe and Left temporal lobe; R parietal, Rt cerebellum, leftover, bright."
+    )
+    assert np.array_equal(
+        flipped, _regions("right_frontal_lobe", "left_temporal_lobe", "brain_stem", "unclear")
+    )
+    back_text, back = flip(flipped_text, flipped)
+    assert back_text == text and np.array_equal(back, regions)
+
+
+def test_chinese_word_map_and_asymmetric_map():
+    flip = LeftRightFlip(SPACE, {"左": "右"})
+    assert flip.flip_text("左侧额叶见高密度影，右侧正常。") == "右侧额叶见高密度影，左侧正常。"
+    with pytest.raises(ValueError, match="symmetric"):
+        symmetric_word_map({"left": "right", "right": "up"})
+
+
+def test_findings_extraction_and_sentence_splitting():
+    report = "Clinical history: fall.\nFINDINGS: Hematoma in the left frontal lobe. No midline shift.\nImpression: left frontal hematoma."
+    assert extract_findings(report) == "Hematoma in the left frontal lobe. No midline shift."
+    assert findings_sentences(report) == ["Hematoma in the left frontal lobe.", "No midline shift."]
+    assert findings_sentences(
+        "检查所见：左侧额叶见高密度影。中线结构居中。诊断意见：脑出血。", "zh", ["检查所见"], ["诊断意见"]
+    ) == ["左侧额叶见高密度影。", "中线结构居中。"]
+    assert split_sentences("Blutung links frontal. Keine Verlagerung.", "xx") == [
+        "Blutung links frontal.",
+        "Keine Verlagerung.",
+    ]
+    with pytest.raises(MissingFindingsError):
+        findings_sentences("Impression: normal study.")
+
+
+def test_report_matrix_merge_on_hand_made_sentences():
+    # "hyperdensity in the left frontal and temporal lobes with a hypodense rim" + "subdural hematoma under the
+    # right parietal plate" + a normal sentence; report 1 has no sentences.
+    r = np.stack(
+        [_regions("left_frontal_lobe", "left_temporal_lobe"), _regions("right_parietal_lobe"), _regions()]
+    )
+    t = np.array([[0.9, 0.1, 0.8, 0.0], [0.2, 0.95, 0.1, 0.3], [0.1, 0.1, 0.1, 0.1]], dtype=np.float32)
+    a = report_matrices(np.array([0, 0, 0]), r, t, n_reports=2)
+    expected = np.zeros((19, 4))
+    for reg in ("left_frontal_lobe", "left_temporal_lobe"):
+        expected[SPACE.regions.index(reg), [0, 2]] = 1
+    expected[SPACE.regions.index("right_parietal_lobe"), 1] = 1
+    assert np.array_equal(a[0], expected) and not a[1].any()
+    soft = report_matrices(np.array([0, 0, 0]), r, t, n_reports=1, threshold=None)
+    assert soft[0, SPACE.regions.index("left_frontal_lobe"), 0] == pytest.approx(0.9)
+
+
+def test_synthetic_reports_agree_with_their_lesion_specs():
+    tables = generate_ct_tables(300, seed=3)
+    reports, sentences = tables["ct_reports"], tables["ct_sentences"]
+    assert generate_ct_tables(300, seed=3)["ct_reports"].equals(reports)
+    by_report = sentences.groupby("report_id")
+    checked = 0
+    for rid, group in by_report:
+        gold = reports.loc[reports["report_id"] == rid, SPACE.matrix_columns()].to_numpy().reshape(19, 4)
+        merged = report_matrices(
+            np.zeros(len(group), int), group[list(REGIONS)].to_numpy(), group[list(TYPES)].to_numpy(), 1
+        )[0]
+        assert np.array_equal(merged, gold), rid
+        checked += 1
+    assert checked > 50
+    texts = " ".join(reports["text"])
+    for phrase in (
+        "hematoma",
+        "edema",
+        "cranial plate",
+        "mixed density",
+        "cerebral falx",
+        "No abnormal density in the brain parenchyma",
+    ):
+        assert phrase in texts, phrase
+
+
+def test_malformed_sentence_tables(tmp_path):
+    good = generate_ct_tables(40, seed=0)["ct_sentences"]
+    good.drop(columns=["brain_stem"]).to_csv(tmp_path / "a.csv", index=False)
+    with pytest.raises(ReportTableError, match=r"\['brain_stem'\].*data.labels"):
+        read_sentence_table(tmp_path / "a.csv", SPACE)
+    bad = good.astype(str)
+    bad.loc[2, "other"] = "2"
+    bad.to_csv(tmp_path / "b.csv", index=False)
+    with pytest.raises(ReportTableError, match=r"row 3 \(sentence_id=.*column 'other'"):
+        read_sentence_table(tmp_path / "b.csv", SPACE)
+    good.drop(columns=["sentence_id"]).to_csv(tmp_path / "c.csv", index=False)
+    with pytest.raises(ReportTableError, match="sentence_id"):
+        read_sentence_table(tmp_path / "c.csv", SPACE)
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    from lightning_modules.discretizer import DiscretizerModule
+    from lightning_modules.encoders import tiny_bert_encoder
+
+    tmp = tmp_path_factory.mktemp("disc")
+    texts = generate_ct_tables(100, seed=1)["ct_sentences"]["text"].tolist()
+    encoder = tiny_bert_encoder(
+        texts,
+        vocab_size=500,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
+    model = DiscretizerModule(
+        encoder=encoder,
+        optimizer=torch.optim.Adam,
+        sentence_splitting={
+            "language": "en",
+            "findings_headers": ["findings"],
+            "end_headers": ["impression"],
+        },
+    )
+    ckpt = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
+    model.on_save_checkpoint(ckpt)
+    torch.save(ckpt, tmp / "d.ckpt")
+    return tmp / "d.ckpt"
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_discretize_command_output_round_trips_into_the_schema(tmp_path, tiny_checkpoint, suffix):
+    from tools.discretize import discretize_file
+
+    reports = generate_ct_tables(120, seed=5)["ct_reports"][["report_id", "patient_id", "scan_id", "text"]]
+    reports.loc[len(reports)] = ["R_nofind", "P_x", "S_x", "Report to follow."]
+    src = tmp_path / "reports.jsonl"
+    reports.to_json(src, orient="records", lines=True)
+    out = tmp_path / f"labels{suffix}"
+    counts = discretize_file(tiny_checkpoint, src, out, batch_size=32, chunk_size=50, progress=False)
+    assert counts["reports"] == len(reports) and counts["no_findings"] >= 1
+    table = pd.read_parquet(out) if suffix == ".parquet" else pd.read_csv(out)
+    assert table["report_id"].tolist() == reports["report_id"].tolist()  # input order, every report once
+    expected = [
+        "report_id",
+        "patient_id",
+        "scan_id",
+        "status",
+        "n_sentences",
+        *SPACE.matrix_columns(),
+        *[f"scan__{t}" for t in TYPES],
+        "unclear",
+    ]
+    assert list(table.columns) == expected
+    ok = table[table["status"] == "ok"]
+    cells = ok[SPACE.matrix_columns()].to_numpy().reshape(-1, 19, 4)
+    assert set(np.unique(cells)) <= {0, 1}
+    assert np.array_equal(ok[[f"scan__{t}" for t in TYPES]].to_numpy(), cells.max(axis=1))
+    assert table.loc[table["report_id"] == "R_nofind", SPACE.matrix_columns()].isna().all(axis=None)
+    with pytest.raises(FileExistsError):
+        discretize_file(tiny_checkpoint, src, out, progress=False)
+
+
+def test_ct_dataset_writer_refuses_a_foreign_directory(tmp_path):
+    (tmp_path / "mine.txt").write_text("user data")
+    with pytest.raises(FileExistsError):
+        write_ct_dataset(tmp_path, n_reports=20)

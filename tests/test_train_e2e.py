@@ -212,3 +212,79 @@ def test_missing_data_and_offline_encoder_give_clear_errors(tmp_path, synthetic_
         check=False,
     )
     assert proc.returncode != 0 and "data.labels" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_crossdl_discretizer_demo_reaches_f1_09_and_its_checkpoint_labels_reports(tmp_path):
+    import subprocess
+    import sys
+
+    run_train(
+        "experiment=crossdl_discretizer",
+        "demo=true",
+        f"paths.output_dir={tmp_path}",
+        f"paths.data_dir={tmp_path / 'data'}",
+    )
+    run = single_run_dir(tmp_path, "crossdl_discretizer")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["sentence"]["micro"]["f1"]["value"] >= 0.9
+    for t in ("intraparenchymal_hyperdensity", "extraparenchymal_hypodensity"):
+        assert metrics["report"][f"type:{t}"]["auroc"]["value"] >= 0.9
+    assert (
+        "region:frontal_lobe" in metrics["report"]
+        and "scan:extraparenchymal_hyperdensity" in metrics["report"]
+    )
+    for name in (
+        "plots/roc_report_types.png",
+        "plots/roc_report_regions.png",
+        "predictions_sentence.csv",
+        "predictions_report.csv",
+        "reports_without_findings.csv",
+        "splits.csv",
+    ):
+        assert (run / name).exists(), name
+    (ckpt,) = list((run / "checkpoints").glob("best-*.ckpt"))
+    from datamodules.synthetic_ct_reports import generate_ct_tables
+
+    reports = generate_ct_tables(400, seed=11)["ct_reports"]
+    reports[["report_id", "patient_id", "scan_id", "text"]].to_csv(tmp_path / "new.csv", index=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tools.discretize",
+            str(ckpt),
+            str(tmp_path / "new.csv"),
+            str(tmp_path / "labels.parquet"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "400/400" in proc.stderr and "reports/s" in proc.stderr  # progress bar and throughput
+    labels = pd.read_parquet(tmp_path / "labels.parquet")
+    ok = labels["status"] == "ok"
+    gold = reports.loc[ok.to_numpy(), [c for c in labels.columns if "__" in c and not c.startswith("scan__")]]
+    agreement = (labels.loc[ok, gold.columns].to_numpy() == gold.to_numpy()).mean()
+    assert agreement > 0.99  # cell-wise agreement of pseudo labels with the lesion specification
+
+
+def test_crossdl_trainsize_multirun_summarises_each_size(tmp_path):
+    run_train(
+        "experiment=crossdl_discretizer_trainsize",
+        "demo=true",
+        "debug=fast_dev_run",
+        f"paths.output_dir={tmp_path}",
+        f"paths.data_dir={tmp_path / 'data'}",
+        *FAST,
+    )
+    (multirun,) = list((tmp_path / "crossdl_discretizer_trainsize").iterdir())
+    summary = json.loads((multirun / "summary.json").read_text())
+    sizes = {name.split("=")[-1].rstrip("]") for name in summary["experiments"]}
+    assert sizes == {"100", "200", "500", "1000", "1500", "3000"}
+    sizes_used = sorted(
+        json.loads((r / "data_summary.json").read_text())["sizes"]["train"]
+        for r in multirun.iterdir()
+        if r.is_dir()
+    )
+    assert sizes_used == [100, 200, 500, 1000, 1500, 3000]

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from datamodules.crossdl_labels import LabelSpace
 from datamodules.report_sections import (
@@ -42,7 +42,7 @@ from datamodules.report_sections import (
     findings_sentences,
 )
 from datamodules.report_table import ReportTableError, read_report_table
-from datamodules.reports import LengthSortedSampler, ReportCollator, ReportDataset, Tokenize
+from datamodules.reports import ReportDataset, TokenizedLoaders
 from datamodules.splits import SplitError, assign_splits
 from datamodules.text_flip import ENGLISH_SIDE_WORDS, LeftRightFlip
 
@@ -106,7 +106,7 @@ def sentences_of_reports(
     )
 
 
-class ReportSentenceDataModule(pl.LightningDataModule):
+class ReportSentenceDataModule(TokenizedLoaders, pl.LightningDataModule):
     """Sentence annotations + reports -> patient-level splits -> tokenised sentence batches."""
 
     def __init__(
@@ -142,7 +142,6 @@ class ReportSentenceDataModule(pl.LightningDataModule):
         self.flip = LeftRightFlip(self.space, flip.get("word_map") or ENGLISH_SIDE_WORDS)
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.output_dir = Path(output_dir) if output_dir else None
-        self.tokenize: Tokenize | None = None
         self.datasets: dict[str, Dataset] = {}
         self.tables: dict[str, pd.DataFrame] = {}
         self.summary: dict[str, Any] = {}
@@ -281,32 +280,6 @@ class ReportSentenceDataModule(pl.LightningDataModule):
     @property
     def test_set_names(self) -> list[str]:
         return [n for n in ("sentence", "report") if n in self.datasets]
-
-    def set_tokenizer(self, tokenize: Tokenize) -> None:
-        self.tokenize = tokenize
-
-    def _loader(self, name: str, train: bool) -> DataLoader:
-        if self.tokenize is None:
-            raise RuntimeError("set_tokenizer(encoder.tokenize) must be called before loading batches.")
-        ds = self.datasets[name]
-        return DataLoader(
-            ds,
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
-            sampler=None if train else LengthSortedSampler(self.tables[name]["text"].tolist()),
-            num_workers=self.num_workers,
-            collate_fn=ReportCollator(self.tokenize),
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", train=False)
-
-    def test_dataloader(self) -> list[DataLoader]:
-        return [self._loader(name, train=False) for name in self.test_set_names]
 
     def test_table(self, name: str) -> pd.DataFrame:
         return self.tables[name]

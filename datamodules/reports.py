@@ -97,7 +97,40 @@ class ReportCollator:
         return batch
 
 
-class ReportDataModule(pl.LightningDataModule):
+class TokenizedLoaders:
+    """DataLoaders shared by the report DataModules: shuffled training batches, length-sorted
+    evaluation batches, dynamic padding by the encoder's tokenizer. Needs ``datasets``, ``test_table``,
+    ``test_set_names``, ``batch_size``, ``eval_batch_size`` and ``num_workers``."""
+
+    tokenize: Tokenize | None = None
+
+    def set_tokenizer(self, tokenize: Tokenize) -> None:
+        self.tokenize = tokenize
+
+    def _loader(self, name: str, train: bool) -> DataLoader:
+        if self.tokenize is None:
+            raise RuntimeError("set_tokenizer(encoder.tokenize) must be called before loading batches.")
+        return DataLoader(
+            self.datasets[name],
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            sampler=None if train else LengthSortedSampler(self.test_table(name)["text"].tolist()),
+            num_workers=self.num_workers,
+            collate_fn=ReportCollator(self.tokenize),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [self._loader(name, train=False) for name in self.test_set_names]
+
+
+class ReportDataModule(TokenizedLoaders, pl.LightningDataModule):
     """Reports table (CSV/Parquet/JSONL) with labels ``labels`` -> train/val/test + hold-out test sets.
 
     Args:
@@ -156,7 +189,6 @@ class ReportDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.output_dir = Path(output_dir) if output_dir else None
-        self.tokenize: Tokenize | None = None
         self.datasets: dict[str, ReportDataset] = {}
         self.summary: dict[str, Any] = {}
 
@@ -285,34 +317,6 @@ class ReportDataModule(pl.LightningDataModule):
     @property
     def test_set_names(self) -> list[str]:
         return [INTERNAL_TEST_SET, *self.holdout_paths]
-
-    def set_tokenizer(self, tokenize: Tokenize) -> None:
-        self.tokenize = tokenize
-
-    def _loader(self, name: str, train: bool) -> DataLoader:
-        if self.tokenize is None:
-            raise RuntimeError(
-                "ReportDataModule.set_tokenizer(encoder.tokenize) must be called before loading batches."
-            )
-        ds = self.datasets[name]
-        return DataLoader(
-            ds,
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
-            sampler=None if train else LengthSortedSampler(ds.texts),
-            num_workers=self.num_workers,
-            collate_fn=ReportCollator(self.tokenize),
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", train=False)
-
-    def test_dataloader(self) -> list[DataLoader]:
-        return [self._loader(name, train=False) for name in self.test_set_names]
 
     def test_table(self, name: str) -> pd.DataFrame:
         return self.datasets[name].table

@@ -29,6 +29,7 @@ import pandas as pd
 
 from datamodules.crossdl_labels import LabelSpace
 from datamodules.lesion_spec import Lesion, ScanSpec, abnormality_matrix, sample_scan_spec
+from datamodules.synthetic_io import write_once
 
 REGION_WORDS: dict[str, tuple[str, ...]] = {
     "frontal_lobe": ("frontal lobe", "frontal white matter", "frontal cortex"),
@@ -258,25 +259,20 @@ def generate_ct_tables(
 def write_ct_dataset(out_dir: str | Path, n_reports: int = 2000, seed: int = 0, **kwargs) -> dict[str, Path]:
     """Write ``ct_reports.csv``, ``ct_sentences.csv`` and ``lesion_specs.jsonl``; reuse an identical earlier write."""
     out = Path(out_dir)
-    marker = out / "GENERATED_BY.txt"
     signature = f"reportsup synthetic_ct_reports n_reports={n_reports} seed={seed} {sorted(kwargs.items())}\n"
     names = {
         "ct_reports": out / "ct_reports.csv",
         "ct_sentences": out / "ct_sentences.csv",
         "lesion_specs": out / "lesion_specs.jsonl",
     }
-    if marker.exists() and marker.read_text() == signature:
-        return names
-    if out.exists() and any(out.iterdir()) and not marker.exists():
-        raise FileExistsError(
-            f"{out} exists and was not written by the synthetic generator; choose an empty directory."
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    tables = generate_ct_tables(n_reports=n_reports, seed=seed, **kwargs)
-    tables["ct_reports"].to_csv(names["ct_reports"], index=False)
-    tables["ct_sentences"].to_csv(names["ct_sentences"], index=False)
-    names["lesion_specs"].write_text("".join(json.dumps(s) + "\n" for s in tables["lesion_specs"]))
-    marker.write_text(signature)
+
+    def write(folder: Path) -> None:
+        tables = generate_ct_tables(n_reports=n_reports, seed=seed, **kwargs)
+        tables["ct_reports"].to_csv(names["ct_reports"], index=False)
+        tables["ct_sentences"].to_csv(names["ct_sentences"], index=False)
+        names["lesion_specs"].write_text("".join(json.dumps(s) + "\n" for s in tables["lesion_specs"]))
+
+    write_once(out, signature, write)
     return names
 
 

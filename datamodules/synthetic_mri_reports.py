@@ -44,6 +44,7 @@ from pathlib import Path
 import pandas as pd
 
 from datamodules.alarm_labels import BINARY_LABEL, GRANULAR_CATEGORIES
+from datamodules.synthetic_io import write_once
 
 SIDES = ("left", "right")
 LOBES = ("frontal", "parietal", "temporal", "occipital")
@@ -454,25 +455,16 @@ def write_synthetic_dataset(
     records them), so a demo never silently trains on stale data.
     """
     out = Path(out_dir)
-    marker = out / "GENERATED_BY.txt"
     signature = (
         f"reportsup synthetic_mri_reports n_reports={n_reports} seed={seed} {sorted(kwargs.items())}\n"
     )
-    if marker.exists() and marker.read_text() == signature:
-        return {p.stem: p for p in sorted(out.glob("*.csv"))}
-    if out.exists() and any(out.iterdir()) and not marker.exists():
-        raise FileExistsError(
-            f"{out} exists and was not written by the synthetic generator; "
-            "choose an empty directory (nothing you made is overwritten)."
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for name, table in generate_tables(n_reports=n_reports, seed=seed, **kwargs).items():
-        path = out / f"{name}.csv"
-        table.to_csv(path, index=False)
-        paths[name] = path
-    marker.write_text(signature)
-    return paths
+
+    def write(folder: Path) -> None:
+        for name, table in generate_tables(n_reports=n_reports, seed=seed, **kwargs).items():
+            table.to_csv(folder / f"{name}.csv", index=False)
+
+    write_once(out, signature, write)
+    return {p.stem: p for p in sorted(out.glob("*.csv"))}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

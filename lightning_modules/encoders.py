@@ -160,39 +160,29 @@ def pretrained_encoder(
         f"Download it where you have internet (e.g. `hf download {name} --local-dir DIR`) and "
         f"set encoder.path=DIR, or run with demo=true for the offline demo encoder."
     )
+
+    def load(source: str, **kwargs: Any) -> TextEncoder:
+        model, tokenizer = (
+            AutoModel.from_pretrained(source, **kwargs),
+            AutoTokenizer.from_pretrained(source, **kwargs),
+        )
+        return TextEncoder(model, tokenizer, name, source, lowercase, max_length)
+
     if path:
         if not Path(path).is_dir():
             raise EncoderUnavailableError(f"encoder.path={path!r} is not a directory. {hint}")
-        source = str(path)
-        kwargs: dict[str, Any] = {}
     else:
-        source = name
-        kwargs = {"local_files_only": True}
         try:  # already in the local hub cache: no network needed
-            return TextEncoder(
-                AutoModel.from_pretrained(name, **kwargs),
-                AutoTokenizer.from_pretrained(name, **kwargs),
-                name,
-                source,
-                lowercase,
-                max_length,
-            )
+            return load(name, local_files_only=True)
         except OSError:
             if not _hub_reachable():
                 raise EncoderUnavailableError(
                     f"encoder '{name}' is not in the local Hugging Face cache and the hub cannot be reached "
                     f"(offline or HF_HUB_OFFLINE=1). {hint}"
                 ) from None
-            kwargs = {}
+    source = str(path) if path else name
     try:
-        return TextEncoder(
-            AutoModel.from_pretrained(source, **kwargs),
-            AutoTokenizer.from_pretrained(source, **kwargs),
-            name,
-            source,
-            lowercase,
-            max_length,
-        )
+        return load(source)
     except (OSError, ValueError) as err:  # ValueError: a folder without a recognisable model
         raise EncoderUnavailableError(
             f"could not load encoder '{name}' from {source!r}: {str(err)[:300]}. {hint}"

@@ -20,7 +20,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf, open_dict
-from omegaconf.errors import MissingMandatoryValue
+from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
 from analysis.summary import metrics_table
 from datamodules.report_table import ReportTableError
@@ -69,7 +69,10 @@ def run(cfg: DictConfig, command_line: list[str] | None = None) -> float | None:
     pl.seed_everything(cfg.seed, workers=True)
 
     # `data.demo` is the synthetic-data recipe of demo=true, not a DataModule argument.
-    data_cfg = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k != "demo"}
+    data_cfg = {
+        k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+        for k, v in ((k, cfg.data[k]) for k in cfg.data if k != "demo")
+    }
     datamodule = instantiate(data_cfg, _convert_="all")
     datamodule.setup()
     encoder = build_encoder(cfg, datamodule.train_texts)
@@ -120,7 +123,7 @@ def main(cfg: DictConfig) -> float | None:
         cfg.paths.run_dir = hydra_cfg.runtime.output_dir
     try:
         return run(cfg, command_line=list(hydra_cfg.overrides.task))
-    except MissingMandatoryValue as err:
+    except (MissingMandatoryValue, InterpolationToMissingValueError) as err:
         raise SystemExit(
             f"reportsup: the config key '{err.full_key}' must be set, e.g. {err.full_key}=... on the "
             "command line (data.labels=[abnormal]) or in an experiment file."

@@ -43,7 +43,7 @@ from datamodules.report_sections import (
 )
 from datamodules.report_table import ReportTableError, read_report_table
 from datamodules.reports import ReportDataset, TokenizedLoaders
-from datamodules.splits import SplitError, assign_splits
+from datamodules.splits import SplitError, split_patients
 from datamodules.text_flip import ENGLISH_SIDE_WORDS, LeftRightFlip
 
 SENTENCE_COLUMNS = ("sentence_id", "report_id", "patient_id", "text")
@@ -167,23 +167,15 @@ class ReportSentenceDataModule(TokenizedLoaders, pl.LightningDataModule):
             reports = (
                 read_report_table(self.reports_path, gold, path_key="data.reports_path") if gold else probe
             )
-        patients = pd.concat(
-            [sentences[["patient_id"]], reports[["patient_id"]] if reports is not None else None]
+        patient_ids = set(sentences["patient_id"]) | (
+            set(reports["patient_id"]) if reports is not None else set()
         )
-        patients = patients.drop_duplicates().reset_index(drop=True)
-        patients["report_id"] = patients["patient_id"]  # assign_splits keys rows by report_id
-        mapping = dict(
-            zip(
-                patients["patient_id"],
-                assign_splits(
-                    patients,
-                    seed=int(self.split_cfg.get("seed", 0)),
-                    fractions=self.split_cfg.get("fractions", (0.6, 0.2, 0.2)),
-                    n_folds=self.split_cfg.get("n_folds"),
-                    fold=int(self.split_cfg.get("fold", 0)),
-                ),
-                strict=True,
-            )
+        mapping = split_patients(
+            sorted(patient_ids),
+            seed=int(self.split_cfg.get("seed", 0)),
+            fractions=self.split_cfg.get("fractions", (0.6, 0.2, 0.2)),
+            n_folds=self.split_cfg.get("n_folds"),
+            fold=int(self.split_cfg.get("fold", 0)),
         )
         split = sentences["patient_id"].map(mapping)
         train = sentences.loc[split == "train"]

@@ -115,11 +115,20 @@ def assign_splits(
     """The split name of every row of ``table`` (one of train/val/test), by patient."""
     if file:
         return read_split_file(file, table)
+    return table["patient_id"].map(split_patients(table["patient_id"], seed, fractions, n_folds, fold))
+
+
+def split_patients(
+    patient_ids: Sequence[str],
+    seed: int,
+    fractions: Sequence[float] = (0.6, 0.2, 0.2),
+    n_folds: int | None = None,
+    fold: int = 0,
+) -> dict[str, str]:
+    """``{patient: split}``: patient-level k-fold when ``n_folds`` is given, else the fractions split."""
     if n_folds:
-        mapping = patient_kfold(table["patient_id"], seed, n_folds, fold)
-    else:
-        mapping = patient_split(table["patient_id"], seed, fractions)
-    return table["patient_id"].map(mapping)
+        return patient_kfold(patient_ids, seed, n_folds, fold)
+    return patient_split(patient_ids, seed, fractions)
 
 
 def exclude_holdout_patients(

@@ -100,7 +100,8 @@ class DiscretizerEvaluator(CollectingEvaluator):
             },
             "micro": (anatomical, list(range(n_t))),
         }
-        out, curves_type, curves_region = {}, {}, {}
+        out: dict[str, Any] = {}
+        curves: dict[str, dict[str, tuple]] = {"type": {}, "region": {}, "micro": {}}
         for name, (rows, cols) in groups.items():
             yy = gold[:, rows][:, :, cols].reshape(len(gold), -1)
             pp = soft[:, rows][:, :, cols].reshape(len(gold), -1)
@@ -115,25 +116,20 @@ class DiscretizerEvaluator(CollectingEvaluator):
                     out[name]["auroc"]["ci_low"],
                     out[name]["auroc"]["ci_high"],
                 )
-                (
-                    curves_type
-                    if name.startswith("type:")
-                    else curves_region
-                    if name.startswith("region:")
-                    else {}
-                )[name.split(":")[-1]] = curve
+                kind, _, member = name.partition(":")
+                curves[kind][member or kind] = curve
         for j, t in enumerate(space.types):  # scan level: union over every region incl. other/unclear
             yy, pp = gold[:, :, j].max(1), soft[:, :, j].max(1)
             if 0 < yy.sum() < len(yy):
                 out[f"scan:{t}"] = self.bootstrap(yy, pp, patients)
-        for fname, curves, title in (
-            ("roc_report_types.png", curves_type, "Report level: types (Fig. 2C)"),
-            ("roc_report_regions.png", curves_region, "Report level: regions (Fig. 2D)"),
+        for fname, group_curves, title in (
+            ("roc_report_types.png", curves["type"], "Report level: types (Fig. 2C)"),
+            ("roc_report_regions.png", curves["region"], "Report level: regions (Fig. 2D)"),
         ):
-            if curves:
+            if group_curves:
                 png = self.output_dir / "plots" / fname
                 keep_previous(png)
-                plot_roc(curves, png, title=title)
+                plot_roc(group_curves, png, title=title)
                 log_image(trainer, f"roc/{fname.removesuffix('.png')}", png)
         pred = pd.DataFrame({"id": gold_table["report_id"].to_numpy()[scored], "patient_id": patients})
         cells = pd.DataFrame(

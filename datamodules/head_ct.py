@@ -1,0 +1,338 @@
+"""HeadCTDataModule: head-CT scans, masks and abnormality matrices for the DaMIL analyzer
+(Liu et al. 2023, STAR Methods "CT image preprocessing", "Image analyzer architecture and training").
+
+* reads a scan manifest (:mod:`datamodules.scan_manifest`) and its labels (``reportsup-discretize``
+  output or ground-truth matrices), splits by patient (DESIGN.md), optionally subsamples the training
+  scans (``max_train_scans``, for training-size curves);
+* preprocessing as the paper (:mod:`datamodules.ct_transforms`), cached on disk with MONAI's
+  :class:`~monai.data.PersistentDataset` in ``cache_dir/<hash of the preprocessing config>``: after the
+  first epoch no DICOM is decoded again; an item is re-cached when its files change (size/mtime);
+* z-scoring with the mean/std of all training voxels, computed once, written to
+  ``intensity_stats.json`` in the run directory and reused from there (or from ``intensity_stats``);
+* per item: ``image`` (1, H, W, D), ``region_mask`` (1, H, W, D; 0 = none, i + 1 = region i) when the
+  manifest has one, ``voxel_mask`` (M, H, W, D) + ``has_voxel_mask``, ``abnormality`` (regions x types,
+  incl. other/unclear), ``region_labels`` (17 x 4), ``scan_labels`` (4: union over all regions),
+  ``unclear`` (the paper zeroes the MIL losses of such scans), ``scan_id``, ``patient_id``;
+* ``positive_rates`` = f_ij over the training split (the DaMIL loss's positive weights);
+* batch size 1 as the paper (configurable), workers and pinned memory configurable.
+
+Scans whose report has no Findings have unknown labels: they are listed in
+``scans_without_labels.csv`` and left out, with a log line. Bad scans stop setup with one message
+listing them; ``reportsup-check-scans`` quarantines them up front.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from monai.data import PersistentDataset, list_data_collate
+from monai.transforms import Compose
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.crossdl_labels import LabelSpace
+from datamodules.ct_transforms import (
+    IMAGE,
+    MATRIX,
+    REGION_MASK,
+    VOXEL_MASK,
+    IntensityStats,
+    PreprocessConfig,
+    augmentation,
+    intensity_stats,
+    normalization,
+    preprocessing,
+)
+from datamodules.dicom_series import ScanError, validate_scan
+from datamodules.report_table import read_table_file
+from datamodules.scan_manifest import ManifestError, positive_rates, read_scan_manifest, scan_labels
+from datamodules.splits import SplitError, split_patients
+
+CHECKED_COLUMN = "scan_check"  # written by reportsup-check-scans: "ok" rows need no re-validation
+
+
+def source_stamp(path: str) -> str:
+    """Size and modification time of a file, or of every file in a DICOM folder: part of the cache key."""
+    p = Path(path)
+    if p.is_dir():
+        entries = sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in p.iterdir() if e.is_file())
+        return hashlib.sha256(repr(entries).encode()).hexdigest()[:16]
+    st = p.stat()
+    return f"{st.st_size}-{st.st_mtime_ns}"
+
+
+class HeadCTDataset(Dataset):
+    """Cached preprocessed volumes + this split's labels, then augmentation and z-scoring."""
+
+    def __init__(self, cached: Dataset, records: Sequence[dict], transform) -> None:
+        self.cached, self.records, self.transform = cached, list(records), transform
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = {
+            **{k: v for k, v in self.cached[i].items() if not k.endswith("stamp")},  # stamps: cache keys only
+            **{k: (v.clone() if torch.is_tensor(v) else v) for k, v in self.records[i].items()},
+        }
+        item = self.transform(item)
+        item["region_labels"] = item[MATRIX][: item.pop("n_regions")]
+        if "has_voxel_mask" in self.records[i] and VOXEL_MASK not in item:
+            item[VOXEL_MASK] = torch.zeros(
+                (self.records[i]["n_types"], *item[IMAGE].shape[1:]), dtype=torch.uint8
+            )
+        item.pop("n_types", None)
+        return item
+
+
+class HeadCTDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        manifest_path: str | None,
+        labels_path: str | None = None,
+        label_space: Mapping[str, Any] | None = None,
+        region_mask_column: str | None = "region_mask",
+        voxel_mask_column: str | None = "voxel_mask",
+        spatial_size: Sequence[int] = (160, 160, 80),
+        window: Sequence[float] = (-10.0, 80.0),
+        crop_margin: int = 0,
+        cache_dir: str | None = None,
+        split: Mapping[str, Any] | None = None,
+        max_train_scans: int | None = None,
+        flip_probability: float = 0.5,
+        rotate_degrees: float = 15.0,
+        intensity_stats: Mapping[str, float] | None = None,
+        validate_scans: bool = True,
+        min_slices: int = 10,
+        batch_size: int = 1,
+        eval_batch_size: int = 1,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        output_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        if not manifest_path:
+            raise ManifestError(
+                "data.manifest_path is not set: point it at your scan manifest (scan_id, patient_id, image, "
+                "report_id) or run with demo=true."
+            )
+        self.manifest_path, self.labels_path = Path(manifest_path), labels_path
+        self.space = LabelSpace.from_config(**(label_space or {}))
+        self.region_mask_column, self.voxel_mask_column = region_mask_column, voxel_mask_column
+        self.preprocess = PreprocessConfig(
+            tuple(int(s) for s in spatial_size),
+            float(window[0]),
+            float(window[1]),
+            int(crop_margin),
+            len(self.space.types),
+        )
+        self.cache_dir = Path(cache_dir) if cache_dir else self.manifest_path.parent / ".reportsup_cache"
+        self.split_cfg = dict(split or {})
+        self.max_train_scans = max_train_scans
+        self.flip_probability, self.rotate_degrees = float(flip_probability), float(rotate_degrees)
+        self.given_stats = dict(intensity_stats) if intensity_stats else None
+        self.validate_scans, self.min_slices = validate_scans, min_slices
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.output_dir = Path(output_dir) if output_dir else None
+        self.datasets: dict[str, Dataset] = {}
+        self.tables: dict[str, pd.DataFrame] = {}
+        self.stats: IntensityStats | None = None
+        self.positive_rates: np.ndarray | None = None
+        self.summary: dict[str, Any] = {}
+
+    # ----------------------------------------------------------------- reading and checking
+    def _mask_keys(self, manifest: pd.DataFrame) -> dict[str, str]:
+        keys = {}
+        for key, column in ((REGION_MASK, self.region_mask_column), (VOXEL_MASK, self.voxel_mask_column)):
+            if column and column in manifest.columns:
+                keys[key] = column
+        if REGION_MASK in keys:
+            empty = manifest.index[manifest[keys[REGION_MASK]] == ""]
+            if len(empty):
+                raise ManifestError(
+                    f"{self.manifest_path}: column '{keys[REGION_MASK]}' is empty for scan "
+                    f"{manifest.at[empty[0], 'scan_id']!r} ({len(empty)} scan(s)); run reportsup-register-atlas "
+                    "or remove those scans (a failed registration is listed in its registration_report.csv)."
+                )
+        return keys
+
+    def _check_files(self, manifest: pd.DataFrame, mask_keys: Mapping[str, str]) -> None:
+        problems = []
+        checked = manifest.get(CHECKED_COLUMN, pd.Series([""] * len(manifest))).astype(str).to_numpy()
+        for i, row in enumerate(manifest.itertuples(index=False)):
+            if self.validate_scans and checked[i] != "ok":
+                try:
+                    validate_scan(row.image, min_slices=self.min_slices)
+                except ScanError as err:
+                    problems.append(f"{row.scan_id}: {err}")
+            for column in mask_keys.values():
+                value = getattr(row, column)
+                if value and not Path(value).exists():
+                    problems.append(f"{row.scan_id}: {column} file {value} does not exist")
+        if problems:
+            shown = "\n  ".join(problems[:5])
+            raise ManifestError(
+                f"{self.manifest_path}: {len(problems)} scan(s) cannot be used:\n  {shown}"
+                f"{chr(10) + '  ...' if len(problems) > 5 else ''}\nRun `reportsup-check-scans "
+                f"{self.manifest_path} --out-dir DIR` to quarantine them and train on DIR/checked_manifest.csv."
+            )
+
+    # ----------------------------------------------------------------- setup
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        manifest = read_scan_manifest(self.manifest_path)
+        labels_table = read_table_file(Path(self.labels_path)) if self.labels_path else None
+        labels = scan_labels(
+            manifest, self.space, labels_table, source=str(self.labels_path or self.manifest_path)
+        )
+        mask_keys = self._mask_keys(manifest)
+        unknown = manifest.loc[~labels.known, ["scan_id", "patient_id"]]
+        manifest = manifest.assign(row_index=np.arange(len(manifest)))
+        usable = manifest.loc[labels.known].reset_index(drop=True)
+        self._check_files(usable, mask_keys)
+        mapping = split_patients(
+            sorted(set(usable["patient_id"])),
+            seed=int(self.split_cfg.get("seed", 0)),
+            fractions=self.split_cfg.get("fractions", (0.6, 0.2, 0.2)),
+            n_folds=self.split_cfg.get("n_folds"),
+            fold=int(self.split_cfg.get("fold", 0)),
+        )
+        usable["split"] = usable["patient_id"].map(mapping)
+        parts = {name: usable.loc[usable["split"] == name] for name in ("train", "val", "test")}
+        if self.max_train_scans is not None:
+            if self.max_train_scans > len(parts["train"]):
+                raise SplitError(
+                    f"data.max_train_scans={self.max_train_scans} but the training split has only "
+                    f"{len(parts['train'])} scans."
+                )
+            parts["train"] = parts["train"].sample(
+                n=self.max_train_scans, random_state=int(self.split_cfg.get("seed", 0))
+            )
+        for name, part in parts.items():
+            if part.empty:
+                raise SplitError(
+                    f"the {name} split of {self.manifest_path} has no scans: add scans or change data.split."
+                )
+        cache = self.cache_dir / self.preprocess.key()
+        cache.mkdir(parents=True, exist_ok=True)
+        (cache / "preprocessing.json").write_text(
+            json.dumps(self.preprocess.__dict__, default=str, indent=2) + "\n"
+        )
+        pre = preprocessing(self.preprocess, tuple(mask_keys))
+        cached = {}
+        for name, part in parts.items():
+            items = []
+            for row in part.itertuples(index=False):
+                item = {IMAGE: row.image, "stamp": source_stamp(row.image)}
+                for key, column in mask_keys.items():
+                    value = getattr(row, column)
+                    if value:
+                        item[key] = value
+                        item[f"{key}_stamp"] = source_stamp(value)
+                items.append(item)
+            cached[name] = PersistentDataset(items, transform=pre, cache_dir=cache)
+        self.stats = self._intensity_stats(cached["train"])
+        train_rows = parts["train"]["row_index"].to_numpy()
+        self.positive_rates = positive_rates(labels.matrix[train_rows], len(self.space.anatomical_regions))
+        norm = normalization(self.stats.mean, self.stats.std)
+        aug = augmentation(self.space, self.flip_probability, self.rotate_degrees, tuple(mask_keys))
+        for name, part in parts.items():
+            records = [
+                self._record(row, labels, VOXEL_MASK in mask_keys) for row in part.itertuples(index=False)
+            ]
+            transform = Compose([aug, norm]) if name == "train" else norm
+            self.datasets[name] = HeadCTDataset(cached[name], records, transform)
+            self.tables[name] = part.drop(columns=["row_index"]).reset_index(drop=True)
+        self.summary = {
+            "manifest_path": str(self.manifest_path),
+            "labels_path": str(self.labels_path),
+            "sizes": {k: len(v) for k, v in self.datasets.items()},
+            "scans_without_labels": len(unknown),
+            "cache_dir": str(cache),
+            "preprocessing": {k: v for k, v in self.preprocess.__dict__.items() if k != "extra"},
+            "intensity_stats": self.stats.__dict__,
+            "masks": mask_keys,
+            "positive_rates_train": dict(
+                zip(self.space.anatomical_regions, self.positive_rates.round(4).tolist(), strict=True)
+            ),
+        }
+        rank_zero_info(f"[reportsup] head CT data: {json.dumps(self.summary['sizes'])}, cache {cache}")
+        if len(unknown):
+            rank_zero_info(
+                f"[reportsup] {len(unknown)} scan(s) have reports without Findings (unknown labels): "
+                "listed in scans_without_labels.csv and not used."
+            )
+        self._write_outputs(usable, unknown)
+
+    def _record(self, row, labels, has_voxel_masks: bool) -> dict[str, Any]:
+        i = row.row_index
+        n_regions = len(self.space.anatomical_regions)
+        record = {
+            MATRIX: torch.tensor(labels.matrix[i]),
+            "scan_labels": torch.tensor(labels.scan[i]),
+            "unclear": bool(labels.unclear[i]),
+            "scan_id": row.scan_id,
+            "patient_id": row.patient_id,
+            "n_regions": n_regions,
+        }
+        if has_voxel_masks:
+            record["has_voxel_mask"] = bool(getattr(row, self.voxel_mask_column))
+            record["n_types"] = len(self.space.types)
+        return record
+
+    def _intensity_stats(self, train: Dataset) -> IntensityStats:
+        saved = self.output_dir / "intensity_stats.json" if self.output_dir else None
+        if self.given_stats:
+            stats = IntensityStats(float(self.given_stats["mean"]), float(self.given_stats["std"]), 0, 0)
+        elif saved is not None and saved.exists():
+            stats = IntensityStats.load(saved)  # a resumed run keeps its normalisation
+        else:
+            stats = intensity_stats(train)
+        if saved is not None and not saved.exists() and (self.trainer is None or self.trainer.is_global_zero):
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            stats.save(saved)
+        return stats
+
+    def _write_outputs(self, usable: pd.DataFrame, unknown: pd.DataFrame) -> None:
+        if self.output_dir is None or (self.trainer is not None and not self.trainer.is_global_zero):
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        splits = self.output_dir / "splits.csv"
+        if not splits.exists():
+            usable.rename(columns={"scan_id": "id"})[["id", "patient_id", "split"]].to_csv(
+                splits, index=False
+            )
+        if len(unknown):
+            unknown.to_csv(self.output_dir / "scans_without_labels.csv", index=False)
+        (self.output_dir / "data_summary.json").write_text(json.dumps(self.summary, indent=2) + "\n")
+
+    # ----------------------------------------------------------------- loaders
+    def _loader(self, name: str, shuffle: bool, batch_size: int) -> DataLoader:
+        return DataLoader(
+            self.datasets[name],
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            collate_fn=list_data_collate,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True, self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False, self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False, self.eval_batch_size)

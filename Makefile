@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench clean-venv
+.PHONY: demo ct-demo test test-fast lint bench clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,16 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) train.py experiment=alarm_binary demo=true
+
+# The head-CT data path on 40 synthetic DICOM phantoms: check, atlas registration, DataModule.
+ct-demo: $(STAMP)
+	d=outputs/ct_demo/$$(date +%Y%m%d_%H%M%S) && \
+	$(VENV)/bin/reportsup-synthetic-ct-scans $$d/data --n-scans 40 && \
+	$(VENV)/bin/reportsup-check-scans $$d/data/manifest.csv --out-dir $$d/checked --labels $$d/data/reports.csv && \
+	$(VENV)/bin/reportsup-register-atlas $$d/checked/checked_manifest.csv --out-dir $$d/registered --max-iterations 64 \
+		--atlas average_ct=$$d/data/atlas/average_ct.nii.gz,$$d/data/atlas/average_ct_regions.nii.gz && \
+	$(PY) -m datamodules.head_ct $$d/registered/manifest_registered.csv --labels $$d/data/reports.csv \
+		--cache-dir $$d/cache --output-dir $$d/run
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
@@ -29,6 +39,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/eval_batching.py
+	$(PY) benchmarks/ct_loading.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -336,3 +336,43 @@ class HeadCTDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", False, self.eval_batch_size)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m datamodules.head_ct MANIFEST``: set the DataModule up once and describe what training gets."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Dry-run the head-CT DataModule on a manifest.")
+    parser.add_argument("manifest")
+    parser.add_argument("--labels", help="labels table (e.g. reportsup-discretize output)")
+    parser.add_argument("--region-mask-column", default="region_mask")
+    parser.add_argument("--spatial-size", type=int, nargs=3, default=[160, 160, 80])
+    parser.add_argument("--cache-dir")
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--output-dir", help="where intensity_stats.json, splits.csv, data_summary.json go")
+    args = parser.parse_args(argv)
+    dm = HeadCTDataModule(
+        args.manifest,
+        labels_path=args.labels,
+        region_mask_column=args.region_mask_column,
+        spatial_size=args.spatial_size,
+        cache_dir=args.cache_dir,
+        num_workers=args.num_workers,
+        output_dir=args.output_dir,
+    )
+    try:
+        dm.setup()
+    except (ManifestError, SplitError) as err:
+        raise SystemExit(f"error: {err}") from None
+    print(f"splits: {dm.summary['sizes']}; cache: {dm.summary['cache_dir']}")
+    print(f"intensity stats (train): mean {dm.stats.mean:.3f}, std {dm.stats.std:.3f}")
+    batch = next(iter(dm.train_dataloader()))
+    for key, value in batch.items():
+        if torch.is_tensor(value):
+            print(f"  {key}: {tuple(value.shape)} {str(value.dtype).removeprefix('torch.')}")
+    rates = dm.positive_rates
+    print(f"positive rates f_ij: {int((rates > 0).sum())} of {rates.size} cells > 0, max {rates.max():.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -23,6 +23,25 @@ def synthetic_dir(tmp_path_factory) -> Path:
     return out
 
 
+# Small phantoms for fast head-CT tests: coarse voxels (3 x 3 x 6.4 mm), 10 scans of 7 patients.
+SMALL_CT = {"shape": (80, 80, 24), "spacing": (3.0, 3.0, 6.4)}
+
+
+@pytest.fixture(scope="session")
+def ct_dir(tmp_path_factory) -> Path:
+    """A synthetic head-CT data set (DICOM + NIfTI, reports, atlas); tests that modify it copy it first."""
+    from datamodules.synthetic_ct_scans import write_ct_scan_dataset
+
+    return write_ct_scan_dataset(
+        tmp_path_factory.mktemp("ct") / "data",
+        n_scans=10,
+        seed=1,
+        progress=False,
+        n_reference_atlases=1,
+        **SMALL_CT,
+    )
+
+
 @pytest.fixture(scope="session")
 def tiny_encoder(synthetic_dir):
     import pandas as pd

@@ -16,20 +16,6 @@ from datamodules.synthetic_ct_scans import write_ct_scan_dataset
 from tools import check_scans, register_atlas
 from tools.resource_estimate import activation_bytes, cached_item_bytes, estimate_resources
 
-SMALL = {"shape": (80, 80, 24), "spacing": (3.0, 3.0, 6.4)}
-
-
-@pytest.fixture(scope="module")
-def ct_dir(tmp_path_factory):
-    return write_ct_scan_dataset(
-        tmp_path_factory.mktemp("ct") / "data",
-        n_scans=6,
-        seed=2,
-        progress=False,
-        n_reference_atlases=1,
-        **SMALL,
-    )
-
 
 def _break_scans(data):
     """Scan 1 loses a middle slice, scan 2 keeps 5 slices, scan 3 becomes an MR series."""
@@ -59,11 +45,11 @@ def test_check_scans_quarantines_each_bad_scan_with_its_reason(ct_dir, tmp_path,
     }
     assert all("HCT0000" in m or "dicom" in m for m in quarantine["message"])
     checked = pd.read_csv(out / "checked_manifest.csv")
-    assert checked["scan_id"].tolist() == ["HCT00000", "HCT00004", "HCT00005"]
+    assert checked["scan_id"].tolist() == ["HCT00000", *(f"HCT{i:05d}" for i in range(4, 10))]
     assert (checked["scan_check"] == "ok").all()
     resources = json.loads((out / "resources.json").read_text())
-    assert resources["n_scans"] == 3
-    assert resources["cache_disk_bytes"] == 3 * cached_item_bytes((160, 160, 80), 4, True, True)
+    assert resources["n_scans"] == 7
+    assert resources["cache_disk_bytes"] == 7 * cached_item_bytes((160, 160, 80), 4, True, True)
     assert resources["accelerator_bytes"] > 0
     printed = capsys.readouterr().out
     assert "quarantined: 3" in printed and "accelerator memory" in printed
@@ -133,3 +119,87 @@ def test_registration_recovers_the_true_regions_and_is_resumable(tmp_path):
         manifest.head(1), [bad], tmp_path, settings, progress=False
     )
     assert rep_bad["status"].tolist() == ["failed"] and out_bad["region_mask"].tolist() == [""]
+
+
+def _run(*args: str) -> str:
+    """Run a console command of this package from the test's interpreter; fail with its output."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bin_dir = Path(sys.executable).parent
+    done = subprocess.run([str(bin_dir / args[0]), *args[1:]], capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, f"{args[0]} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_forty_dicom_phantoms_through_check_register_and_datamodule(tmp_path):
+    """The issue's acceptance run: 40 DICOM phantoms -> reportsup-check-scans -> reportsup-register-atlas
+    -> HeadCTDataModule at the paper's 160 x 160 x 80, with masks and labels."""
+    data, checked, registered = tmp_path / "data", tmp_path / "checked", tmp_path / "registered"
+    _run("reportsup-synthetic-ct-scans", str(data), "--n-scans", "40", "--formats", "dicom")
+    out = _run(
+        "reportsup-check-scans",
+        str(data / "manifest.csv"),
+        "--out-dir",
+        str(checked),
+        "--labels",
+        str(data / "reports.csv"),
+    )
+    assert "usable: 40, quarantined: 0" in out
+    atlas = (
+        f"average_ct={data / 'atlas' / 'average_ct.nii.gz'},{data / 'atlas' / 'average_ct_regions.nii.gz'}"
+    )
+    out = _run(
+        "reportsup-register-atlas",
+        str(checked / "checked_manifest.csv"),
+        "--atlas",
+        atlas,
+        "--out-dir",
+        str(registered),
+        "--max-iterations",
+        "64",
+        "--workers",
+        "2",
+    )
+    report = pd.read_csv(registered / "registration_report.csv")
+    assert len(report) == 40 and report["status"].isin(["ok", "review"]).all(), out
+    manifest = pd.read_csv(registered / "manifest_registered.csv")
+    dices = []
+    for row in manifest.itertuples():
+        warped = np.asarray(nib.load(row.region_mask).dataobj)
+        truth = np.asarray(nib.load(row.true_region_mask).dataobj)
+        d = [
+            2 * ((warped == k) & (truth == k)).sum() / ((warped == k).sum() + (truth == k).sum())
+            for k in range(1, 18)
+        ]
+        dices.append(np.mean(d))
+    print(
+        f"registration: mean Dice {np.mean(dices):.3f} (min {np.min(dices):.3f}), {report['seconds'].mean():.1f} s each"
+    )
+    assert np.mean(dices) >= 0.8
+
+    from datamodules.head_ct import HeadCTDataModule
+
+    dm = HeadCTDataModule(
+        str(registered / "manifest_registered.csv"),
+        labels_path=str(data / "reports.csv"),
+        cache_dir=str(tmp_path / "cache"),
+        output_dir=str(tmp_path / "run"),
+        num_workers=2,
+    )
+    dm.setup()
+    assert sum(dm.summary["sizes"].values()) == 40
+    batch = next(iter(dm.train_dataloader()))  # two worker processes: the datasets pickle
+    assert batch["image"].shape == (1, 1, 160, 160, 80)
+    assert batch["region_mask"].shape == (1, 1, 160, 160, 80) and batch["voxel_mask"].shape == (
+        1,
+        4,
+        160,
+        160,
+        80,
+    )
+    assert len(np.unique(batch["region_mask"].numpy())) > 10  # the registered atlas regions survived
+    assert batch["region_labels"].shape == (1, 17, 4) and batch["scan_labels"].shape == (1, 4)
+    assert dm.positive_rates.shape == (17, 4) and dm.positive_rates.sum() > 0

@@ -27,22 +27,23 @@ from datamodules.head_ct import HeadCTDataModule
 from datamodules.head_phantom import render_phantom, voxel_matrix, write_nifti
 from datamodules.lesion_spec import Lesion, ScanSpec, abnormality_matrix, sample_scan_spec
 from datamodules.scan_manifest import ManifestError, scan_labels
-from datamodules.synthetic_ct_scans import write_ct_scan_dataset
+from tests.conftest import SMALL_CT
 
 SPACE = LabelSpace()
-SMALL = {"shape": (80, 80, 24), "spacing": (3.0, 3.0, 6.4)}
+SMALL = SMALL_CT
 
 
-@pytest.fixture(scope="module")
-def ct_dir(tmp_path_factory):
-    return write_ct_scan_dataset(
-        tmp_path_factory.mktemp("ct") / "data",
-        n_scans=10,
-        seed=1,
-        progress=False,
-        n_reference_atlases=1,
-        **SMALL,
-    )
+def _datamodule(data, tmp_path, **overrides) -> HeadCTDataModule:
+    """The synthetic set's manifest and gold labels, its true region maps as masks, 32 x 32 x 16."""
+    kwargs = {
+        "labels_path": str(data / "reports.csv"),
+        "region_mask_column": "true_region_mask",
+        "spatial_size": (32, 32, 16),
+        "cache_dir": str(tmp_path / "cache"),
+        "split": {"seed": 0},
+        **overrides,
+    }
+    return HeadCTDataModule(str(data / "manifest.csv"), **kwargs)
 
 
 def test_hu_window_is_the_intended_level35_width90_mapping():
@@ -135,15 +136,7 @@ def test_region_flip_lut_is_an_involution():
 
 
 def test_datamodule_gives_tensors_masks_labels_and_rates(ct_dir, tmp_path):
-    dm = HeadCTDataModule(
-        str(ct_dir / "manifest.csv"),
-        labels_path=str(ct_dir / "reports.csv"),
-        region_mask_column="true_region_mask",
-        spatial_size=(32, 32, 16),
-        cache_dir=str(tmp_path / "cache"),
-        output_dir=str(tmp_path / "run"),
-        split={"seed": 0},
-    )
+    dm = _datamodule(ct_dir, tmp_path, output_dir=str(tmp_path / "run"))
     dm.setup()
     assert sum(dm.summary["sizes"].values()) == 10
     batch = next(iter(dm.train_dataloader()))
@@ -162,15 +155,7 @@ def test_datamodule_gives_tensors_masks_labels_and_rates(ct_dir, tmp_path):
     assert split.groupby("patient_id")["split"].nunique().max() == 1  # patient-level
 
     # A second DataModule on the same run directory reuses the saved statistics (resume/inference).
-    again = HeadCTDataModule(
-        str(ct_dir / "manifest.csv"),
-        labels_path=str(ct_dir / "reports.csv"),
-        region_mask_column="true_region_mask",
-        spatial_size=(32, 32, 16),
-        cache_dir=str(tmp_path / "cache"),
-        output_dir=str(tmp_path / "run"),
-        split={"seed": 1},
-    )
+    again = _datamodule(ct_dir, tmp_path, output_dir=str(tmp_path / "run"), split={"seed": 1})
     again.setup()
     assert again.stats == dm.stats
 
@@ -178,14 +163,7 @@ def test_datamodule_gives_tensors_masks_labels_and_rates(ct_dir, tmp_path):
 def test_cache_hit_path_does_no_decoding(ct_dir, tmp_path):
     data = tmp_path / "copy"
     shutil.copytree(ct_dir, data)
-    dm = HeadCTDataModule(
-        str(data / "manifest.csv"),
-        labels_path=str(data / "reports.csv"),
-        region_mask_column="true_region_mask",
-        spatial_size=(32, 32, 16),
-        cache_dir=str(tmp_path / "cache"),
-        split={"seed": 0},
-    )
+    dm = _datamodule(data, tmp_path)
     dm.setup()
     first = [dm.datasets["test"][i][IMAGE] for i in range(len(dm.datasets["test"]))]
     shutil.rmtree(data / "dicom")  # nothing left to decode: only the cache can serve the second epoch
@@ -202,12 +180,7 @@ def test_bad_scan_stops_setup_with_its_name(ct_dir, tmp_path):
     files = sorted((data / "dicom" / "HCT00003").iterdir())
     for f in files[:-5]:
         f.unlink()
-    dm = HeadCTDataModule(
-        str(data / "manifest.csv"),
-        labels_path=str(data / "reports.csv"),
-        region_mask_column=None,
-        cache_dir=str(tmp_path / "cache"),
-    )
+    dm = _datamodule(data, tmp_path, region_mask_column=None)
     with pytest.raises(ManifestError, match=r"HCT00003.*too_few_slices|HCT00003.*fewer than") as err:
         dm.setup()
     assert "reportsup-check-scans" in str(err.value)

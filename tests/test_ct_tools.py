@@ -121,14 +121,16 @@ def test_registration_recovers_the_true_regions_and_is_resumable(tmp_path):
     assert rep_bad["status"].tolist() == ["failed"] and out_bad["region_mask"].tolist() == [""]
 
 
-def _run(*args: str) -> str:
+def _run(*args: str, cwd=None) -> str:
     """Run a console command of this package from the test's interpreter; fail with its output."""
     import subprocess
     import sys
     from pathlib import Path
 
     bin_dir = Path(sys.executable).parent
-    done = subprocess.run([str(bin_dir / args[0]), *args[1:]], capture_output=True, text=True, timeout=1500)
+    done = subprocess.run(
+        [str(bin_dir / args[0]), *args[1:]], capture_output=True, text=True, timeout=1500, cwd=cwd
+    )
     assert done.returncode == 0, f"{args[0]} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done.stdout
 
@@ -137,32 +139,33 @@ def _run(*args: str) -> str:
 def test_forty_dicom_phantoms_through_check_register_and_datamodule(tmp_path):
     """The issue's acceptance run: 40 DICOM phantoms -> reportsup-check-scans -> reportsup-register-atlas
     -> HeadCTDataModule at the paper's 160 x 160 x 80, with masks and labels."""
-    data, checked, registered = tmp_path / "data", tmp_path / "checked", tmp_path / "registered"
-    _run("reportsup-synthetic-ct-scans", str(data), "--n-scans", "40", "--formats", "dicom")
+    # Relative paths from a working directory, as users type them.
+    _run("reportsup-synthetic-ct-scans", "data", "--n-scans", "40", "--formats", "dicom", cwd=tmp_path)
     out = _run(
         "reportsup-check-scans",
-        str(data / "manifest.csv"),
+        "data/manifest.csv",
         "--out-dir",
-        str(checked),
+        "checked",
         "--labels",
-        str(data / "reports.csv"),
+        "data/reports.csv",
+        cwd=tmp_path,
     )
     assert "usable: 40, quarantined: 0" in out
-    atlas = (
-        f"average_ct={data / 'atlas' / 'average_ct.nii.gz'},{data / 'atlas' / 'average_ct_regions.nii.gz'}"
-    )
+    atlas = "average_ct=data/atlas/average_ct.nii.gz,data/atlas/average_ct_regions.nii.gz"
     out = _run(
         "reportsup-register-atlas",
-        str(checked / "checked_manifest.csv"),
+        "checked/checked_manifest.csv",
         "--atlas",
         atlas,
         "--out-dir",
-        str(registered),
+        "registered",
         "--max-iterations",
         "64",
         "--workers",
         "2",
+        cwd=tmp_path,
     )
+    data, registered = tmp_path / "data", tmp_path / "registered"
     report = pd.read_csv(registered / "registration_report.csv")
     assert len(report) == 40 and report["status"].isin(["ok", "review"]).all(), out
     manifest = pd.read_csv(registered / "manifest_registered.csv")

@@ -211,7 +211,9 @@ def register_manifest(
     workers: int = 1,
     progress: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Register every atlas to every scan; return (manifest with mask columns, per-task report)."""
+    """Register every atlas to every scan; return (manifest with mask columns, per-task report).
+    Mask paths are absolute, so the new manifest is valid wherever it is read from."""
+    out_dir = Path(out_dir).resolve()
     tasks, results = [], []
     for atlas in atlases:
         for scan_id, image in zip(manifest["scan_id"], manifest["image"], strict=True):

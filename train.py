@@ -75,9 +75,13 @@ def run(cfg: DictConfig, command_line: list[str] | None = None) -> float | None:
     }
     datamodule = instantiate(data_cfg, _convert_="all")
     datamodule.setup()
-    encoder = build_encoder(cfg, datamodule.train_texts)
-    datamodule.set_tokenizer(encoder.tokenize)
-    model = instantiate(cfg.model, encoder=encoder, _convert_="all")
+    # Report models read text through an encoder; image models (DaMIL) have none (`encoder: null`).
+    encoder = build_encoder(cfg, datamodule.train_texts) if cfg.get("encoder") is not None else None
+    if encoder is not None:
+        datamodule.set_tokenizer(encoder.tokenize)
+        model = instantiate(cfg.model, encoder=encoder, _convert_="all")
+    else:
+        model = instantiate(cfg.model, _convert_="all")
 
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     loggers = [instantiate(lg) for lg in cfg.logger.values() if lg is not None]
@@ -89,6 +93,7 @@ def run(cfg: DictConfig, command_line: list[str] | None = None) -> float | None:
     if trainer.is_global_zero:
         keep_previous(run_dir / "config_resolved.yaml")
         (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if trainer.is_global_zero and encoder is not None:
         (run_dir / "label_manifest.json").write_text(
             json.dumps(
                 {k: v for k, v in model.label_manifest().items() if k != "encoder"}

@@ -147,7 +147,11 @@ def preprocessing(cfg: PreprocessConfig, mask_keys: Sequence[str] = (REGION_MASK
             ),
             Resized(keys, spatial_size=cfg.spatial_size, mode=modes, allow_missing_keys=True),
             CastToTyped([IMAGE], dtype=torch.float32),
-            *([CastToTyped(list(mask_keys), dtype=torch.uint8, allow_missing_keys=True)] if mask_keys else []),
+            *(
+                [CastToTyped(list(mask_keys), dtype=torch.uint8, allow_missing_keys=True)]
+                if mask_keys
+                else []
+            ),
         ]
     )
 

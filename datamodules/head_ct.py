@@ -85,6 +85,7 @@ class HeadCTDataset(Dataset):
         }
         item = self.transform(item)
         item["region_labels"] = item[MATRIX][: item.pop("n_regions")]
+        item["index"] = i
         if "has_voxel_mask" in self.records[i] and VOXEL_MASK not in item:
             item[VOXEL_MASK] = torch.zeros(
                 (self.records[i]["n_types"], *item[IMAGE].shape[1:]), dtype=torch.uint8
@@ -147,6 +148,7 @@ class HeadCTDataModule(L.LightningDataModule):
         self.tables: dict[str, pd.DataFrame] = {}
         self.stats: IntensityStats | None = None
         self.positive_rates: np.ndarray | None = None
+        self.scan_positive_rates: np.ndarray | None = None
         self.summary: dict[str, Any] = {}
 
     # ----------------------------------------------------------------- reading and checking
@@ -244,6 +246,7 @@ class HeadCTDataModule(L.LightningDataModule):
         self.stats = self._intensity_stats(cached["train"])
         train_rows = parts["train"]["row_index"].to_numpy()
         self.positive_rates = positive_rates(labels.matrix[train_rows], len(self.space.anatomical_regions))
+        self.scan_positive_rates = np.nanmean(labels.scan[train_rows], axis=0).astype(np.float32)
         norm = normalization(self.stats.mean, self.stats.std)
         aug = augmentation(self.space, self.flip_probability, self.rotate_degrees, tuple(mask_keys))
         for name, part in parts.items():
@@ -315,6 +318,14 @@ class HeadCTDataModule(L.LightningDataModule):
         if len(unknown):
             unknown.to_csv(self.output_dir / "scans_without_labels.csv", index=False)
         (self.output_dir / "data_summary.json").write_text(json.dumps(self.summary, indent=2) + "\n")
+
+    @property
+    def test_set_names(self) -> list[str]:
+        return ["test"]
+
+    def test_table(self, name: str) -> pd.DataFrame:
+        """Rows of a test set in dataset order (scan_id, patient_id, paths, split)."""
+        return self.tables[name]
 
     # ----------------------------------------------------------------- loaders
     def _loader(self, name: str, shuffle: bool, batch_size: int) -> DataLoader:

@@ -17,9 +17,9 @@ import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 
-from analysis.plots import plot_roc
+from analysis.matrix_metrics import score_matrices
 from datamodules.crossdl_labels import LabelSpace, report_matrices
-from lightning_modules.evaluation import CollectingEvaluator, keep_previous, log_image
+from lightning_modules.evaluation import CollectingEvaluator
 
 
 class DiscretizerEvaluator(CollectingEvaluator):
@@ -91,46 +91,18 @@ class DiscretizerEvaluator(CollectingEvaluator):
         scored = np.isin(np.arange(len(gold_table)), sentences["report_index"].to_numpy())
         gold = gold_table[space.matrix_columns()].to_numpy(dtype=float).reshape(-1, n_r, n_t)[scored]
         soft, patients = soft[scored], gold_table["patient_id"].to_numpy()[scored]
-        anatomical = [space.regions.index(r) for r in space.anatomical_regions]
-        groups: dict[str, tuple[list[int], list[int]]] = {
-            **{f"type:{t}": (anatomical, [j]) for j, t in enumerate(space.types)},
-            **{
-                f"region:{name}": ([space.regions.index(r) for r in members], list(range(n_t)))
-                for name, members in space.merged_region_names().items()
-            },
-            "micro": (anatomical, list(range(n_t))),
-        }
-        out: dict[str, Any] = {}
-        curves: dict[str, dict[str, tuple]] = {"type": {}, "region": {}, "micro": {}}
-        for name, (rows, cols) in groups.items():
-            yy = gold[:, rows][:, :, cols].reshape(len(gold), -1)
-            pp = soft[:, rows][:, :, cols].reshape(len(gold), -1)
-            pat = np.repeat(patients, yy.shape[1])
-            yy, pp = yy.ravel(), pp.ravel()
-            if 0 < yy.sum() < len(yy):
-                out[name] = self.bootstrap(yy, pp, pat)
-                curve = (
-                    yy.astype(int),
-                    pp,
-                    out[name]["auroc"]["value"],
-                    out[name]["auroc"]["ci_low"],
-                    out[name]["auroc"]["ci_high"],
-                )
-                kind, _, member = name.partition(":")
-                curves[kind][member or kind] = curve
+        out, curves = score_matrices(gold, soft, patients, space, self.bootstrap)
         for j, t in enumerate(space.types):  # scan level: union over every region incl. other/unclear
             yy, pp = gold[:, :, j].max(1), soft[:, :, j].max(1)
             if 0 < yy.sum() < len(yy):
                 out[f"scan:{t}"] = self.bootstrap(yy, pp, patients)
-        for fname, group_curves, title in (
-            ("roc_report_types.png", curves["type"], "Report level: types (Fig. 2C)"),
-            ("roc_report_regions.png", curves["region"], "Report level: regions (Fig. 2D)"),
-        ):
-            if group_curves:
-                png = self.output_dir / "plots" / fname
-                keep_previous(png)
-                plot_roc(group_curves, png, title=title)
-                log_image(trainer, f"roc/{fname.removesuffix('.png')}", png)
+        self.plot_curves(
+            trainer,
+            {
+                "roc_report_types.png": (curves.get("type", {}), "Report level: types (Fig. 2C)"),
+                "roc_report_regions.png": (curves.get("region", {}), "Report level: regions (Fig. 2D)"),
+            },
+        )
         pred = pd.DataFrame({"id": gold_table["report_id"].to_numpy()[scored], "patient_id": patients})
         cells = pd.DataFrame(
             soft.reshape(len(soft), -1), columns=[f"{c}_prob" for c in space.matrix_columns()]

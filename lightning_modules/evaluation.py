@@ -79,7 +79,7 @@ class CollectingEvaluator(pl.Callback):
 
     def _gathered(self, pl_module: pl.LightningModule, idx: int) -> dict[str, np.ndarray]:
         parts = self._buffers.get(idx, [])
-        local = {k: torch.cat([p[k] for p in parts]) for k in ("index", "probs", "targets")}
+        local = {k: torch.cat([p[k] for p in parts]) for k in parts[0]} if parts else {}
         if pl_module.trainer.world_size > 1:
             local = {k: pl_module.all_gather(v).flatten(0, 1) for k, v in local.items()}
         index = local["index"].cpu().numpy()
@@ -126,6 +126,15 @@ class CollectingEvaluator(pl.Callback):
         res["n"] = {"value": int(len(y))}
         res["n_positive"] = {"value": int(y.sum())}
         return res
+
+    def plot_curves(self, trainer: pl.Trainer, figures: dict[str, tuple[dict, str]]) -> None:
+        """One ROC figure per ``{file name: (curves, title)}`` under ``plots/``, logged as images."""
+        for fname, (curves, title) in figures.items():
+            if curves:
+                png = self.output_dir / "plots" / fname
+                keep_previous(png)
+                plot_roc(curves, png, title=title)
+                log_image(trainer, f"roc/{fname.removesuffix('.png')}", png)
 
     def write_predictions(self, trainer: pl.Trainer, name: str, table: pd.DataFrame) -> None:
         path = self.output_dir / f"predictions_{name}.csv"

@@ -133,15 +133,21 @@ def apply_demo(
     data_values = instantiate(recipe, data_dir=cfg.paths.data_dir, _convert_="all")
     overrides = cfg.get("demo_overrides") or {}
     with open_dict(cfg):
-        if not any(o.split("=")[0].lstrip("+~") == "encoder" for o in command_line_overrides or []):
-            cfg.encoder = OmegaConf.load(
-                root / "configs" / "encoder" / f"{overrides.get('encoder', 'tiny')}.yaml"
-            )
+        demo_encoder = overrides.get("encoder", "tiny")
+        if cfg.get("encoder") is None or demo_encoder is None:
+            pass  # an image model: no text encoder to swap in
+        elif not any(o.split("=")[0].lstrip("+~") == "encoder" for o in command_line_overrides or []):
+            cfg.encoder = OmegaConf.load(root / "configs" / "encoder" / f"{demo_encoder}.yaml")
         for key, value in data_values.items():
             cfg.data[key] = value
         for key in ("model", "trainer", "data", "callbacks"):
             if key in overrides:
-                cfg[key] = OmegaConf.merge(cfg[key], overrides[key])
+                extra = overrides[key]
+                if key == "model":
+                    # The base demo settings name text-model keys (optimizer.lr); a model without
+                    # them (DaMIL) keeps only the settings meant for it.
+                    extra = {k: v for k, v in extra.items() if k in cfg.model}
+                cfg[key] = OmegaConf.merge(cfg[key], extra)
         # What the user typed wins over the demo settings.
         for key, value in command_line_values(command_line_overrides or []).items():
             OmegaConf.update(cfg, key, value, force_add=True)

@@ -108,6 +108,7 @@ class HeadCTDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         split: Mapping[str, Any] | None = None,
         max_train_scans: int | None = None,
+        train_fraction: float = 1.0,
         flip_probability: float = 0.5,
         rotate_degrees: float = 15.0,
         intensity_stats: Mapping[str, float] | None = None,
@@ -138,6 +139,9 @@ class HeadCTDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir else self.manifest_path.parent / ".reportsup_cache"
         self.split_cfg = dict(split or {})
         self.max_train_scans = max_train_scans
+        if not 0 < train_fraction <= 1:
+            raise SplitError(f"data.train_fraction={train_fraction} must be in (0, 1].")
+        self.train_fraction = float(train_fraction)
         self.flip_probability, self.rotate_degrees = float(flip_probability), float(rotate_degrees)
         self.given_stats = dict(intensity_stats) if intensity_stats else None
         self.validate_scans, self.min_slices = validate_scans, min_slices
@@ -220,6 +224,12 @@ class HeadCTDataModule(L.LightningDataModule):
             parts["train"] = parts["train"].sample(
                 n=self.max_train_scans, random_state=int(self.split_cfg.get("seed", 0))
             )
+        if self.train_fraction < 1:  # whole patients, so the training-size curve stays patient-level
+            patients = sorted(set(parts["train"]["patient_id"]))
+            rng = np.random.default_rng(int(self.split_cfg.get("seed", 0)))
+            n_keep = max(1, round(self.train_fraction * len(patients)))
+            chosen = set(rng.choice(patients, size=n_keep, replace=False))
+            parts["train"] = parts["train"][parts["train"]["patient_id"].isin(chosen)]
         for name, part in parts.items():
             if part.empty:
                 raise SplitError(
@@ -231,6 +241,7 @@ class HeadCTDataModule(L.LightningDataModule):
             json.dumps(self.preprocess.__dict__, default=str, indent=2) + "\n"
         )
         pre = preprocessing(self.preprocess, tuple(mask_keys))
+        self.preprocess_transform = pre  # inverted to write predicted maps in each scan's geometry
         cached = {}
         for name, part in parts.items():
             items = []

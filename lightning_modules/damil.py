@@ -33,13 +33,42 @@ from datamodules.crossdl_labels import LabelSpace
 from lightning_modules.damil_losses import DaMILLoss, downsample_labels, region_one_hot
 from lightning_modules.damil_network import DaMILNet
 from lightning_modules.damil_pooling import scan_predictions
-from lightning_modules.damil_schedules import lr_factor, segmentation_weight
+from lightning_modules.damil_schedules import halving_scheduler, segmentation_weight
 
 
 def plain_tensors(batch: Mapping[str, Any]) -> dict[str, Any]:
     """MONAI MetaTensors as plain tensors: metadata would otherwise ride along into every loss and
     logged metric (and into checkpoints, which then need MONAI classes to unpickle)."""
     return {k: v.as_tensor() if isinstance(v, MetaTensor) else v for k, v in batch.items()}
+
+
+def localisation_dice(batch: Mapping[str, Any], abnormality: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(B, M) Dice of the thresholded maps (upsampled to the input grid) against the voxel masks; NaN
+    where a scan has no voxels of a type or no voxel mask (paper: Dice on scans with the abnormality)."""
+    b, m = abnormality.shape[:2]
+    dice = torch.full((b, m), float("nan"), device=abnormality.device)
+    if "voxel_mask" not in batch:
+        return dice
+    maps = F.interpolate(abnormality.float(), size=batch["voxel_mask"].shape[2:], mode="trilinear")
+    values = compute_dice((maps > threshold).float(), batch["voxel_mask"].float(), ignore_empty=True)
+    has = batch.get("has_voxel_mask", torch.ones(b, dtype=torch.bool, device=dice.device)).bool()
+    dice[has] = values[has].to(dice)
+    return dice
+
+
+def test_outputs(batch: Mapping[str, Any], pred: Mapping[str, torch.Tensor], dice_threshold: float) -> dict:
+    """What :class:`~lightning_modules.damil_evaluation.DaMILEvaluator` collects per scan, plus the maps
+    for :class:`~lightning_modules.damil_outputs.DaMILMapWriter` ("_" keys are not collected: memory)."""
+    b = len(batch["image"])
+    return {
+        "index": batch["index"],
+        "probs": torch.cat([pred["region_probs"].reshape(b, -1), pred["scan_probs"]], 1).float(),
+        "targets": torch.cat([batch["region_labels"].reshape(b, -1), batch["scan_labels"]], 1).float(),
+        "unclear": batch["unclear"].float(),
+        "dice": localisation_dice(batch, pred["abnormality"], dice_threshold),
+        "_abnormality": pred["abnormality"],
+        "_regions": pred["regions"],
+    }
 
 
 class DaMILModule(pl.LightningModule):
@@ -126,9 +155,12 @@ class DaMILModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The z-scoring statistics of the training split travel with the weights (inference elsewhere).
-        stats = getattr(getattr(self.trainer, "datamodule", None), "stats", None)
+        dm = getattr(self.trainer, "datamodule", None)
+        stats = getattr(dm, "stats", None)
         if stats is not None:
             checkpoint["intensity_stats"] = {"mean": stats.mean, "std": stats.std}
+        if getattr(dm, "preprocess", None) is not None:  # reportsup-damil-predict preprocesses the same way
+            checkpoint["preprocessing"] = {k: v for k, v in vars(dm.preprocess).items() if k != "extra"}
 
     def forward(self, image: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return self.net(image)
@@ -153,10 +185,8 @@ class DaMILModule(pl.LightningModule):
         outputs = self(batch["image"])
         override = self.atlas_regions(batch, outputs) if self.hparams.mil_mode == "static" else None
         labels = batch["region_labels"].float()
-        if self.hparams.single_region is not None:
-            # Only the chosen region's bag is supervised: the others' predictions are replaced by labels.
-            mask = self.region_mask.to(labels)
-            labels = labels * mask
+        # Single-region ablation: only that region's bags enter the region-level MIL loss.
+        cell_mask = self.region_mask.to(labels) if self.hparams.single_region is not None else None
         losses = self.criterion(
             outputs,
             batch.get("region_mask"),
@@ -165,6 +195,7 @@ class DaMILModule(pl.LightningModule):
             batch["unclear"],
             self.seg_weight,
             override,
+            cell_mask,
         )
         if self.hparams.supervision == "scan":
             losses["loss"] = (
@@ -207,27 +238,7 @@ class DaMILModule(pl.LightningModule):
         self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0
     ) -> dict[str, torch.Tensor]:
         batch = plain_tensors(batch)
-        pred = self.predict_scan(batch)
-        b = len(batch["image"])
-        out = {
-            "index": batch["index"],
-            "probs": torch.cat([pred["region_probs"].reshape(b, -1), pred["scan_probs"]], 1).float(),
-            "targets": torch.cat([batch["region_labels"].reshape(b, -1), batch["scan_labels"]], 1).float(),
-            "unclear": batch["unclear"].float(),
-        }
-        dice = torch.full((b, self.n_types), float("nan"), device=batch["image"].device)
-        if "voxel_mask" in batch:
-            maps = F.interpolate(
-                pred["abnormality"].float(), size=batch["voxel_mask"].shape[2:], mode="trilinear"
-            )
-            binary = (maps > self.hparams.dice_threshold).float()
-            truth = batch["voxel_mask"].float()
-            # Dice only where the scan has voxels of that type (paper: scans with the abnormality).
-            values = compute_dice(binary, truth, include_background=True, ignore_empty=True)
-            has = batch.get("has_voxel_mask", torch.ones(b, dtype=torch.bool, device=dice.device)).bool()
-            dice[has] = values[has].to(dice)
-        out["dice"] = dice
-        return out
+        return test_outputs(batch, self.predict_scan(batch), self.hparams.dice_threshold)
 
     def configure_optimizers(self) -> Any:
         optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
@@ -239,10 +250,7 @@ class DaMILModule(pl.LightningModule):
                 "optimizer": optimizer,
                 "lr_scheduler": {"scheduler": plateau, "monitor": "val/region_mil", "interval": "epoch"},
             }
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer,
-            lambda epoch: lr_factor(
-                epoch, self.hparams.lr_halving_start_epoch, 0.5, self.hparams.halve_in_start_epoch
-            ),
+        schedule = halving_scheduler(
+            optimizer, self.hparams.lr_halving_start_epoch, self.hparams.halve_in_start_epoch
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}

@@ -63,13 +63,20 @@ def released_code_rates(region_rates: np.ndarray) -> np.ndarray:
 
 
 def weighted_bce(
-    pred: torch.Tensor, target: torch.Tensor, pos_weight: torch.Tensor | None = None
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    pos_weight: torch.Tensor | None = None,
+    cell_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Per-scan mean over all cells of ``-[w y log p + (1 - y) log(1 - p)]`` (p are probabilities)."""
+    """Per-scan mean over the cells (all, or those of ``cell_mask``) of
+    ``-[w y log p + (1 - y) log(1 - p)]`` (p are probabilities)."""
     p = pred.clamp(LOG_EPS, 1 - LOG_EPS)
     w = 1.0 if pos_weight is None else pos_weight
     loss = -(w * target * torch.log(p) + (1 - target) * torch.log(1 - p))
-    return loss.flatten(1).mean(1)
+    if cell_mask is None:
+        return loss.flatten(1).mean(1)
+    mask = cell_mask.to(loss).expand_as(loss).flatten(1)
+    return (loss.flatten(1) * mask).sum(1) / mask.sum(1).clamp_min(1)
 
 
 def downsample_labels(region_map: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -97,10 +104,14 @@ def segmentation_loss(region_maps: Sequence[torch.Tensor], region_map: torch.Ten
 
 
 def region_mil_loss(
-    preds: Sequence[torch.Tensor], labels: torch.Tensor, pos_weight: torch.Tensor
+    preds: Sequence[torch.Tensor],
+    labels: torch.Tensor,
+    pos_weight: torch.Tensor,
+    cell_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Per-scan L_ra: weighted BCE of the region predictions, averaged over cells and scales."""
-    return torch.stack([weighted_bce(p, labels, pos_weight) for p in preds]).mean(0)
+    """Per-scan L_ra: weighted BCE of the region predictions, averaged over cells and scales
+    (``cell_mask``: only those cells, e.g. one region's row for the single-region ablation)."""
+    return torch.stack([weighted_bce(p, labels, pos_weight, cell_mask) for p in preds]).mean(0)
 
 
 def scan_mil_loss(preds: Sequence[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
@@ -198,11 +209,12 @@ class DaMILLoss(torch.nn.Module):
         unclear: torch.Tensor,
         seg_weight: float,
         regions_override: list[torch.Tensor] | None = None,
+        cell_mask: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         keep = 1.0 - unclear.float()
         if self.variant == "paper":
             l_ra = region_mil_loss(
-                self.region_predictions(outputs, regions_override), region_labels, self.pos_weight
+                self.region_predictions(outputs, regions_override), region_labels, self.pos_weight, cell_mask
             )
             l_sa = scan_mil_loss(scan_predictions(outputs), scan_labels)
             scan_keep = keep if self.mask_scan_loss_for_unclear else torch.ones_like(keep)

@@ -40,7 +40,13 @@ class DaMILHead(nn.Module):
     """1x1x1 convolutions to N region maps (sigmoid) and M abnormality maps."""
 
     def __init__(
-        self, in_ch: int, n_regions: int, n_types: int, abnormality_activation: str = "sigmoid"
+        self,
+        in_ch: int,
+        n_regions: int,
+        n_types: int,
+        abnormality_activation: str = "sigmoid",
+        region_prior: float | None = None,
+        abnormality_prior: float | None = 0.01,
     ) -> None:
         super().__init__()
         if abnormality_activation not in ("sigmoid", "softmax"):
@@ -50,6 +56,13 @@ class DaMILHead(nn.Module):
         self.activation = abnormality_activation
         self.regions = nn.Conv3d(in_ch, n_regions, 1)
         self.abnormality = nn.Conv3d(in_ch, n_types + (1 if abnormality_activation == "softmax" else 0), 1)
+        # Prior-probability bias initialisation (our choice, the paper is silent): a region covers about
+        # 1/(N+1) of the head and abnormal voxels are rare, so maps start near those rates instead of 0.5;
+        # max-pooled MIL predictions then start low rather than saturated.
+        region_prior = 1.0 / (n_regions + 1) if region_prior is None else region_prior
+        nn.init.constant_(self.regions.bias, float(torch.logit(torch.tensor(region_prior))))
+        if abnormality_prior and abnormality_activation == "sigmoid":
+            nn.init.constant_(self.abnormality.bias, float(torch.logit(torch.tensor(abnormality_prior))))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         s = torch.sigmoid(self.regions(x))

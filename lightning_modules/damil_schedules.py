@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import torch
+
 
 def segmentation_weight(epoch: int, start: float = 1.0, decay: float = 0.5, minimum: float = 0.01) -> float:
     """lambda for the 0-based ``epoch``."""
@@ -23,3 +25,12 @@ def lr_factor(
     one_based = epoch + 1
     n_halvings = one_based - start_epoch + (1 if halve_in_start_epoch else 0)
     return factor ** max(0, n_halvings)
+
+
+def halving_scheduler(
+    optimizer: torch.optim.Optimizer, start_epoch: int = 3, halve_in_start_epoch: bool = True
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-epoch LambdaLR with :func:`lr_factor` (step it once per epoch)."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda epoch: lr_factor(epoch, start_epoch, 0.5, halve_in_start_epoch)
+    )

@@ -75,7 +75,8 @@ class CollectingEvaluator(pl.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        self._buffers.setdefault(dataloader_idx, []).append({k: v.detach() for k, v in outputs.items()})
+        kept = {k: v.detach() for k, v in outputs.items() if not k.startswith("_")}  # "_": per-batch only
+        self._buffers.setdefault(dataloader_idx, []).append(kept)
 
     def _gathered(self, pl_module: pl.LightningModule, idx: int) -> dict[str, np.ndarray]:
         parts = self._buffers.get(idx, [])

@@ -43,6 +43,13 @@ def ct_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def demo_data_dir(tmp_path_factory) -> Path:
+    """One paths.data_dir for the end-to-end demo runs, so the 40 CT phantoms are written and
+    atlas-registered once per session (the demo recipes reuse what exists)."""
+    return tmp_path_factory.mktemp("demo_data")
+
+
+@pytest.fixture(scope="session")
 def tiny_encoder(synthetic_dir):
     import pandas as pd
 

@@ -15,14 +15,14 @@ pytestmark = pytest.mark.slow
 FAST = ("callbacks.evaluator.n_bootstrap=50",)
 
 
-def test_every_experiment_runs_fast_dev_run_in_demo_mode(tmp_path):
+def test_every_experiment_runs_fast_dev_run_in_demo_mode(tmp_path, demo_data_dir):
     proc = run_train(
         "-m",
         "experiment=glob(*)",
         "demo=true",
         "debug=fast_dev_run",
         f"paths.output_dir={tmp_path}",
-        f"paths.data_dir={tmp_path / 'data'}",
+        f"paths.data_dir={demo_data_dir}",
     )
     experiments = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml"))
     assert f"Launching {len(experiments)} jobs" in proc.stdout + proc.stderr

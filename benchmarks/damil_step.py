@@ -1,0 +1,99 @@
+"""One DaMIL training step at the paper's full input size (160 x 160 x 80, batch 1): wall time and peak
+memory, with and without gradient checkpointing, on CPU (and on the GPU when there is one).
+
+Each configuration runs in a fresh subprocess, so that the peak resident memory (CPU) or the peak
+allocated memory (CUDA) belongs to that configuration alone; the script prints both and their ratios.
+
+    .venv/bin/python benchmarks/damil_step.py [--size 160 160 80] [--steps 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+
+def one_config(size: list[int], steps: int, checkpointing: bool, device: str) -> dict:
+    import numpy as np
+    import torch
+
+    from lightning_modules.damil import DaMILModule
+
+    torch.manual_seed(0)
+    module = DaMILModule(network={"gradient_checkpointing": checkpointing}).to(device)
+    module.criterion.pos_weight.copy_(torch.ones_like(module.criterion.pos_weight))
+    opt = torch.optim.Adam(module.parameters(), lr=5e-4)
+    n_r = module.n_regions
+    batch = {
+        "image": torch.randn(1, 1, *size, device=device),
+        "region_mask": torch.randint(0, n_r + 1, (1, 1, *size), device=device),
+        "region_labels": (torch.rand(1, n_r, 4, device=device) > 0.9).float(),
+        "scan_labels": torch.ones(1, 4, device=device),
+        "unclear": torch.zeros(1, dtype=torch.bool, device=device),
+    }
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        opt.zero_grad()
+        losses, _ = module._losses(batch)
+        losses["loss"].backward()
+        opt.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    peak = (
+        torch.cuda.max_memory_allocated() / 2**30
+        if device == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB on Linux
+    )
+    return {"step_s": float(np.min(times[1:] if len(times) > 1 else times)), "peak_gib": peak}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, nargs=3, default=[160, 160, 80])
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--child", nargs=2, metavar=("CHECKPOINTING", "DEVICE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(one_config(args.size, args.steps, args.child[0] == "1", args.child[1])))
+        return
+    import torch
+
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        results = {}
+        for ckpt in ("0", "1"):
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--size",
+                    *map(str, args.size),
+                    "--steps",
+                    str(args.steps),
+                    "--child",
+                    ckpt,
+                    device,
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            results[ckpt] = json.loads(out.stdout.strip().splitlines()[-1])
+        plain, ckpt = results["0"], results["1"]
+        print(f"{device}: one training step, input {tuple(args.size)}, batch 1, fp32, DaMIL default network")
+        print(f"  plain                  : {plain['step_s']:7.2f} s/step, peak {plain['peak_gib']:.2f} GiB")
+        print(f"  gradient checkpointing : {ckpt['step_s']:7.2f} s/step, peak {ckpt['peak_gib']:.2f} GiB")
+        print(
+            f"  ratio checkpointing/plain: time {ckpt['step_s'] / plain['step_s']:.2f}x, "
+            f"memory {ckpt['peak_gib'] / plain['peak_gib']:.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()

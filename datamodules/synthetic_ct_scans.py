@@ -147,7 +147,7 @@ def demo_data_config(
     n_scans: int = 40,
     seed: int = 0,
     register: bool = True,
-    max_iterations: int | None = 64,
+    max_iterations: int | None = 32,
     workers: int | None = None,
 ) -> dict:
     """``data.*`` values for ``demo=true``: 40 phantoms as DICOM, gold matrices as labels, and the atlas

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +23,10 @@ import nibabel as nib
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.data import MetaTensor, decollate_batch
+from monai.data import MetaTensor
 
 from datamodules.crossdl_labels import LabelSpace
+from datamodules.ct_transforms import IMAGE
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -127,14 +127,17 @@ class DaMILMapWriter(pl.Callback):
     ) -> None:
         if self.max_scans is not None and self.written >= self.max_scans:
             return
-        preprocess = trainer.datamodule.preprocess_transform
-        items: Sequence[dict] = decollate_batch({"image": batch["image"]})
+        dm = trainer.datamodule
+        preprocess, table = dm.preprocess_transform, dm.test_table("test")
         n_r, n_t = pl_module.n_regions, pl_module.n_types
-        for k, item in enumerate(items):
+        for k, index in enumerate(batch["index"].tolist()):
+            # The cache keeps arrays, not MONAI's record of the applied operations: preprocess this test
+            # scan once more (uncached) to get the windowed image with the record needed for inversion.
+            reference = preprocess({IMAGE: table["image"].iloc[index]})[IMAGE]
             region_probs = outputs["probs"][k, : n_r * n_t].reshape(n_r, n_t).cpu().numpy()
             write_scan_outputs(
                 batch["scan_id"][k],
-                item["image"],
+                reference,
                 outputs["_abnormality"][k].cpu(),
                 outputs["_regions"][k].cpu(),
                 region_probs,

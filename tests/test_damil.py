@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -180,3 +181,21 @@ def test_model_overfits_two_scans(variant):
     assert float(losses["region_mil"]) < 0.05 * first and float(losses["region_mil"]) < 0.05
     pred = module.predict_scan(batch)["region_probs"]
     assert pred[0, 0, 0] > 0.8 and pred[1, 0, 0] < 0.2
+
+
+def test_cq500_reads_map_to_types_by_majority(tmp_path):
+    from analysis.cq500 import cq500_scan_labels
+
+    rows = []
+    for name, iph, sdh in (("CQ500-CT-0", (1, 1, 0), (0, 0, 0)), ("CQ500-CT-1", (1, 0, 0), (0, 1, 1))):
+        row = {"name": name}
+        for r, (a, b) in enumerate(zip(iph, sdh, strict=True), start=1):
+            row.update({f"R{r}:IPH": a, f"R{r}:SDH": b, f"R{r}:IVH": 0, f"R{r}:EDH": 0, f"R{r}:SAH": 0})
+        rows.append(row)
+    path = tmp_path / "reads.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    labels = cq500_scan_labels(path).set_index("scan_id")
+    assert labels.loc["CQ500-CT-0", "scan__intraparenchymal_hyperdensity"] == 1
+    assert labels.loc["CQ500-CT-1", "scan__intraparenchymal_hyperdensity"] == 0  # 1 of 3 readers
+    assert labels.loc["CQ500-CT-1", "scan__extraparenchymal_hyperdensity"] == 1
+    assert labels["scan__intraparenchymal_hypodensity"].isna().all()  # CQ500 has no such label

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from monai.data import PersistentDataset
 from tqdm import tqdm
 
 from datamodules.ct_transforms import IMAGE, REGION_MASK, PreprocessConfig, normalization, preprocessing
@@ -48,7 +47,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("manifest", type=Path)
     parser.add_argument("--out-dir", type=Path, required=True)
-    parser.add_argument("--cache-dir", type=Path, help="preprocessing cache (default: <out-dir>/cache)")
     parser.add_argument("--top", type=int, default=3, help="overlays for the top findings per scan")
     parser.add_argument("--no-maps", action="store_true", help="only the probability table")
     args = parser.parse_args(argv)
@@ -78,13 +76,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         rows.append(row)
     mask_keys = (REGION_MASK,) if use_atlas else ()
     pre = preprocessing(config, mask_keys)
-    cached = PersistentDataset(items, transform=pre, cache_dir=args.cache_dir or args.out_dir / "cache")
     norm = normalization(stats["mean"], stats["std"])
     space = module.space
     out_rows = []
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for i, row in enumerate(tqdm(rows, desc="DaMIL inference")):
-        item = norm(dict(cached[i]))
+        # One pass per scan, no cache: the preprocessed image keeps MONAI's record for inverting the maps.
+        windowed = pre(items[i])
+        item = norm(dict(windowed))
         batch = {k: v[None] for k, v in item.items() if torch.is_tensor(v)}
         with torch.no_grad():
             pred = module.predict_scan(batch)
@@ -102,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not args.no_maps:
             write_scan_outputs(
                 row["scan_id"],
-                item[IMAGE],
+                windowed[IMAGE],
                 pred["abnormality"][0],
                 pred["regions"][0],
                 probs,

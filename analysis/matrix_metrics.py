@@ -9,7 +9,9 @@ Groups, each pooled into one ROC curve ("micro-averaged" as in the paper):
 * ``micro``: all 17 x 4 anatomical cells;
 * ``cell:<region>|<type>``: one cell (Table S6), with ``cells=True``.
 
-Used by the discretizer's report-level evaluation and by the DaMIL analyzer's evaluation.
+Used by the discretizer's report-level evaluation and by the DaMIL analyzer's evaluation. ``space`` is
+any label space with ``regions``, ``types``, ``anatomical_regions`` and ``merged_region_names()``
+(``datamodules.crossdl_labels.LabelSpace``); analysis/ does not import datamodules/ (DESIGN.md).
 """
 
 from __future__ import annotations
@@ -20,13 +22,11 @@ from typing import Any
 import numpy as np
 from scipy.stats import mannwhitneyu
 
-from datamodules.crossdl_labels import LabelSpace
-
 Bootstrap = Callable[[np.ndarray, np.ndarray, np.ndarray], dict[str, Any]]
 Curve = tuple[np.ndarray, np.ndarray, float, float, float]
 
 
-def matrix_groups(space: LabelSpace, cells: bool = False) -> dict[str, tuple[list[int], list[int]]]:
+def matrix_groups(space: Any, cells: bool = False) -> dict[str, tuple[list[int], list[int]]]:
     """Name -> (row indices into ``space.regions``, column indices) of every scored group."""
     n_t = len(space.types)
     anatomical = [space.regions.index(r) for r in space.anatomical_regions]
@@ -49,7 +49,7 @@ def score_matrices(
     gold: np.ndarray,
     probs: np.ndarray,
     clusters: np.ndarray,
-    space: LabelSpace,
+    space: Any,
     bootstrap: Bootstrap,
     cells: bool = False,
 ) -> tuple[dict[str, Any], dict[str, dict[str, Curve]]]:

@@ -155,7 +155,7 @@ def demo_data_config(
     first demo pays for it). With ``register=False`` the phantoms' true region maps are the masks."""
     import os
 
-    from tools.register_atlas import Atlas, RegistrationSettings, register_manifest
+    from datamodules.atlas_registration import Atlas, RegistrationSettings, register_manifest
 
     root = write_ct_scan_dataset(Path(data_dir) / f"synthetic_ct_scans_n{n_scans}_s{seed}", n_scans, seed)
     if not register:

@@ -184,7 +184,7 @@ def test_model_overfits_two_scans(variant):
 
 
 def test_cq500_reads_map_to_types_by_majority(tmp_path):
-    from analysis.cq500 import cq500_scan_labels
+    from datamodules.cq500_labels import cq500_scan_labels
 
     rows = []
     for name, iph, sdh in (("CQ500-CT-0", (1, 1, 0), (0, 0, 0)), ("CQ500-CT-1", (1, 0, 0), (0, 1, 1))):

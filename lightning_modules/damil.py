@@ -93,6 +93,7 @@ class DaMILModule(pl.LightningModule):
         k_region_map: str = "previous",
         eps: float = 1e-3,
         mask_scan_loss_for_unclear: bool = True,
+        detach_region_maps: bool = True,
         mil_mode: str = "dynamic",
         inference_regions: str = "predicted",
         supervision: str = "region",
@@ -133,6 +134,7 @@ class DaMILModule(pl.LightningModule):
             k_min=k_min,
             k_region_map=k_region_map,
             mask_scan_loss_for_unclear=mask_scan_loss_for_unclear,
+            detach_region_maps=detach_region_maps,
         )
         if variant == "released_code":
             self.criterion.alpha = 0.02

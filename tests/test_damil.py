@@ -118,6 +118,21 @@ def test_unclear_scans_get_zero_mil_losses_and_only_those():
     assert torch.allclose(kept["scan_mil"], both["scan_mil"])
 
 
+@pytest.mark.parametrize("variant", ["paper", "released_code"])
+def test_mil_losses_train_the_region_maps_only_when_asked(variant):
+    labels = torch.zeros(1, 17, 4)
+    labels[:, 3, 1] = 1
+    region_map = torch.randint(0, 18, (1, 1, 16, 16, 8))
+    for detach, expect_gradient in ((True, False), (False, True)):
+        outputs = [(s.requires_grad_(), d.requires_grad_()) for s, d in _random_outputs(b=1)]
+        crit = DaMILLoss(np.full((17, 4), 0.1), np.full(4, 0.2), variant=variant, detach_region_maps=detach)
+        losses = crit(outputs, region_map, labels, labels.amax(1), torch.tensor([False]), seg_weight=0.0)
+        (losses["region_mil"] + losses["scan_mil"]).backward()
+        s_grad = sum(float(s.grad.abs().sum()) if s.grad is not None else 0.0 for s, _ in outputs)
+        assert (s_grad > 0) == expect_gradient
+        assert all(float(d.grad.abs().sum()) > 0 for _, d in outputs)  # D always learns from MIL
+
+
 def test_segmentation_loss_is_zero_for_a_perfect_prediction():
     region_map = torch.randint(0, 18, (1, 1, 8, 8, 4))
     one_hot = torch.nn.functional.one_hot(region_map[:, 0], 18).movedim(-1, 1)[:, 1:].float()

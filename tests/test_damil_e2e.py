@@ -83,3 +83,28 @@ def test_damil_demo_trains_evaluates_and_writes_maps(tmp_path, demo_data_dir):
         text=True,
     ).stdout
     assert "| DaMIL |" in table and "Intra-hyper" in table
+
+
+@pytest.mark.slow
+def test_damil_ddp_gloo_two_processes_evaluate_every_test_scan_once(tmp_path, demo_data_dir):
+    run_train(
+        "experiment=damil_multiscale",
+        "demo=true",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.max_epochs=1",
+        f"paths.output_dir={tmp_path}",
+        f"paths.data_dir={demo_data_dir}",
+        "++data.demo.register=false",  # the phantoms' own region maps: no registration needed here
+        "callbacks.evaluator.n_bootstrap=20",
+    )
+    run = _single_run(tmp_path)
+    assert (run / "train_ddp_process_1.log").exists()  # the second rank ran
+    n_test = json.loads((run / "data_summary.json").read_text())["sizes"]["test"]
+    # Both ranks' test scans gathered, DistributedSampler padding removed: every scan exactly once.
+    predictions = pd.read_csv(run / "predictions_test.csv")
+    assert len(predictions) == predictions["scan_id"].nunique() == n_test
+    metrics = json.loads((run / "metrics.json").read_text())["test"]
+    assert metrics["micro"]["n"]["value"] == n_test * 17 * 4  # region x type cells
+    assert len(list((run / "maps").glob("*_abnormality.nii.gz"))) == n_test  # maps written by one rank
+    assert len(list(run.glob("csv/version_*"))) == 1

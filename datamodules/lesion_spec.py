@@ -10,6 +10,7 @@ both are scored against (Liu et al. 2023, STAR Methods: A_ij = 1 iff region i ha
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -74,7 +75,7 @@ def abnormality_matrix(spec: ScanSpec, space: LabelSpace) -> np.ndarray:
     return a
 
 
-def _sample_lesion(rng: random.Random) -> Lesion:
+def _sample_lesion(rng: random.Random, size_range_mm: tuple[int, int] = (4, 60)) -> Lesion:
     kind = rng.random()
     if kind < 0.08:
         family = rng.choice(("hematoma", "edema", "subarachnoid", "mixed_extra"))
@@ -100,15 +101,21 @@ def _sample_lesion(rng: random.Random) -> Lesion:
             regions.append(b)
         else:
             regions.extend(f"{s}_{b}" for s in sides)
-    return Lesion(family, tuple(dict.fromkeys(regions)), float(rng.randint(4, 60)))
+    return Lesion(family, tuple(dict.fromkeys(regions)), float(rng.randint(*size_range_mm)))
 
 
 def sample_scan_spec(
-    scan_id: str, patient_id: str, rng: random.Random, abnormal_rate: float = 0.6
+    scan_id: str,
+    patient_id: str,
+    rng: random.Random,
+    abnormal_rate: float = 0.6,
+    lesion_count_weights: Sequence[float] = (0.6, 0.3, 0.1),
+    size_range_mm: tuple[int, int] = (4, 60),
 ) -> ScanSpec:
-    """A scan with 0-3 lesions (about ``abnormal_rate`` of scans have at least one)."""
+    """A scan with 0-3 lesions (about ``abnormal_rate`` of scans have at least one; 1, 2 or 3 with
+    ``lesion_count_weights``; intra/extra-parenchymal sizes drawn from ``size_range_mm``)."""
     spec = ScanSpec(scan_id, patient_id, post_operative=rng.random() < 0.1)
     if rng.random() < abnormal_rate:
-        n = rng.choices((1, 2, 3), weights=(0.6, 0.3, 0.1))[0]
-        spec.lesions = [_sample_lesion(rng) for _ in range(n)]
+        n = rng.choices((1, 2, 3), weights=tuple(lesion_count_weights))[0]
+        spec.lesions = [_sample_lesion(rng, tuple(size_range_mm)) for _ in range(n)]
     return spec

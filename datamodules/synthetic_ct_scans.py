@@ -22,6 +22,7 @@ A patient has one to three scans (patient-level splits are exercised).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 from collections.abc import Sequence
@@ -64,6 +65,8 @@ def generate_ct_scans(
     spacing: Sequence[float] = DEFAULT_SPACING,
     formats: Sequence[str] = ("dicom", "nifti"),
     abnormal_rate: float = 0.6,
+    lesion_count_weights: Sequence[float] = (0.6, 0.3, 0.1),
+    size_range_mm: Sequence[int] = (4, 60),
     n_reference_atlases: int = 2,
     space: LabelSpace | None = None,
     progress: bool = True,
@@ -86,7 +89,9 @@ def generate_ct_scans(
                     break
                 n = len(manifest)
                 scan_id, report_id = f"HCT{n:05d}", f"HCTR{n:05d}"
-                spec = sample_scan_spec(scan_id, pid, rng, abnormal_rate)
+                spec = sample_scan_spec(
+                    scan_id, pid, rng, abnormal_rate, lesion_count_weights, tuple(size_range_mm)
+                )
                 text, _ = write_report(spec, rng, space)
                 ph = render_phantom(spec, seed=seed * 100_003 + n, shape=shape, spacing=spacing, space=space)
                 row = {"scan_id": scan_id, "patient_id": pid, "report_id": report_id}
@@ -149,15 +154,35 @@ def demo_data_config(
     register: bool = True,
     max_iterations: int | None = 32,
     workers: int | None = None,
+    abnormal_rate: float = 0.6,
+    lesion_count_weights: Sequence[float] = (0.6, 0.3, 0.1),
+    size_range_mm: Sequence[int] = (4, 60),
 ) -> dict:
     """``data.*`` values for ``demo=true``: 40 phantoms as DICOM, gold matrices as labels, and the atlas
     registered to every scan (``reportsup-register-atlas`` logic; finished masks are reused, so only the
-    first demo pays for it). With ``register=False`` the phantoms' true region maps are the masks."""
+    first demo pays for it). With ``register=False`` the phantoms' true region maps are the masks.
+    ``abnormal_rate``, ``lesion_count_weights`` and ``size_range_mm`` shape the lesion population; a
+    non-default population gets its own folder."""
     import os
 
     from datamodules.atlas_registration import Atlas, RegistrationSettings, register_manifest
 
-    root = write_ct_scan_dataset(Path(data_dir) / f"synthetic_ct_scans_n{n_scans}_s{seed}", n_scans, seed)
+    population = {
+        "abnormal_rate": float(abnormal_rate),
+        "lesion_count_weights": [float(w) for w in lesion_count_weights],
+        "size_range_mm": [int(s) for s in size_range_mm],
+    }
+    name = f"synthetic_ct_scans_n{n_scans}_s{seed}"
+    if population != {
+        "abnormal_rate": 0.6,
+        "lesion_count_weights": [0.6, 0.3, 0.1],
+        "size_range_mm": [4, 60],
+    }:
+        tag = hashlib.sha1(json.dumps(population, sort_keys=True).encode()).hexdigest()[:8]
+        name += f"_lesions{tag}"
+    else:
+        population = {}
+    root = write_ct_scan_dataset(Path(data_dir) / name, n_scans, seed, **population)
     if not register:
         manifest = pd.read_csv(root / "manifest.csv").rename(columns={"true_region_mask": "region_mask"})
         path = root / "manifest_true_masks.csv"

@@ -67,6 +67,22 @@ def test_phantom_voxels_agree_with_the_lesion_spec():
             assert (voxels == expected).all(), spec
 
 
+def test_lesion_population_options_shape_the_sampled_scans():
+    rng = random.Random(3)
+    specs = [
+        sample_scan_spec(f"S{i}", "P", rng, 1.0, lesion_count_weights=(0, 0, 1), size_range_mm=(30, 40))
+        for i in range(20)
+    ]
+    assert all(len(s.lesions) == 3 for s in specs)
+    sizes = [
+        lesion.size_mm for s in specs for lesion in s.lesions if lesion.regions[0] not in ("other", "unclear")
+    ]
+    assert sizes and all(30 <= size <= 40 for size in sizes)
+    # The defaults keep the earlier random stream: existing synthetic data sets stay reproducible.
+    a, b = random.Random(5), random.Random(5)
+    assert sample_scan_spec("S", "P", a) == sample_scan_spec("S", "P", b, 0.6, (0.6, 0.3, 0.1), (4, 60))
+
+
 def test_phantom_hu_values_are_ct_like():
     spec = ScanSpec("S", "P", [Lesion("hematoma", ("right_basal_ganglia",), 30.0)])
     ph = render_phantom(spec, seed=0, noise_hu=0.0)

@@ -75,7 +75,13 @@ def abnormality_matrix(spec: ScanSpec, space: LabelSpace) -> np.ndarray:
     return a
 
 
-def _sample_lesion(rng: random.Random, size_range_mm: tuple[int, int] = (4, 60)) -> Lesion:
+# The default lesion population of the synthetic data (abnormal share, P(1, 2, 3 lesions), sizes in mm).
+ABNORMAL_RATE = 0.6
+LESION_COUNT_WEIGHTS = (0.6, 0.3, 0.1)
+SIZE_RANGE_MM = (4, 60)
+
+
+def _sample_lesion(rng: random.Random, size_range_mm: tuple[int, int] = SIZE_RANGE_MM) -> Lesion:
     kind = rng.random()
     if kind < 0.08:
         family = rng.choice(("hematoma", "edema", "subarachnoid", "mixed_extra"))
@@ -108,9 +114,9 @@ def sample_scan_spec(
     scan_id: str,
     patient_id: str,
     rng: random.Random,
-    abnormal_rate: float = 0.6,
-    lesion_count_weights: Sequence[float] = (0.6, 0.3, 0.1),
-    size_range_mm: tuple[int, int] = (4, 60),
+    abnormal_rate: float = ABNORMAL_RATE,
+    lesion_count_weights: Sequence[float] = LESION_COUNT_WEIGHTS,
+    size_range_mm: tuple[int, int] = SIZE_RANGE_MM,
 ) -> ScanSpec:
     """A scan with 0-3 lesions (about ``abnormal_rate`` of scans have at least one; 1, 2 or 3 with
     ``lesion_count_weights``; intra/extra-parenchymal sizes drawn from ``size_range_mm``)."""

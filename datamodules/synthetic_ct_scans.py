@@ -36,7 +36,13 @@ from tqdm import tqdm
 from datamodules.crossdl_labels import LabelSpace
 from datamodules.dicom_series import write_dicom_series
 from datamodules.head_phantom import DEFAULT_SHAPE, DEFAULT_SPACING, render_phantom, write_nifti
-from datamodules.lesion_spec import abnormality_matrix, sample_scan_spec
+from datamodules.lesion_spec import (
+    ABNORMAL_RATE,
+    LESION_COUNT_WEIGHTS,
+    SIZE_RANGE_MM,
+    abnormality_matrix,
+    sample_scan_spec,
+)
 from datamodules.synthetic_ct_reports import write_report
 from datamodules.synthetic_io import write_once
 
@@ -64,9 +70,9 @@ def generate_ct_scans(
     shape: Sequence[int] = DEFAULT_SHAPE,
     spacing: Sequence[float] = DEFAULT_SPACING,
     formats: Sequence[str] = ("dicom", "nifti"),
-    abnormal_rate: float = 0.6,
-    lesion_count_weights: Sequence[float] = (0.6, 0.3, 0.1),
-    size_range_mm: Sequence[int] = (4, 60),
+    abnormal_rate: float = ABNORMAL_RATE,
+    lesion_count_weights: Sequence[float] = LESION_COUNT_WEIGHTS,
+    size_range_mm: Sequence[int] = SIZE_RANGE_MM,
     n_reference_atlases: int = 2,
     space: LabelSpace | None = None,
     progress: bool = True,
@@ -147,6 +153,17 @@ def write_ct_scan_dataset(out_dir: str | Path, n_scans: int = 40, seed: int = 0,
     return Path(out_dir)
 
 
+def _population(
+    abnormal_rate: float, lesion_count_weights: Sequence[float], size_range_mm: Sequence[int]
+) -> dict:
+    """The lesion-population keywords of :func:`generate_ct_scans` in plain, comparable types."""
+    return {
+        "abnormal_rate": float(abnormal_rate),
+        "lesion_count_weights": [float(w) for w in lesion_count_weights],
+        "size_range_mm": [int(s) for s in size_range_mm],
+    }
+
+
 def demo_data_config(
     data_dir: str | Path,
     n_scans: int = 40,
@@ -154,9 +171,9 @@ def demo_data_config(
     register: bool = True,
     max_iterations: int | None = 32,
     workers: int | None = None,
-    abnormal_rate: float = 0.6,
-    lesion_count_weights: Sequence[float] = (0.6, 0.3, 0.1),
-    size_range_mm: Sequence[int] = (4, 60),
+    abnormal_rate: float = ABNORMAL_RATE,
+    lesion_count_weights: Sequence[float] = LESION_COUNT_WEIGHTS,
+    size_range_mm: Sequence[int] = SIZE_RANGE_MM,
 ) -> dict:
     """``data.*`` values for ``demo=true``: 40 phantoms as DICOM, gold matrices as labels, and the atlas
     registered to every scan (``reportsup-register-atlas`` logic; finished masks are reused, so only the
@@ -167,17 +184,9 @@ def demo_data_config(
 
     from datamodules.atlas_registration import Atlas, RegistrationSettings, register_manifest
 
-    population = {
-        "abnormal_rate": float(abnormal_rate),
-        "lesion_count_weights": [float(w) for w in lesion_count_weights],
-        "size_range_mm": [int(s) for s in size_range_mm],
-    }
+    population = _population(abnormal_rate, lesion_count_weights, size_range_mm)
     name = f"synthetic_ct_scans_n{n_scans}_s{seed}"
-    if population != {
-        "abnormal_rate": 0.6,
-        "lesion_count_weights": [0.6, 0.3, 0.1],
-        "size_range_mm": [4, 60],
-    }:
+    if population != _population(ABNORMAL_RATE, LESION_COUNT_WEIGHTS, SIZE_RANGE_MM):
         tag = hashlib.sha1(json.dumps(population, sort_keys=True).encode()).hexdigest()[:8]
         name += f"_lesions{tag}"
     else:

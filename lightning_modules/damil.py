@@ -71,7 +71,40 @@ def test_outputs(batch: Mapping[str, Any], pred: Mapping[str, torch.Tensor], dic
     }
 
 
-class DaMILModule(pl.LightningModule):
+class ScanModelSteps:
+    """Logging, test step and the paper's optimizer shared by :class:`DaMILModule` and the ablation
+    classifiers (:mod:`lightning_modules.damil_ablations`); the host defines ``predict_scan``."""
+
+    def log_losses(
+        self, stage: str, losses: Mapping[str, torch.Tensor], n: int, sync_dist: bool = True
+    ) -> None:
+        for key, value in losses.items():
+            self.log(
+                f"{stage}/{key}",
+                value,
+                on_step=stage == "train" and key == "loss",
+                on_epoch=True,
+                prog_bar=stage == "val" and key == "region_mil",
+                batch_size=n,
+                sync_dist=sync_dist,
+            )
+
+    def test_step(
+        self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, torch.Tensor]:
+        batch = plain_tensors(batch)
+        return test_outputs(batch, self.predict_scan(batch), self.hparams.dice_threshold)
+
+    def halving_adam(self) -> dict[str, Any]:
+        """Adam, lr halved every epoch from ``lr_halving_start_epoch`` (paper)."""
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        schedule = halving_scheduler(
+            optimizer, self.hparams.lr_halving_start_epoch, self.hparams.halve_in_start_epoch
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
+
+
+class DaMILModule(ScanModelSteps, pl.LightningModule):
     def __init__(
         self,
         label_space: Mapping[str, Any] | None = None,
@@ -208,20 +241,13 @@ class DaMILModule(pl.LightningModule):
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         losses, _ = self._losses(batch)
         n = len(batch["image"])
-        for key, value in losses.items():
-            self.log(
-                f"train/{key}", value, on_step=key == "loss", on_epoch=True, batch_size=n, sync_dist=True
-            )
+        self.log_losses("train", losses, n)
         self.log("train/lambda", self.seg_weight, on_epoch=True, on_step=False, batch_size=n)
         return losses["loss"]
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         losses, _ = self._losses(batch)
-        n = len(batch["image"])
-        for key, value in losses.items():
-            self.log(
-                f"val/{key}", value, on_epoch=True, prog_bar=key == "region_mil", batch_size=n, sync_dist=True
-            )
+        self.log_losses("val", losses, len(batch["image"]))
 
     # ----------------------------------------------------------------- inference
     def predict_scan(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -236,15 +262,9 @@ class DaMILModule(pl.LightningModule):
         s, d = outputs[-1]
         return {"region_probs": region, "scan_probs": scan, "regions": s, "abnormality": d}
 
-    def test_step(
-        self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0
-    ) -> dict[str, torch.Tensor]:
-        batch = plain_tensors(batch)
-        return test_outputs(batch, self.predict_scan(batch), self.hparams.dice_threshold)
-
     def configure_optimizers(self) -> Any:
-        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
         if self.hparams.scheduler == "plateau" or self.hparams.variant == "released_code":
+            optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
             plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 optimizer, factor=0.5, patience=self.hparams.plateau_patience
             )
@@ -252,7 +272,4 @@ class DaMILModule(pl.LightningModule):
                 "optimizer": optimizer,
                 "lr_scheduler": {"scheduler": plateau, "monitor": "val/region_mil", "interval": "epoch"},
             }
-        schedule = halving_scheduler(
-            optimizer, self.hparams.lr_halving_start_epoch, self.hparams.halve_in_start_epoch
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
+        return self.halving_adam()

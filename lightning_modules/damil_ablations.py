@@ -24,10 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from datamodules.crossdl_labels import LabelSpace
-from lightning_modules.damil import plain_tensors, test_outputs
+from lightning_modules.damil import ScanModelSteps, plain_tensors
 from lightning_modules.damil_losses import positive_weights, weighted_bce
 from lightning_modules.damil_network import DaMILBackbone
-from lightning_modules.damil_schedules import halving_scheduler
 
 
 class RegionClassifierNet(nn.Module):
@@ -70,7 +69,7 @@ class RegionClassifierNet(nn.Module):
         return self.head(self.features(image))
 
 
-class DaMILClassifierModule(pl.LightningModule):
+class DaMILClassifierModule(ScanModelSteps, pl.LightningModule):
     def __init__(
         self,
         label_space: Mapping[str, Any] | None = None,
@@ -116,15 +115,11 @@ class DaMILClassifierModule(pl.LightningModule):
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         losses = self._losses(batch)
-        for key, value in losses.items():
-            self.log(
-                f"train/{key}", value, on_step=key == "loss", on_epoch=True, batch_size=len(batch["image"])
-            )
+        self.log_losses("train", losses, len(batch["image"]), sync_dist=False)
         return losses["loss"]
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        for key, value in self._losses(batch).items():
-            self.log(f"val/{key}", value, on_epoch=True, batch_size=len(batch["image"]), sync_dist=True)
+        self.log_losses("val", self._losses(batch), len(batch["image"]))
 
     def gradcam_maps(self, image: torch.Tensor) -> torch.Tensor:
         """(B, M, h, w, d) GradCAM of each type's scan-level logit on the last decoder stage, in [0, 1]."""
@@ -153,13 +148,5 @@ class DaMILClassifierModule(pl.LightningModule):
             "abnormality": maps,
         }
 
-    def test_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict:
-        batch = plain_tensors(batch)
-        return test_outputs(batch, self.predict_scan(batch), self.hparams.dice_threshold)
-
     def configure_optimizers(self) -> Any:
-        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
-        schedule = halving_scheduler(
-            optimizer, self.hparams.lr_halving_start_epoch, self.hparams.halve_in_start_epoch
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
+        return self.halving_adam()

@@ -222,12 +222,17 @@ class DaMILLoss(torch.nn.Module):
         mil_outputs = [(s.detach(), d) for s, d in outputs] if self.detach_region_maps else outputs
         if self.variant == "paper":
             l_ra = region_mil_loss(
-                self.region_predictions(mil_outputs, regions_override), region_labels, self.pos_weight, cell_mask
+                self.region_predictions(mil_outputs, regions_override),
+                region_labels,
+                self.pos_weight,
+                cell_mask,
             )
             l_sa = scan_mil_loss(scan_predictions(mil_outputs), scan_labels)
             scan_keep = keep if self.mask_scan_loss_for_unclear else torch.ones_like(keep)
         else:
-            l_ra = released_region_mil_loss(mil_outputs, region_labels, self.pos_weight, threshold=self.threshold)
+            l_ra = released_region_mil_loss(
+                mil_outputs, region_labels, self.pos_weight, threshold=self.threshold
+            )
             l_sa = released_scan_mil_loss(mil_outputs, scan_labels, self.scan_pos_weight)
             scan_keep = torch.ones_like(keep)  # released code: scan loss not masked
         zero = torch.zeros_like(l_ra)

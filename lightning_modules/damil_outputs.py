@@ -90,9 +90,8 @@ def write_scan_outputs(
     maps, affine = _invert(d, image, preprocess, "trilinear")
     labels, _ = _invert(predicted_region_map(s)[None], image, preprocess, "nearest")
     (out_dir / "maps").mkdir(parents=True, exist_ok=True)
-    nib.save(
-        nib.Nifti1Image(maps.astype(np.float32), affine), out_dir / "maps" / f"{scan_id}_abnormality.nii.gz"
-    )
+    abnormality_path = out_dir / "maps" / f"{scan_id}_abnormality.nii.gz"
+    nib.save(nib.Nifti1Image(maps.astype(np.float32), affine), abnormality_path)
     nib.save(
         nib.Nifti1Image(np.rint(labels[..., 0]).astype(np.uint8), affine),
         out_dir / "maps" / f"{scan_id}_regions.nii.gz",
@@ -108,7 +107,7 @@ def write_scan_outputs(
                 ct, d[j].numpy(), peak, title, out_dir / "overlays" / f"{scan_id}_{rank}_{region}__{kind}.png"
             )
         )
-    return {"abnormality_map": out_dir / "maps" / f"{scan_id}_abnormality.nii.gz", "overlays": pngs}
+    return {"abnormality_map": abnormality_path, "overlays": pngs}
 
 
 class DaMILMapWriter(pl.Callback):

@@ -82,6 +82,8 @@ def run(cfg: DictConfig, command_line: list[str] | None = None) -> float | None:
         model = instantiate(cfg.model, encoder=encoder, _convert_="all")
     else:
         model = instantiate(cfg.model, _convert_="all")
+        if hasattr(model, "tokenize") and hasattr(datamodule, "set_tokenizer"):
+            datamodule.set_tokenizer(model.tokenize)  # a report model without an encoder (word2vec baseline)
 
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     loggers = [instantiate(lg) for lg in cfg.logger.values() if lg is not None]

@@ -53,7 +53,7 @@ def _row(i: int) -> int:
     return int(i) + 1
 
 
-def _check_text(df: pd.DataFrame, path: Path, id_column: str = "report_id") -> None:
+def check_text_column(df: pd.DataFrame, path: Path, id_column: str = "report_id") -> None:
     for i, text in enumerate(df["text"]):
         if isinstance(text, bytes):
             try:
@@ -156,7 +156,7 @@ def read_report_table(
                 f"{path}, row {_row(i)}, column '{col}': empty {col}. Every report needs one."
             )
         df[col] = df[col].astype(str).str.strip()
-    _check_text(df, path, id_column)
+    check_text_column(df, path, id_column)
     df["text"] = df["text"].map(lambda t: t.decode("utf-8") if isinstance(t, bytes) else str(t))
 
     dup = df[id_column].duplicated(keep=False)

@@ -29,7 +29,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from datamodules.report_table import ReportTableError, read_report_table
+from datamodules.report_table import ReportTableError, check_text_column, read_report_table, read_table_file
 from datamodules.splits import SplitError, assign_splits, exclude_holdout_patients
 
 UNKNOWN_POLICIES = ("mask", "zeros", "ones", "soft")
@@ -141,6 +141,8 @@ class ReportDataModule(TokenizedLoaders, pl.LightningDataModule):
         split: ``seed``, ``fractions`` (train, val, test), optional ``n_folds``/``fold`` for
             patient-level k-fold, or ``file`` for a fixed split (``id``, ``split``).
         output_dir: where ``splits.csv`` and ``data_summary.json`` are written (the run directory).
+        unlabelled_path: reports without reference labels (column ``text``) for unsupervised
+            pre-training, e.g. the word2vec baseline (Wood et al.: "the remaining 121,556 reports").
     """
 
     def __init__(
@@ -155,6 +157,7 @@ class ReportDataModule(TokenizedLoaders, pl.LightningDataModule):
         eval_batch_size: int = 64,
         num_workers: int = 0,
         output_dir: str | None = None,
+        unlabelled_path: str | None = None,
     ) -> None:
         super().__init__()
         if not path:
@@ -189,6 +192,7 @@ class ReportDataModule(TokenizedLoaders, pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.output_dir = Path(output_dir) if output_dir else None
+        self.unlabelled_path = unlabelled_path
         self.datasets: dict[str, ReportDataset] = {}
         self.summary: dict[str, Any] = {}
 
@@ -313,6 +317,35 @@ class ReportDataModule(TokenizedLoaders, pl.LightningDataModule):
         """Texts of the training split (tokenisers trained on data may only see these)."""
         self.setup()
         return self.datasets["train"].texts
+
+    @property
+    def unlabelled_texts(self) -> list[str]:
+        """Texts of ``unlabelled_path`` (empty without one). Rows whose ``report_id`` belongs to a test set
+        are removed (and counted): pre-training must not see the reports it is tested on."""
+        if not self.unlabelled_path:
+            return []
+        self.setup()
+        path = Path(self.unlabelled_path)
+        if not path.is_file():
+            raise ReportTableError(f"data.unlabelled_path={path}: file not found.")
+        table = read_table_file(path)
+        if "text" not in table.columns:
+            raise ReportTableError(
+                f"{path}: no 'text' column (columns: {list(table.columns)}). The unlabelled reports need one."
+            )
+        if "report_id" in table.columns:
+            tested = set().union(*(self.test_table(n)["report_id"].astype(str) for n in self.test_set_names))
+            in_test = table["report_id"].astype(str).isin(tested)
+            if in_test.any():
+                rank_zero_info(
+                    f"[reportsup] {int(in_test.sum())} reports of {path} belong to a test set and are left "
+                    "out of the unlabelled corpus."
+                )
+            table = table.loc[~in_test].reset_index(drop=True)
+        else:
+            table = table.assign(report_id=[f"row {i + 1}" for i in range(len(table))])
+        check_text_column(table, path)
+        return table["text"].astype(str).tolist()
 
     @property
     def test_set_names(self) -> list[str]:

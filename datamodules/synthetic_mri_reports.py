@@ -498,11 +498,24 @@ def synthetic_holdout_names(labels: Sequence[str]) -> dict[str, str]:
 
 
 def demo_data_config(
-    data_dir: str | Path, labels: Sequence[str], n_reports: int = 2500, seed: int = 0
+    data_dir: str | Path, labels: Sequence[str], n_reports: int = 2500, seed: int = 0, n_unlabelled: int = 0
 ) -> dict:
-    """``data.*`` values for ``demo=true``: the synthetic development table and the hold-outs of ``labels``."""
+    """``data.*`` values for ``demo=true``: the synthetic development table and the hold-outs of ``labels``;
+    with ``n_unlabelled`` also a text-only table of that many further reports (another seed) as
+    ``unlabelled_path``, the unlabelled archive of Wood et al. that the word2vec baseline trains on."""
     paths = write_synthetic_dataset(
         Path(data_dir) / f"synthetic_mri_reports_n{n_reports}_s{seed}", n_reports, seed
     )
     holdouts = {name: str(paths[table]) for name, table in synthetic_holdout_names(list(labels)).items()}
-    return {"path": str(paths["reports"]), "holdouts": holdouts}
+    out = {"path": str(paths["reports"]), "holdouts": holdouts}
+    if n_unlabelled:
+        folder = Path(data_dir) / f"synthetic_mri_unlabelled_n{n_unlabelled}_s{seed}"
+        signature = f"reportsup synthetic_mri_reports unlabelled n={n_unlabelled} seed={seed}\n"
+
+        def write(target: Path) -> None:
+            table = generate_tables(n_reports=n_unlabelled, seed=seed + 1_000_003)["reports"]
+            table[["text"]].to_csv(target / "unlabelled_reports.csv", index=False)
+
+        write_once(folder, signature, write)
+        out["unlabelled_path"] = str(folder / "unlabelled_reports.csv")
+    return out

@@ -29,8 +29,9 @@ def test_every_experiment_composes(name):
     cfg = _compose(f"experiment={name}")
     assert cfg.name == name
     assert cfg.data._target_ and cfg.model._target_ and cfg.data.demo._target_
-    # Report models read text through an encoder; image models (DaMIL) have none.
-    assert cfg.get("encoder") is None if name.startswith("damil") else cfg.encoder._target_
+    # Report models read text through an encoder; image models (DaMIL) and the word2vec baseline have none.
+    no_encoder = name.startswith(("damil", "alarm_baseline_word2vec"))
+    assert cfg.get("encoder") is None if no_encoder else cfg.encoder._target_
 
 
 def test_damil_multiscale_has_the_paper_values():

@@ -21,6 +21,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from analysis.run_comparison import delong_across_test_sets, delong_across_test_sets_markdown, load_run
 from analysis.summary import summarize_runs, summary_markdown
 
 
@@ -47,6 +48,7 @@ def summarize_multirun(multirun_dir: str | Path) -> tuple[Path, Path]:
     grouped: dict[str, list[dict[str, Any]]] = {}
     dirs: dict[str, list[str]] = {}
     missing = []
+    delong: dict[str, list[dict[str, Any]]] = {}
     overrides = {run: _overrides(run) for run in runs}
     common = set.intersection(*overrides.values()) if overrides else set()
     for run in runs:
@@ -60,19 +62,31 @@ def summarize_multirun(multirun_dir: str | Path) -> tuple[Path, Path]:
             continue
         grouped.setdefault(name, []).append(json.loads(metrics.read_text()))
         dirs.setdefault(name, []).append(str(run))
+        # Wood et al.: report-label vs image-label (and external-site) AUC, DeLong within each repeat.
+        delong.setdefault(name, []).extend(delong_across_test_sets(load_run(run)))
     summary = {
         "multirun_dir": str(multirun_dir),
         "missing": missing,
         "experiments": {
-            name: {"runs": dirs[name], "metrics": summarize_runs(ms)} for name, ms in grouped.items()
+            name: {"runs": dirs[name], "metrics": summarize_runs(ms), "delong_test_sets": delong[name]}
+            for name, ms in grouped.items()
         },
     }
     json_path = multirun_dir / "summary.json"
     json_path.write_text(json.dumps(summary, indent=2))
-    md = [
-        summary_markdown(block["metrics"], title=f"{name}: mean and 95% CI over {len(block['runs'])} run(s)")
-        for name, block in summary["experiments"].items()
-    ]
+    md = []
+    for name, block in summary["experiments"].items():
+        md.append(
+            summary_markdown(
+                block["metrics"], title=f"{name}: mean and 95% CI over {len(block['runs'])} run(s)"
+            )
+        )
+        if block["delong_test_sets"]:
+            md.append(
+                delong_across_test_sets_markdown(
+                    block["delong_test_sets"], title=f"{name}: test sets compared (DeLong)"
+                )
+            )
     if missing:
         md.append("Runs without metrics.json (failed or unfinished): " + ", ".join(missing))
     md_path = multirun_dir / "summary.md"

@@ -1,0 +1,62 @@
+"""Compare experiments run by run: ``reportsup-compare RUN_OR_MULTIRUN_DIR...`` (Wood et al. Table 3).
+
+    reportsup-compare outputs/alarm_binary_10x/<time> outputs/alarm_baseline_word2vec_10x/<time>
+
+Runs are grouped by experiment name (the first experiment named is the reference); every metric is
+shown as mean and 95 % CI over the repeats, and each other experiment is tested against the reference
+with DeLong's test on the same test reports within every repeat (runs matched by split seed).
+Writes ``comparison.md`` and ``comparison.json`` into a new folder (``--out``); nothing is overwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from analysis.run_comparison import compare_experiments, comparison_markdown, find_runs
+
+
+def compare_dirs(dirs: Sequence[str | Path], out_dir: str | Path) -> tuple[Path, Path]:
+    groups: dict[str, list] = {}
+    for d in dirs:
+        for run in find_runs(d):
+            groups.setdefault(run.name, []).append(run)
+    if len(groups) < 2:
+        raise ValueError(
+            f"only one experiment ({', '.join(groups)}) among the runs given: name runs of at least two "
+            "experiments (e.g. an alarm_binary_10x and an alarm_baseline_word2vec_10x multirun folder)."
+        )
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(
+            f"{out} exists and is not empty: choose another --out (nothing is overwritten)."
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    comparison = compare_experiments(groups)
+    json_path, md_path = out / "comparison.json", out / "comparison.md"
+    json_path.write_text(json.dumps(comparison, indent=2))
+    md_path.write_text(comparison_markdown(comparison) + "\n")
+    return json_path, md_path
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dirs", nargs="+", help="run or multirun directories")
+    parser.add_argument(
+        "--out", default=None, help="output folder (default: outputs/comparisons/<date>_<time>)"
+    )
+    args = parser.parse_args(argv)
+    out = args.out or f"outputs/comparisons/{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    try:
+        json_path, md_path = compare_dirs(args.dirs, out)
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
+        raise SystemExit(f"reportsup-compare: {err}") from None
+    print(md_path.read_text())
+    print(f"wrote {md_path} and {json_path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -71,10 +71,16 @@ class ALARMClassifier(ReportModel):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, return_attention: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Logits ``(B, n_labels)``; with ``return_attention`` also the pooling weights ``(B, T)``."""
-        tokens = self.encoder(input_ids, attention_mask)
-        pooled, weights = self.pooling(tokens, attention_mask)
+        pooled, weights = self.represent(input_ids, attention_mask)
         logits = self.classifier(pooled)
         return (logits, weights) if return_attention else logits
+
+    def represent(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The report representation ``(B, H)`` (the attention-pooled vector that Wood et al. Fig. 4
+        maps with t-SNE) and the pooling weights ``(B, T)`` (Fig. 5)."""
+        return self.pooling(self.encoder(input_ids, attention_mask), attention_mask)
 
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(batch["input_ids"], batch["attention_mask"])

@@ -78,6 +78,14 @@ class TextEncoder(nn.Module):
         )
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
+    def word_spans(self, text: str) -> list[tuple[int | None, int, int]]:
+        """Per token of ``tokenize([text])``: ``(word index or None for special tokens, start, end)``
+        with character offsets into ``text`` (lower-casing keeps offsets), for word-level attention maps."""
+        enc = self.tokenizer(
+            self.preprocess(text), truncation=True, max_length=self.max_length, return_offsets_mapping=True
+        )
+        return [(w, s, e) for w, (s, e) in zip(enc.word_ids(), enc["offset_mapping"], strict=True)]
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 

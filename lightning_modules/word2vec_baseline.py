@@ -105,7 +105,8 @@ class Word2VecBaseline(pl.LightningModule):
     Args:
         labels: label names, in output order.
         features: keyword arguments of :class:`Word2VecFeatures`.
-        C, penalty, max_iter, class_weight: of ``sklearn.linear_model.LogisticRegression``.
+        C, l1_ratio, max_iter, class_weight: of ``sklearn.linear_model.LogisticRegression``
+            (``l1_ratio`` 0 = L2, 1 = L1 penalty, solved by saga).
         threshold: decision threshold stored in the label manifest.
         seed: word2vec and solver seed.
     """
@@ -117,7 +118,7 @@ class Word2VecBaseline(pl.LightningModule):
         labels: Sequence[str],
         features: Mapping[str, Any] | None = None,
         C: float = 1.0,
-        penalty: str = "l2",
+        l1_ratio: float = 0.0,
         max_iter: int = 2000,
         class_weight: str | None = None,
         threshold: float = 0.5,
@@ -163,8 +164,8 @@ class Word2VecBaseline(pl.LightningModule):
                 )
             clf = LogisticRegression(
                 C=self.hparams.C,
-                penalty=self.hparams.penalty,
-                solver="liblinear" if self.hparams.penalty == "l1" else "lbfgs",
+                l1_ratio=self.hparams.l1_ratio,
+                solver="saga" if self.hparams.l1_ratio > 0 else "lbfgs",
                 max_iter=self.hparams.max_iter,
                 class_weight=self.hparams.class_weight,
                 random_state=self.hparams.seed,

@@ -1,0 +1,137 @@
+"""The word2vec baseline, run comparison, attention maps and t-SNE maps (Wood et al. 2021, Table 3,
+Fig. 4, Fig. 5) on small hand-made inputs with known answers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from analysis.interpretability import attention_html, plot_embedding_maps, tsne_map, word_weights
+from analysis.run_comparison import (
+    compare_experiments,
+    comparison_markdown,
+    delong_across_test_sets,
+    load_run,
+)
+from lightning_modules.word2vec_baseline import Word2VecBaseline
+
+NORMAL = ["no abnormality is seen", "normal appearances of the brain", "no mass and no haemorrhage"]
+ABNORMAL = [
+    "a large mass in the left frontal lobe",
+    "acute haemorrhage in the right parietal lobe",
+    "mass effect",
+]
+
+
+def _baseline(tmp_path=None) -> Word2VecBaseline:
+    texts = (NORMAL + ABNORMAL) * 5
+    y = np.array(([0.0] * 3 + [1.0] * 3) * 5)[:, None]
+    model = Word2VecBaseline(["abnormal"], features={"vector_size": 16, "epochs": 5, "ngram_min_df": 1})
+    model.fit_baseline(texts, y, unlabelled=["the brain and the ventricles", "a mass"])
+    return model
+
+
+def test_word2vec_baseline_separates_and_survives_its_checkpoint(tmp_path):
+    model = _baseline()
+    p = model.predict_proba(["no mass is seen", "a mass in the frontal lobe"])[:, 0]
+    assert p.shape == (2,) and p[1] > p[0]
+    checkpoint = {"hyper_parameters": dict(model.hparams)}
+    model.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, tmp_path / "best.ckpt")
+    again = Word2VecBaseline.from_checkpoint(tmp_path / "best.ckpt")
+    np.testing.assert_allclose(
+        again.predict_proba(["a mass in the frontal lobe"]),
+        model.predict_proba(["a mass in the frontal lobe"]),
+    )
+    assert model.features.mean_vectors(["zzz unseen"]).sum() == 0  # no known word: the zero vector
+
+
+def test_word2vec_baseline_refuses_soft_targets():
+    with pytest.raises(ValueError, match="soft targets"):
+        Word2VecBaseline(["abnormal"], features={"vector_size": 8, "epochs": 1}).fit_baseline(
+            NORMAL + ABNORMAL, np.array([[0.2], [0.0], [1.0], [1.0], [0.0], [1.0]])
+        )
+
+
+def test_subword_attention_is_summed_per_word():
+    # "haemorrhage" split into 3 sub-words; [CLS]/[SEP] (word None) are left out.
+    spans = [(None, 0, 0), (0, 0, 5), (1, 6, 9), (1, 9, 13), (1, 13, 17), (None, 0, 0)]
+    weights = [0.1, 0.2, 0.1, 0.2, 0.3, 0.1]
+    words = word_weights(spans, weights)
+    assert [(s, e) for s, e, _ in words] == [(0, 5), (6, 17)]
+    assert [w for _, _, w in words] == pytest.approx([0.2, 0.6])
+    page = attention_html("acute haemorrhage <b>", words)
+    assert 'rgba(220, 38, 38, 1.000)" title="0.6000">haemorrhage</span>' in page
+    assert "&lt;b&gt;" in page  # report text is escaped
+
+
+def test_tsne_map_and_figure(tmp_path):
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, (20, 8)), rng.normal(6, 1, (20, 8))])
+    xy = tsne_map(x)
+    assert xy.shape == (40, 2)
+    y = np.array([0] * 20 + [1] * 20)
+    # well separated clusters stay separated: each point's nearest neighbour has its label
+    d = ((xy[:, None] - xy[None]) ** 2).sum(-1) + np.eye(40) * 1e9
+    assert (y[d.argmin(1)] == y).mean() > 0.95
+    png = plot_embedding_maps({"a": xy, "b": xy}, y, tmp_path / "map.png", "abnormal")
+    assert png.stat().st_size > 10_000
+    with pytest.raises(ValueError, match="at least 5"):
+        tsne_map(x[:3])
+
+
+def _fake_run(root, name, seed, probs, ids, y, test_set="report_label", extra=None):
+    run = root / f"{name}_{seed}"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text(f"name: {name}\nseed: {seed}\n")
+    metrics = {test_set: {"abnormal": {"auroc": {"value": 0.5, "ci_low": 0.4, "ci_high": 0.6}}}}
+    pd.DataFrame({"id": ids, "abnormal_true": y, "abnormal_prob": probs}).to_csv(
+        run / f"predictions_{test_set}.csv", index=False
+    )
+    for other, (oids, oy, op) in (extra or {}).items():
+        metrics[other] = {"abnormal": {"auroc": {"value": 0.5, "ci_low": 0.4, "ci_high": 0.6}}}
+        pd.DataFrame({"id": oids, "abnormal_true": oy, "abnormal_prob": op}).to_csv(
+            run / f"predictions_{other}.csv", index=False
+        )
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    return run
+
+
+def test_comparison_pairs_runs_by_seed_and_matches_the_paired_delong(tmp_path):
+    """Two experiments x 2 seeds on pROC's aSAH markers: each repeat gives pROC's known z and p."""
+    asah = pd.read_csv("tests/data/pROC_aSAH.csv")
+    ids = [f"R{i}" for i in range(len(asah))]
+    y = asah["poor_outcome"]
+    runs = {"wfns_model": [], "s100b_model": []}
+    for seed in (0, 1):
+        # the second experiment's predictions in another row order: pairing is by id, not by row
+        runs["wfns_model"].append(load_run(_fake_run(tmp_path, "wfns_model", seed, asah["wfns"], ids, y)))
+        rev = slice(None, None, -1)
+        runs["s100b_model"].append(
+            load_run(_fake_run(tmp_path, "s100b_model", seed, asah["s100b"][rev], ids[rev], y[rev]))
+        )
+    comparison = compare_experiments(runs)
+    tests = comparison["delong"]["s100b_model"]
+    assert [t["seed"] for t in tests] == [0, 1]
+    assert all(t["paired"] and t["statistic"] == pytest.approx(2.20898359144091) for t in tests)
+    md = comparison_markdown(comparison)
+    assert "median p 0.0272; 2/2 repeats p < 0.05" in md
+
+
+def test_test_sets_of_one_run_are_compared_unpaired_when_disjoint(tmp_path):
+    asah = pd.read_csv("tests/data/pROC_aSAH.csv")
+    ids = [f"R{i}" for i in range(len(asah))]
+    other_ids = [f"I{i}" for i in range(len(asah))]
+    y = asah["poor_outcome"]
+    run = _fake_run(
+        tmp_path, "m", 0, asah["wfns"], ids, y, extra={"image_label": (other_ids, y, asah["s100b"])}
+    )
+    (res,) = delong_across_test_sets(load_run(run))
+    assert res["sets"] == ["report_label", "image_label"] and not res["paired"]
+    assert res["statistic"] == pytest.approx(1.43490640926908) and res["p_value"] == pytest.approx(
+        0.152825378808796
+    )

@@ -191,6 +191,7 @@ def audit_labeller(
         raise LabelAuditError(f"threshold {threshold} is not in [0, 1].")
     if not labels:
         raise LabelAuditError("no labels to audit: name at least one label.")
+    labels = list(dict.fromkeys(labels))
     gold_id_column = gold_id_column or id_column
     pred_ids = _ids(predictions, id_column, predictions_name)
     gold_ids = _ids(gold, gold_id_column, gold_name)
@@ -296,6 +297,7 @@ def similar_pairs(
     rank: int = 128,
     n_common: int = 16384,
     max_cells: int = 25_000_000,
+    svd_sample: int = 10_000,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All pairs ``i < j`` of rows of ``X`` (unit length) with cosine similarity >= ``similarity``, exactly.
 
@@ -306,20 +308,27 @@ def similar_pairs(
     the subspace, so ``x_C.y_C = e_x.e_y + r_x.r_y <= e_x.e_y + |r_x||r_y|`` (Cauchy-Schwarz): a small
     dense product. The rare block is multiplied exactly as sparse matrices: rare features occur in few
     reports, so that product stays sparse. Pairs whose bound reaches the threshold are scored exactly;
-    no pair is missed. Memory: ``X`` plus ``max_cells`` float32 bound values per block of rows.
+    no pair is missed. Memory: ``X`` twice (its two column blocks), ``(rank + 1)`` floats per report and
+    ``max_cells`` float32 bounds per block of rows. ``svd_sample`` reports fit the subspace.
     """
     n, d = X.shape
     empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
     if n < 2:
         return empty
-    X = X.tocsr().astype(np.float32)
-    df = np.diff(X.tocsc().indptr)
+    X = X.tocsr().astype(np.float32, copy=False)
+    df = np.bincount(X.indices, minlength=d)  # reports per feature
     common = np.zeros(d, dtype=bool)
     common[np.argsort(-df, kind="stable")[: min(n_common, d)]] = True
     XC, XR = X[:, common], X[:, ~common].tocsr()
     k = min(rank, XC.shape[1] - 1, n - 1)
     if k >= 1:
-        _, _, vt = randomized_svd(XC, k, n_iter=4, random_state=0)
+        # Any orthonormal basis keeps the bound exact; one fitted on a sample of reports is nearly as tight.
+        fit = (
+            XC
+            if n <= svd_sample
+            else XC[np.sort(np.random.default_rng(0).choice(n, svd_sample, replace=False))]
+        )
+        _, _, vt = randomized_svd(fit, k, n_iter=3, random_state=0)
         E = np.asarray(XC @ vt.T, dtype=np.float32)
     else:
         E = np.zeros((n, 0), dtype=np.float32)
@@ -327,15 +336,15 @@ def similar_pairs(
     resid = np.sqrt(np.clip(norm2 - (E.astype(np.float64) ** 2).sum(axis=1), 0, None))
     # One extra coordinate carries the residual norm: [e, |r|].[e', |r'|] is the bound on the common part.
     E = np.hstack([E, resid[:, None].astype(np.float32)])
-    XRt = XR.T.tocsr()
     slack = 1e-4  # float32 rounding of the bound must not drop a pair that reaches the threshold exactly
     block = max(1, int(max_cells // n))
     out_i, out_j, out_s = [], [], []
     for start in range(0, n, block):
         stop = min(n, start + block)
         bound = E[start:stop] @ E[start:].T
-        rare = (XR[start:stop] @ XRt[:, start:]).tocoo()
-        bound[rare.row, rare.col] += rare.data
+        # Transposed, so that only the small block is converted to another sparse format, not the rest.
+        rare = (XR[start:] @ XR[start:stop].T).tocoo()
+        bound[rare.col, rare.row] += rare.data
         i, j = np.nonzero(bound >= similarity - slack)
         keep = j > i  # both offsets are relative to `start`: keep each pair once, above the diagonal
         i, j = i[keep] + start, j[keep] + start
@@ -391,6 +400,7 @@ def conflicting_duplicates(
         raise LabelAuditError(f"similarity {similarity} is not in (0, 1].")
     if not labels:
         raise LabelAuditError("no labels to compare: name at least one label column.")
+    labels = list(dict.fromkeys(labels))
     ids = _ids(table, id_column, source)
     _require_columns(table, [text_column], source, "text")
     _require_columns(table, list(labels), source, "label")
@@ -409,12 +419,11 @@ def conflicting_duplicates(
     frame = frame[frame.groupby("component")["row"].transform("size") >= 2]
     # A label conflicts when its annotated values in the group span 0 and 1 (min/max skip NaN).
     values = pd.DataFrame(y[frame["row"].to_numpy() - 1], columns=list(labels), index=frame.index)
-    values["component"] = frame["component"]
-    low, high = values.groupby("component").min(), values.groupby("component").max()
+    by_group = values.groupby(frame["component"].to_numpy())
+    low, high = by_group.min(), by_group.max()
     differs = (low == 0) & (high == 1)
-    conflict_of = {
-        comp: ";".join(lb for lb in labels if flags[lb]) for comp, flags in differs.iterrows() if flags.any()
-    }
+    differs = differs[differs.any(axis=1)]
+    conflict_of = {comp: ";".join(lb for lb in labels if flags[lb]) for comp, flags in differs.iterrows()}
     frame = frame[frame["component"].isin(list(conflict_of))].copy()
     if frame.empty:
         return pd.DataFrame(columns=columns)
@@ -431,6 +440,6 @@ def conflicting_duplicates(
     rows = frame["row"].to_numpy() - 1
     frame[id_column] = ids.to_numpy()[rows]
     for k, lb in enumerate(labels):
-        frame[lb] = y[rows, k]
+        frame[lb] = pd.array(np.where(np.isnan(y[rows, k]), pd.NA, y[rows, k]), dtype="Int64")
     frame[text_column] = texts.to_numpy()[rows]
     return frame.sort_values(["group", "row"])[columns].reset_index(drop=True)

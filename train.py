@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
@@ -29,6 +30,7 @@ from lightning_modules.encoders import EncoderUnavailableError, TextEncoder
 from lightning_modules.evaluation import CollectingEvaluator, keep_previous
 from lightning_modules.label_manifest import CheckpointManifestError
 from tools.experiment_setup import apply_demo, register_all
+from tools.optuna_sweep import SweepConfigError, run_sweep
 
 register_all()
 
@@ -39,6 +41,7 @@ USER_ERRORS = (
     EncoderUnavailableError,
     CheckpointManifestError,
     FileNotFoundError,
+    SweepConfigError,
 )
 
 
@@ -62,7 +65,11 @@ def optimized_metric(trainer: pl.Trainer, name: str) -> float | None:
     return None if value is None else float(value)
 
 
-def run(cfg: DictConfig, command_line: list[str] | None = None) -> float | None:
+def run(
+    cfg: DictConfig, command_line: list[str] | None = None, extra_callbacks: Sequence[pl.Callback] = ()
+) -> float | None:
+    """Train and test one configured run; return ``cfg.optimized_metric`` (``extra_callbacks``: e.g.
+    a sweep's pruning callback)."""
     if cfg.demo:
         cfg = apply_demo(cfg, command_line_overrides=command_line)
     run_dir = Path(cfg.paths.run_dir)
@@ -85,7 +92,7 @@ def run(cfg: DictConfig, command_line: list[str] | None = None) -> float | None:
         if hasattr(model, "tokenize") and hasattr(datamodule, "set_tokenizer"):
             datamodule.set_tokenizer(model.tokenize)  # a report model without an encoder (word2vec baseline)
 
-    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None] + list(extra_callbacks)
     loggers = [instantiate(lg) for lg in cfg.logger.values() if lg is not None]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
     for logger in trainer.loggers:
@@ -129,6 +136,8 @@ def main(cfg: DictConfig) -> float | None:
     with open_dict(cfg):
         cfg.paths.run_dir = hydra_cfg.runtime.output_dir
     try:
+        if cfg.get("sweep") is not None:
+            return run_sweep(cfg, run, command_line=list(hydra_cfg.overrides.task))
         return run(cfg, command_line=list(hydra_cfg.overrides.task))
     except (MissingMandatoryValue, InterpolationToMissingValueError) as err:
         raise SystemExit(

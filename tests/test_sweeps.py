@@ -1,0 +1,139 @@
+"""Optuna sweeps declared in sweeps/ (tools/optuna_sweep.py): validation-only objectives, failed
+trials recorded, continuation on rerun, pruning, and the best trial as a ready experiment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf, open_dict
+
+from tests.conftest import run_train
+from tools.experiment_setup import PROJECT_ROOT, register_all
+from tools.optuna_sweep import SweepConfigError, run_sweep, storage_for, sweep_dir
+
+register_all()
+
+
+def _cfg(tmp_path: Path, *overrides: str):
+    with initialize_config_dir(str(Path(PROJECT_ROOT) / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=alarm_binary", "sweep=alarm_lr", *overrides])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path)
+    return cfg
+
+
+def _load(cfg) -> optuna.Study:
+    return optuna.load_study(study_name=cfg.sweep.study_name, storage=storage_for(None, sweep_dir(cfg)))
+
+
+def test_sweep_file_has_the_search_space_and_is_validation_only(tmp_path):
+    cfg = _cfg(tmp_path)
+    assert cfg.sweep.metric.startswith("val/") and cfg.sweep.sampler.seed == cfg.seed
+    assert set(cfg.sweep.params) == {
+        "model.optimizer.lr",
+        "data.batch_size",
+        "model.mlp_hidden_size",
+        "model.dropout",
+    }
+    for metric in ("test/report_label/abnormal/auroc", "train/loss"):
+        with pytest.raises(SweepConfigError, match="validation metric"):
+            run_sweep(_cfg(tmp_path, f"sweep.metric={metric}"), run=lambda *a, **k: 0.0)
+    cfg = _cfg(tmp_path)
+    with open_dict(cfg):
+        cfg.sweep.params["model.no_such_key"] = {"type": "float", "low": 0, "high": 1}
+    with pytest.raises(SweepConfigError, match="no such config key"):
+        run_sweep(cfg, run=lambda *a, **k: 0.0)
+
+
+def test_trials_see_their_values_never_test_and_failures_are_recorded(tmp_path):
+    seen = []
+
+    def fake_run(cfg, command_line, extra_callbacks):
+        seen.append(cfg)
+        assert cfg.test is False and "sweep" not in cfg and cfg.optimized_metric == "val/loss"
+        assert f"model.dropout={cfg.model.dropout}" in " ".join(command_line).replace('"', "")
+        if len(seen) == 2:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return cfg.model.optimizer.lr * 1e4
+
+    cfg = _cfg(tmp_path, "sweep.n_trials=4")
+    best = run_sweep(cfg, run=fake_run)
+    study = _load(cfg)
+    states = [t.state for t in study.trials]
+    assert (
+        states.count(optuna.trial.TrialState.FAIL) == 1
+        and states.count(optuna.trial.TrialState.COMPLETE) == 3
+    )
+    failed = next(t for t in study.trials if t.state == optuna.trial.TrialState.FAIL)
+    assert "CUDA out of memory" in failed.user_attrs["error"]
+    assert best == pytest.approx(min(t.value for t in study.trials if t.value is not None))
+    # each trial its own run folder inside the sweep folder
+    assert len({c.paths.run_dir for c in seen}) == 4 and all(
+        str(sweep_dir(cfg)) in c.paths.run_dir for c in seen
+    )
+    table = pd.read_csv(sweep_dir(cfg) / "trials.csv")
+    assert list(table["state"]).count("FAIL") == 1
+    # a rerun continues the study: 2 more trials, none repeated
+    run_sweep(_cfg(tmp_path, "sweep.n_trials=6"), run=fake_run)
+    assert len(_load(cfg).trials) == 6 and len(seen) == 6
+
+
+def test_fail_fast_stops_at_the_first_failure(tmp_path):
+    def failing(cfg, command_line, extra_callbacks):
+        raise RuntimeError("broken")
+
+    with pytest.raises(RuntimeError, match="broken"):
+        run_sweep(_cfg(tmp_path, "sweep.fail_fast=true"), run=failing)
+
+
+@pytest.mark.slow
+def test_demo_sweep_prunes_resumes_and_its_best_trial_composes(tmp_path):
+    common = (
+        "experiment=alarm_binary",
+        "sweep=alarm_lr",
+        "demo=true",
+        f"paths.output_dir={tmp_path}",
+        f"paths.data_dir={tmp_path / 'd'}",
+    )
+    run_train(*common)
+    folder = tmp_path / "sweeps" / "alarm_lr_demo"
+    study = optuna.load_study(study_name="alarm_lr", storage=f"sqlite:///{folder / 'study.db'}")
+    assert len(study.trials) == 4
+    # rerun with 6 trials and a pruner that prunes every trial at its first report
+    run_train(
+        *common,
+        "sweep.n_trials=6",
+        "sweep.demo_n_trials=6",
+        "sweep.pruner._target_=optuna.pruners.ThresholdPruner",
+        "~sweep.pruner.n_startup_trials",
+        "~sweep.pruner.n_warmup_steps",
+        "+sweep.pruner.upper=0.0",
+    )
+    study = optuna.load_study(study_name="alarm_lr", storage=f"sqlite:///{folder / 'study.db'}")
+    states = [t.state for t in study.trials]
+    assert len(states) == 6 and states[4:] == [optuna.trial.TrialState.PRUNED] * 2
+    for name in (
+        "trials.csv",
+        "best_params.yaml",
+        "plots/optimization_history.png",
+        "plots/optimization_history.html",
+        "plots/param_importances.png",
+    ):
+        assert (folder / name).exists(), name
+    # the best trial is a ready experiment
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(
+        group="experiment",
+        name="swept_best",
+        node=OmegaConf.load(folder / "best_params.yaml"),
+        package="_global_",
+    )
+    with initialize_config_dir(str(Path(PROJECT_ROOT) / "configs"), version_base="1.3"):
+        best_cfg = compose("train", overrides=["experiment=swept_best"])
+    assert best_cfg.model.optimizer.lr == pytest.approx(study.best_params["model.optimizer.lr"])
+    assert best_cfg.data.batch_size == study.best_params["data.batch_size"]

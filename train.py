@@ -92,6 +92,9 @@ def run(
         if hasattr(model, "tokenize") and hasattr(datamodule, "set_tokenizer"):
             datamodule.set_tokenizer(model.tokenize)  # a report model without an encoder (word2vec baseline)
 
+    if cfg.logger.get("wandb") is not None and cfg.logger.wandb.get("job_type") is None:
+        with open_dict(cfg):
+            cfg.logger.wandb.job_type = "train" if cfg.train else "eval"
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None] + list(extra_callbacks)
     loggers = [instantiate(lg) for lg in cfg.logger.values() if lg is not None]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)

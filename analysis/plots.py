@@ -32,3 +32,31 @@ def plot_roc(curves: Mapping[str, tuple], path: str | Path, title: str) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def plot_roc_repeats(groups: Mapping[str, list[tuple]], path: str | Path, title: str) -> Path:
+    """Overlaid ROC curves of several experiments, every repeat as a thin line in its experiment's
+    colour; the legend gives the mean AUROC over the repeats. ``groups``: ``name: [(y, p), ...]``."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
+    for colour, (name, repeats) in zip(
+        plt.rcParams["axes.prop_cycle"].by_key()["color"], groups.items(), strict=False
+    ):
+        aucs = []
+        for i, (y, p) in enumerate(repeats):
+            fpr, tpr, _ = roc_curve(y, p)
+            aucs.append(roc_auc_score(y, p))
+            ax.plot(fpr, tpr, c=colour, lw=0.8, alpha=0.6, label=None if i else name)
+        ax.lines[-len(repeats)].set_label(
+            f"{name}: mean AUC {sum(aucs) / len(aucs):.3f} ({len(aucs)} repeats)"
+        )
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8)
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=title, xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

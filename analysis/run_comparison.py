@@ -81,7 +81,8 @@ def find_runs(path: str | Path) -> list[Run]:
     return [load_run(r) for r in runs]
 
 
-def _scored(pred: pd.DataFrame, label: str) -> pd.DataFrame:
+def scored_predictions(pred: pd.DataFrame, label: str) -> pd.DataFrame:
+    """``id, y, p`` of the reports with a known ``label`` in a predictions table (empty if absent)."""
     cols = {"id": "id", f"{label}_true": "y", f"{label}_prob": "p"}
     if not set(cols) <= set(pred.columns):
         return pd.DataFrame(columns=["id", "y", "p"])
@@ -91,7 +92,7 @@ def _scored(pred: pd.DataFrame, label: str) -> pd.DataFrame:
 
 def delong_between(a: pd.DataFrame, b: pd.DataFrame, label: str) -> dict[str, Any]:
     """DeLong test of ``label`` between two prediction tables (paired on shared ids, unpaired on disjoint)."""
-    sa, sb = _scored(a, label), _scored(b, label)
+    sa, sb = scored_predictions(a, label), scored_predictions(b, label)
     try:
         res = compare_aucs(sa["id"], sa["y"], sa["p"], sb["id"], sb["y"], sb["p"])
     except ValueError as err:

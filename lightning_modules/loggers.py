@@ -34,9 +34,14 @@ def wandb_logger(
     tags: Sequence[str] = (),
     name: str | None = None,
     offline: bool | None = None,
+    seed: int | None = None,
+    job_type: str | None = None,
     **kwargs,
 ) -> WandbLogger:
-    """A :class:`WandbLogger` grouped by experiment name; offline unless credentials exist (or ``offline`` is set)."""
+    """A :class:`WandbLogger` grouped by experiment name (``group``), typed by ``job_type`` (train, eval,
+    sweep) and tagged with the experiment's tags plus ``seed_<split seed>``; offline unless credentials
+    exist (or ``offline`` is set)."""
+    tags = [*tags, *([f"seed_{seed}"] if seed is not None else [])]
     if offline is None:
         offline = os.environ.get("WANDB_MODE") == "offline" or not wandb_credentials_available()
     if offline:
@@ -46,5 +51,12 @@ def wandb_logger(
         )
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     return WandbLogger(
-        project=project, save_dir=save_dir, group=group, tags=list(tags), name=name, offline=offline, **kwargs
+        project=project,
+        save_dir=save_dir,
+        group=group,
+        tags=list(dict.fromkeys(tags)),
+        name=name,
+        offline=offline,
+        job_type=job_type or "train",
+        **kwargs,
     )

@@ -66,6 +66,16 @@ def test_alarm_vs_word2vec_repeats_compare_with_delong_and_draw_the_figures(tmp_
     tests = comparison["delong"]["alarm_baseline_word2vec_10x"]
     assert len(tests) == 2 * 3 and all(t["paired"] and 0 <= t["p_value"] <= 1 for t in tests)
     md = (out / "comparison.md").read_text()
+    # the table shows the runs' own metrics.json numbers (mean over the two repeats)
+    aurocs = [
+        json.loads((w2v / s / "metrics.json").read_text())["image_label"]["abnormal"]["auroc"]["value"]
+        for s in "01"
+    ]
+    row = next(
+        line for line in md.split("## image_label")[1].splitlines() if line.startswith("| alarm_baseline")
+    )
+    assert row.split("|")[3].strip().startswith(f"{sum(aurocs) / 2:.3f} [")
+    assert (out / "comparison.html").exists() and (out / "plots" / "roc_image_label_abnormal.png").exists()
     assert "| alarm_baseline_word2vec_10x | 2 |" in md and "repeats p < 0.05" in md
     with pytest.raises(AssertionError, match="not empty"):
         _command("tools.compare_runs", str(alarm), str(w2v), "--out", str(out))  # nothing is overwritten

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf, open_dict
 
 from tests.conftest import run_train
 from tools.experiment_setup import PROJECT_ROOT, register_all
-from tools.optuna_sweep import SweepConfigError, run_sweep, storage_for, sweep_dir
+from tools.optuna_sweep import SweepConfigError, check_sweep, run_sweep, storage_for, sweep_dir
 
 register_all()
 
@@ -137,3 +137,87 @@ def test_demo_sweep_prunes_resumes_and_its_best_trial_composes(tmp_path):
         best_cfg = compose("train", overrides=["experiment=swept_best"])
     assert best_cfg.model.optimizer.lr == pytest.approx(study.best_params["model.optimizer.lr"])
     assert best_cfg.data.batch_size == study.best_params["data.batch_size"]
+
+
+@pytest.mark.parametrize("sweep", sorted(p.stem for p in (Path(PROJECT_ROOT) / "sweeps").glob("*.yaml")))
+def test_every_sweep_composes_with_its_experiment_and_is_validation_only(sweep):
+    with initialize_config_dir(str(Path(PROJECT_ROOT) / "configs"), version_base="1.3"):
+        probe = compose("train", overrides=[f"sweep={sweep}"])
+        cfg = compose("train", overrides=[f"experiment={probe.sweep.experiment}", f"sweep={sweep}"])
+    check_sweep(cfg)  # every parameter names a key of that experiment; the metric is val/...
+    assert cfg.optimized_metric == cfg.sweep.metric or cfg.sweep.metric.startswith("val/")
+
+
+def test_sweep_trials_log_to_wandb_as_sweep_jobs_with_trial_tags(tmp_path):
+    seen = []
+    cfg = _cfg(tmp_path, "logger=wandb", "sweep.n_trials=1")
+    run_sweep(cfg, run=lambda c, command_line, extra_callbacks: seen.append(c) or 0.5)
+    wandb_cfg = seen[0].logger.wandb
+    assert wandb_cfg.job_type == "sweep" and {"sweep_alarm_lr", "trial_0", "alarm"} <= set(wandb_cfg.tags)
+
+
+def test_wandb_report_is_built_without_a_server():
+    from tools.wandb_report import build_report
+
+    report = build_report(
+        "lab",
+        "reportsup",
+        ["alarm_binary_10x", "alarm_baseline_word2vec_10x"],
+        ["test/report_label/abnormal/auroc", "test/image_label/abnormal/auroc"],
+        ["roc/abnormal"],
+        comparison_md="| model | auroc |\n|---|---|\n| alarm | 0.99 |",
+        ablation_md="| ablation | AUROC |",
+    )
+    grid = next(b for b in report.blocks if type(b).__name__ == "PanelGrid")
+    assert [rs.name for rs in grid.runsets] == ["alarm_binary_10x", "alarm_baseline_word2vec_10x"]
+    assert "alarm_baseline_word2vec_10x" in grid.runsets[1].filters and "Group" in grid.runsets[1].filters
+    bars = [p for p in grid.panels if type(p).__name__ == "BarPlot"]
+    assert [b.metrics[0].name for b in bars] == [
+        "test/report_label/abnormal/auroc",
+        "test/image_label/abnormal/auroc",
+    ]
+    assert all(b.groupby_aggfunc == "mean" and b.groupby_rangefunc == "stderr" for b in bars)
+    assert any(type(p).__name__ == "MediaBrowser" and p.media_keys == ["roc/abnormal"] for p in grid.panels)
+    markdown = [b.text for b in report.blocks if type(b).__name__ == "MarkdownBlock"]
+    assert markdown == ["| model | auroc |\n|---|---|\n| alarm | 0.99 |", "| ablation | AUROC |"]
+    with pytest.raises(ValueError, match="group"):
+        build_report("lab", "reportsup", [], ["m"])
+
+
+@pytest.mark.slow
+def test_two_parallel_workers_share_one_journal_study(tmp_path):
+    """Two processes of the same command work on one study (journal storage), each asking for its
+    next trial when free: together they finish exactly the target, both contribute."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    args = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "experiment=alarm_binary",
+        "sweep=alarm_lr",
+        "demo=true",
+        "sweep.storage=journal",
+        "sweep.demo_n_trials=6",
+        f"paths.output_dir={tmp_path}",
+        f"paths.data_dir={tmp_path / 'd'}",
+    ]
+    run_train(*args[2:], "sweep.demo_n_trials=1")  # writes the demo data once, before the race
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    workers = [
+        subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    errors = [w.communicate()[1] for w in workers]
+    assert all(w.returncode == 0 for w in workers), errors
+    folder = tmp_path / "sweeps" / "alarm_lr_demo"
+    storage = storage_for("journal", folder)
+    study = optuna.load_study(study_name="alarm_lr", storage=storage)
+    finished = [t for t in study.trials if t.state.is_finished()]
+    assert 6 <= len(finished) <= 7  # MaxTrialsCallback: a worker may finish one trial it had started
+    assert len({t.user_attrs["worker"] for t in study.trials[1:]}) == 2

@@ -169,7 +169,13 @@ def test_wandb_logger_runs_offline_without_credentials(tmp_path):
     }
     assert list((media / "images" / "roc").glob("abnormal_*.png"))
     record = next(offline.glob("*.wandb")).read_bytes()
-    for needle in (b"test/report_label/abnormal/auroc", b"val/loss", b"unknown_policy", b"alarm_binary"):
+    for needle in (
+        b"test/report_label/abnormal/auroc",
+        b"val/loss",
+        b"unknown_policy",
+        b"alarm_binary",
+        b"seed_0",
+    ):
         assert needle in record, needle  # metrics, config and group are in the offline run
     assert (run / "csv").exists()  # CSV always
 

@@ -5,7 +5,9 @@
 Runs are grouped by experiment name (the first experiment named is the reference); every metric is
 shown as mean and 95 % CI over the repeats, and each other experiment is tested against the reference
 with DeLong's test on the same test reports within every repeat (runs matched by split seed).
-Writes ``comparison.md`` and ``comparison.json`` into a new folder (``--out``); nothing is overwritten.
+Writes ``comparison.md``, ``comparison.html`` (the same page with the figures), ``comparison.json`` and
+overlaid ROC curves per test set and label (``plots/roc_<set>_<label>.png``, every repeat a thin line)
+into a new folder (``--out``); nothing is overwritten.
 """
 
 from __future__ import annotations
@@ -16,7 +18,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from analysis.run_comparison import compare_experiments, comparison_markdown, find_runs
+from analysis.plots import plot_roc_repeats
+from analysis.run_comparison import (
+    Run,
+    compare_experiments,
+    comparison_markdown,
+    find_runs,
+    scored_predictions,
+)
 
 
 def compare_dirs(dirs: Sequence[str | Path], out_dir: str | Path) -> tuple[Path, Path]:
@@ -38,8 +47,46 @@ def compare_dirs(dirs: Sequence[str | Path], out_dir: str | Path) -> tuple[Path,
     comparison = compare_experiments(groups)
     json_path, md_path = out / "comparison.json", out / "comparison.md"
     json_path.write_text(json.dumps(comparison, indent=2))
-    md_path.write_text(comparison_markdown(comparison) + "\n")
+    md = comparison_markdown(comparison) + "\n" + roc_figures(groups, out)
+    md_path.write_text(md)
+    write_html(md, out / "comparison.html")
     return json_path, md_path
+
+
+def roc_figures(groups: dict[str, list[Run]], out: Path) -> str:
+    """One overlaid ROC figure per test set and label; returns the Markdown that shows them."""
+    keys = sorted(
+        {(s, lb) for runs in groups.values() for r in runs for s, per in r.metrics.items() for lb in per}
+    )
+    lines = ["## ROC curves", ""]
+    for test_set, label in keys:
+        curves = {}
+        for name, runs in groups.items():
+            repeats = []
+            for run in runs:
+                pred = run.predictions(test_set)
+                scored = scored_predictions(pred, label) if pred is not None else None
+                if scored is not None and 0 < scored["y"].sum() < len(scored):
+                    repeats.append((scored["y"].to_numpy(), scored["p"].to_numpy()))
+            if repeats:
+                curves[name] = repeats
+        if curves:
+            png = plot_roc_repeats(
+                curves, out / "plots" / f"roc_{test_set}_{label}.png", f"{test_set}: {label}"
+            )
+            lines.append(f"![ROC {test_set} {label}]({png.relative_to(out)})")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def write_html(md: str, path: Path) -> None:
+    import markdown
+
+    body = markdown.markdown(md, extensions=["tables"])
+    style = "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 6px}img{max-width:32em}"
+    path.write_text(
+        f"<!doctype html><html><head><meta charset=utf-8><title>Comparison</title><style>{style}</style></head><body>{body}</body></html>\n"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

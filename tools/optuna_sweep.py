@@ -38,6 +38,8 @@ import argparse
 import copy
 import json
 import logging
+import os
+import socket
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -131,6 +133,13 @@ def trial_config(cfg: DictConfig, values: Mapping[str, Any], number: int, folder
         trial_cfg.paths.run_dir = str(folder / f"trial_{number:04d}")
         trial_cfg.optimized_metric = cfg.sweep.metric
         trial_cfg.test = False  # sweeps choose on validation data only
+        if trial_cfg.get("logger") and trial_cfg.logger.get("wandb") is not None:
+            trial_cfg.logger.wandb.job_type = "sweep"
+            trial_cfg.logger.wandb.tags = [
+                *trial_cfg.logger.wandb.tags,
+                f"sweep_{cfg.sweep.study_name}",
+                f"trial_{number}",
+            ]
         del trial_cfg["sweep"]
     return trial_cfg
 
@@ -184,6 +193,7 @@ def run_sweep(
         values = suggest(trial, params)
         trial_cfg = trial_config(cfg, values, trial.number, folder)
         trial.set_user_attr("run_dir", trial_cfg.paths.run_dir)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         pruning = PyTorchLightningPruningCallback(trial, monitor=cfg.sweep.metric)
         # The trial's values also go in as command-line values: those win over the demo settings.
         forced = [f"{k}={json.dumps(v)}" for k, v in {**values, **trial_overrides(cfg)}.items()]

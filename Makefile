@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo ct-demo test test-fast lint bench clean-venv
+.PHONY: demo ct-demo test test-fast lint bench clean-venv slurm-cluster
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ ct-demo: $(STAMP)
 		--atlas average_ct=$$d/data/atlas/average_ct.nii.gz,$$d/data/atlas/average_ct_regions.nii.gz && \
 	$(PY) -m datamodules.head_ct $$d/registered/manifest_registered.csv --labels $$d/data/reports.csv \
 		--cache-dir $$d/cache --output-dir $$d/run
+
+# A one-node SLURM cluster (slurmctld, slurmd, munge; root on Linux) as the tests use it.
+slurm-cluster:
+	bash tests/slurm/start_cluster.sh
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from datamodules.splits import SplitError
 from lightning_modules.encoders import EncoderUnavailableError, TextEncoder
 from lightning_modules.evaluation import CollectingEvaluator, keep_previous
 from lightning_modules.label_manifest import CheckpointManifestError
-from tools.experiment_setup import apply_demo, register_all
+from tools.experiment_setup import apply_demo, register_all, requeued_checkpoint
 from tools.optuna_sweep import SweepConfigError, run_sweep
 
 register_all()
@@ -115,8 +116,12 @@ def run(
         )
 
     metric = None
+    ckpt_path = cfg.ckpt_path
+    if ckpt_path is None and (requeued := requeued_checkpoint(run_dir)) is not None:
+        rank_zero_info(f"[reportsup] requeued SLURM job: resuming from {requeued}")
+        ckpt_path = str(requeued)
     if cfg.train:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         metric = optimized_metric(trainer, cfg.optimized_metric)
     if cfg.test:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -138,11 +143,15 @@ def main(cfg: DictConfig) -> float | None:
         logging.getLogger(name).propagate = True
     with open_dict(cfg):
         cfg.paths.run_dir = hydra_cfg.runtime.output_dir
+    # As typed: an override such as output_dir=${paths.run_dir} must stay an interpolation here.
+    task_overrides = [str(o) for o in OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)]
     try:
         if cfg.get("sweep") is not None:
-            return run_sweep(cfg, run, command_line=list(hydra_cfg.overrides.task))
-        return run(cfg, command_line=list(hydra_cfg.overrides.task))
+            return run_sweep(cfg, run, command_line=task_overrides)
+        return run(cfg, command_line=task_overrides)
     except (MissingMandatoryValue, InterpolationToMissingValueError) as err:
+        if os.environ.get("REPORTSUP_DEBUG"):
+            raise
         raise SystemExit(
             f"reportsup: the config key '{err.full_key}' must be set, e.g. {err.full_key}=... on the "
             "command line (data.labels=[abnormal]) or in an experiment file."

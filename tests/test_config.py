@@ -97,3 +97,18 @@ def test_crossdl_discretizer_has_the_paper_settings():
         "data.max_train_sentences"
     ]
     assert sizes == "100,200,500,1000,1500,3000"
+
+
+@pytest.mark.parametrize("shape", ["slurm_cpu", "slurm_1gpu", "slurm_4gpu", "slurm_2x4gpu"])
+def test_slurm_launcher_shapes_put_one_task_per_device(shape):
+    cfg = _compose("experiment=damil_multiscale", f"launcher={shape}", "launcher.partition=gpu")
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
+    assert launcher.tasks_per_node == cfg.trainer.devices and launcher.nodes == cfg.trainer.num_nodes
+    assert cfg.trainer.strategy == "ddp" and launcher.max_num_timeout >= 1  # requeued on time-out
+    if shape != "slurm_cpu":
+        assert launcher.gpus_per_node == cfg.trainer.devices and cfg.trainer.accelerator == "gpu"
+
+
+def test_local_launcher_is_the_default():
+    assert _compose("experiment=alarm_binary").hydra.launcher._target_.endswith("BasicLauncher")

@@ -43,6 +43,7 @@ def run_dir(output_root: str, name: str, ckpt_path: str | None = None) -> str:
 
 
 _MULTIRUN_DIR: dict[str, str] = {}
+MULTIRUN_DIR_ENV = "REPORTSUP_MULTIRUN_DIR"
 
 
 def multirun_dir(output_root: str, name: str) -> str:
@@ -53,10 +54,24 @@ def multirun_dir(output_root: str, name: str) -> str:
     puts every job of one multirun under one folder, where the summary finds them.
     """
     if "dir" not in _MULTIRUN_DIR:
-        _MULTIRUN_DIR["dir"] = str(
+        # SLURM jobs of a multirun (hydra-submitit) re-compose the config in their own processes; the
+        # environment, which sbatch passes on, carries the folder the launching process chose.
+        _MULTIRUN_DIR["dir"] = os.environ.get(MULTIRUN_DIR_ENV) or str(
             Path(output_root) / name / ("multirun_" + time.strftime("%Y-%m-%d_%H-%M-%S") + slurm_suffix())
         )
+        os.environ[MULTIRUN_DIR_ENV] = _MULTIRUN_DIR["dir"]
     return _MULTIRUN_DIR["dir"]
+
+
+def requeued_checkpoint(run_dir: str | Path) -> Path | None:
+    """``<run>/checkpoints/last.ckpt`` when this SLURM job was requeued (preemption, time-out,
+    ``scontrol requeue``) and has one: the restarted job resumes there instead of from epoch 0."""
+    if int(os.environ.get("SLURM_RESTART_COUNT") or 0) < 1:
+        return None
+    if list(Path(run_dir).glob("hpc_ckpt_*.ckpt")):
+        return None  # Lightning saved one on the warning signal and restores it itself (newer than last.ckpt)
+    last = Path(run_dir) / "checkpoints" / "last.ckpt"
+    return last if last.is_file() else None
 
 
 def hydra_subdir(ckpt_path: str | None = None) -> str:
@@ -113,6 +128,7 @@ GROUPS = (
     "paths",
     "experiment",
     "sweep",
+    "launcher",
     "debug",
     "local",
 )

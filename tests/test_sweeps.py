@@ -209,9 +209,14 @@ def test_two_parallel_workers_share_one_journal_study(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     workers = [
         subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            [*args, f"+sweep_worker={i}"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
-        for _ in range(2)
+        for i in range(2)
     ]
     errors = [w.communicate()[1] for w in workers]
     assert all(w.returncode == 0 for w in workers), errors
@@ -221,3 +226,5 @@ def test_two_parallel_workers_share_one_journal_study(tmp_path):
     finished = [t for t in study.trials if t.state.is_finished()]
     assert 6 <= len(finished) <= 7  # MaxTrialsCallback: a worker may finish one trial it had started
     assert len({t.user_attrs["worker"] for t in study.trials[1:]}) == 2
+    # differently seeded workers: no two trials drew the same parameters
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == len(study.trials)

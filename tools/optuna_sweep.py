@@ -156,6 +156,29 @@ def trial_overrides(cfg: DictConfig) -> dict[str, Any]:
     return out
 
 
+def worker_index(cfg: DictConfig) -> int:
+    """This worker's number: the SLURM array task id, else ``+sweep_worker=<i>``, else 0."""
+    return int(os.environ.get("SLURM_ARRAY_TASK_ID") or cfg.get("sweep_worker") or 0)
+
+
+def worker_sampler(
+    cfg: DictConfig, storage: optuna.storages.BaseStorage
+) -> optuna.samplers.BaseSampler | None:
+    """The configured sampler, its seed offset by the worker index and the trials already in the study:
+    parallel workers must not draw the same random points, and a rerun must not repeat the first
+    run's; the same history and worker give the same suggestions (reproducible)."""
+    if not cfg.sweep.get("sampler"):
+        return None
+    sampler_cfg = OmegaConf.to_container(cfg.sweep.sampler, resolve=True)
+    if sampler_cfg.get("seed") is not None:
+        try:
+            existing = len(optuna.load_study(study_name=cfg.sweep.study_name, storage=storage).trials)
+        except KeyError:  # a new study
+            existing = 0
+        sampler_cfg["seed"] = int(sampler_cfg["seed"]) + 100_003 * worker_index(cfg) + existing
+    return instantiate(sampler_cfg)
+
+
 def n_trials(cfg: DictConfig) -> int:
     return (
         int(cfg.sweep.get("demo_n_trials") or cfg.sweep.n_trials)
@@ -172,10 +195,11 @@ def run_sweep(
 
     check_sweep(cfg)
     folder = sweep_dir(cfg)
+    storage = storage_for(cfg.sweep.get("storage"), folder)
     study = optuna.create_study(
         study_name=cfg.sweep.study_name,
-        storage=storage_for(cfg.sweep.get("storage"), folder),
-        sampler=instantiate(cfg.sweep.sampler) if cfg.sweep.get("sampler") else None,
+        storage=storage,
+        sampler=worker_sampler(cfg, storage),
         pruner=instantiate(cfg.sweep.pruner) if cfg.sweep.get("pruner") else None,
         direction=cfg.sweep.direction,
         load_if_exists=True,

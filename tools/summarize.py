@@ -98,6 +98,10 @@ class MultirunSummary(Callback):
     """Hydra callback: summarise the sweep directory once every job of the multirun has returned."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.get("sweep") is not None:
+            # sweep workers: their trials live in the study's folder (trials.csv, best_params.yaml)
+            print("[reportsup] sweep workers finished: see reportsup-sweep-status for the study")
+            return
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
             json_path, md_path = summarize_multirun(sweep_dir)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,48 +37,10 @@ from datamodules.report_sections import (
     MissingFindingsError,
     findings_sentences,
 )
-from datamodules.report_table import ReportTableError
+from datamodules.report_table import ReportTableError, count_rows, read_chunks
 from lightning_modules.discretizer import DiscretizerModule
 
 PASS_THROUGH = ("report_id", "patient_id", "scan_id", "image")
-
-
-def read_chunks(path: Path, chunk_size: int) -> Iterator[pd.DataFrame]:
-    """The table in chunks of ``chunk_size`` rows, without loading a large file at once."""
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".csv":
-            yield from pd.read_csv(
-                path, dtype=str, keep_default_na=False, chunksize=chunk_size, index_col=False
-            )
-        elif suffix == ".parquet":
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_size):
-                yield batch.to_pandas()
-        elif suffix == ".jsonl":
-            yield from pd.read_json(path, lines=True, dtype=False, chunksize=chunk_size)
-        else:
-            raise ReportTableError(
-                f"{path}: unsupported file type '{path.suffix}'. Use .csv, .parquet or .jsonl."
-            )
-    except (ValueError, OSError, pd.errors.ParserError) as err:
-        if isinstance(err, ReportTableError):
-            raise
-        raise ReportTableError(f"{path}: cannot be read: {str(err)[:300]}") from err
-
-
-def count_rows(path: Path) -> int | None:
-    """Rows in the table, for the progress bar: Parquet metadata, the id column of a CSV (texts may span
-    lines), a line count for JSONL."""
-    if path.suffix.lower() == ".parquet":
-        return pq.ParquetFile(path).metadata.num_rows
-    if path.suffix.lower() == ".csv":
-        try:
-            return len(pd.read_csv(path, usecols=["report_id"], dtype=str))
-        except (ValueError, pd.errors.ParserError):
-            return None
-    with path.open("rb") as f:
-        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-    return max(lines - (path.suffix.lower() == ".csv"), 0)
 
 
 class Discretizer:

@@ -1,0 +1,122 @@
+"""reportsup-label: streaming, resumable, sharded labelling of a report archive with bad rows listed."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from lightning_modules.alarm import ALARMClassifier
+from tools.bulk_label import label_archive, main
+
+
+def _checkpoint(tiny_encoder, path, seed=0):
+    torch.manual_seed(seed)
+    model = ALARMClassifier(tiny_encoder, ["abnormal", "mass"], optimizer=torch.optim.Adam)
+    torch.save({"state_dict": model.state_dict(), "label_manifest": model.label_manifest()}, path)
+    return path
+
+
+@pytest.fixture
+def archive(synthetic_dir, tmp_path):
+    table = pd.read_csv(synthetic_dir / "reports.csv")[["report_id", "patient_id", "text"]].head(230).copy()
+    table.loc[3, "text"] = "   "
+    table.loc[40, "report_id"] = table.loc[39, "report_id"]
+    table.loc[120, "text"] = "caf\ufffd"
+    path = tmp_path / "archive.csv"
+    table.to_csv(path, index=False)
+    return path, table
+
+
+def _read(out):
+    return pd.concat([pd.read_parquet(p) for p in sorted(out.glob("part-*.parquet"))], ignore_index=True)
+
+
+def test_archive_is_labelled_in_parts_with_errors_listed_and_the_labeller_recorded(
+    tiny_encoder, archive, tmp_path
+):
+    path, table = archive
+    ckpt = _checkpoint(tiny_encoder, tmp_path / "a.ckpt")
+    out = tmp_path / "labels"
+    counts = label_archive(ckpt, path, out, chunk_size=50, batch_size=16, progress=False)
+    assert counts["reports"] == 227 and counts["errors"] == 3
+    errors = pd.read_csv(out / "errors.csv")
+    assert errors["row"].tolist() == [5, 42, 122]  # file rows (header = 1)
+    assert errors["reason"].tolist() == [
+        "empty text",
+        "report_id repeated",
+        "text contains U+FFFD (decoded from a wrong encoding)",
+    ]
+    labelled = _read(out)
+    assert len(labelled) == 227 and set(labelled.columns) >= {
+        "report_id",
+        "abnormal_prob",
+        "abnormal",
+        "mass_prob",
+        "mass",
+    }
+    assert len(list(out.glob("part-*.parquet"))) == 5  # one part per chunk of 50
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (
+        manifest["label_manifest"]["labels"] == ["abnormal", "mass"]
+        and len(manifest["checkpoint_sha256"]) == 64
+    )
+    meta = pq.read_schema(next(out.glob("part-*.parquet"))).metadata
+    assert meta[b"reportsup_checkpoint_sha256"].decode() == manifest["checkpoint_sha256"]
+    # probabilities do not depend on the length-sorted batching
+    model = ALARMClassifier.from_checkpoint(ckpt)
+    row = labelled.iloc[17]
+    text = table.set_index("report_id").loc[row["report_id"], "text"]
+    batch = model.encoder.tokenize([text])
+    with torch.inference_mode():
+        p = torch.sigmoid(model(batch["input_ids"], batch["attention_mask"]))[0, 0].item()
+    assert row["abnormal_prob"] == pytest.approx(p, abs=1e-5)
+
+
+def test_rerun_resumes_and_another_checkpoint_is_refused(tiny_encoder, archive, tmp_path):
+    path, _ = archive
+    ckpt = _checkpoint(tiny_encoder, tmp_path / "a.ckpt")
+    out = tmp_path / "labels"
+    label_archive(ckpt, path, out, chunk_size=50, progress=False)
+    first = _read(out)
+    (out / "part-000002.parquet").unlink()  # as if the job died before this part was committed
+    (out / "part-000003.parquet.tmp123").write_bytes(b"half-written")
+    counts = label_archive(ckpt, path, out, chunk_size=50, progress=False)
+    assert (
+        counts["reports"] == 49 and counts["skipped_done"] == 178 and counts["errors"] == 3
+    )  # row 122 is in part 2
+    pd.testing.assert_frame_equal(_read(out), first)
+    other = _checkpoint(tiny_encoder, tmp_path / "b.ckpt", seed=1)
+    with pytest.raises(FileExistsError, match="another checkpoint"):
+        label_archive(other, path, out, chunk_size=50, progress=False)
+
+
+def test_shards_cover_the_archive_once(tiny_encoder, archive, tmp_path):
+    path, _ = archive
+    ckpt = _checkpoint(tiny_encoder, tmp_path / "a.ckpt")
+    single, sharded = tmp_path / "single", tmp_path / "sharded"
+    label_archive(ckpt, path, single, chunk_size=50, progress=False)
+    for shard in (0, 1):
+        label_archive(ckpt, path, sharded, chunk_size=50, shard=shard, shards=2, progress=False)
+    pd.testing.assert_frame_equal(_read(sharded), _read(single))
+    assert pd.read_csv(sharded / "errors.csv").equals(pd.read_csv(single / "errors.csv"))
+
+
+def test_int8_quantisation_reports_its_agreement_and_bad_input_is_named(
+    tiny_encoder, archive, tmp_path, capsys
+):
+    path, _ = archive
+    ckpt = _checkpoint(tiny_encoder, tmp_path / "a.ckpt")
+    counts = label_archive(
+        ckpt, path, tmp_path / "q", chunk_size=100, quantize="int8", check_agreement=50, progress=False
+    )
+    agreement = counts["int8_agreement"]
+    assert agreement["n"] == 50 and 0.0 <= agreement["label_agreement"] <= 1.0
+    assert "int8_agreement" in json.loads((tmp_path / "q" / "manifest.json").read_text())
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"id": ["a"], "text": ["x"]}).to_csv(bad, index=False)
+    with pytest.raises(SystemExit, match="missing column"):
+        main([str(ckpt), str(bad), str(tmp_path / "o"), "--no-progress"])

@@ -273,6 +273,17 @@ def test_crossdl_discretizer_demo_reaches_f1_09_and_its_checkpoint_labels_report
     gold = reports.loc[ok.to_numpy(), [c for c in labels.columns if "__" in c and not c.startswith("scan__")]]
     agreement = (labels.loc[ok, gold.columns].to_numpy() == gold.to_numpy()).mean()
     assert agreement > 0.99  # cell-wise agreement of pseudo labels with the lesion specification
+    # the same checkpoint through the resumable bulk labeller gives the same matrices
+    from tools.bulk_label import label_archive
+
+    label_archive(ckpt, tmp_path / "new.csv", tmp_path / "bulk", chunk_size=150, progress=False)
+    bulk = pd.concat([pd.read_parquet(p) for p in sorted((tmp_path / "bulk").glob("part-*.parquet"))])
+    assert (
+        len(bulk) == 400
+        and json.loads((tmp_path / "bulk" / "manifest.json").read_text())["label_manifest"]["task"]
+        == "crossdl_discretizer"
+    )
+    pd.testing.assert_frame_equal(bulk.reset_index(drop=True)[labels.columns], labels, check_dtype=False)
 
 
 def test_crossdl_trainsize_multirun_summarises_each_size(tmp_path):

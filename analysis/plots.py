@@ -23,15 +23,7 @@ def plot_roc(curves: Mapping[str, tuple], path: str | Path, title: str) -> Path:
         )
         interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if len(ci) == 2 else ""
         ax.plot(fpr.numpy(), tpr.numpy(), label=f"{name}: AUC {auc:.3f}{interval}, n={len(y)}")
-    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8)
-    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=title, xlim=(0, 1), ylim=(0, 1.01))
-    ax.legend(loc="lower right", fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save_roc_figure(fig, ax, title, path)
 
 
 def plot_roc_repeats(groups: Mapping[str, list[tuple]], path: str | Path, title: str) -> Path:
@@ -51,6 +43,11 @@ def plot_roc_repeats(groups: Mapping[str, list[tuple]], path: str | Path, title:
         ax.lines[-len(repeats)].set_label(
             f"{name}: mean AUC {sum(aucs) / len(aucs):.3f} ({len(aucs)} repeats)"
         )
+    return _save_roc_figure(fig, ax, title, path)
+
+
+def _save_roc_figure(fig: plt.Figure, ax: plt.Axes, title: str, path: str | Path) -> Path:
+    """Chance diagonal, axes, legend; saved as ``path`` (folders created)."""
     ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8)
     ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=title, xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(loc="lower right", fontsize=7)

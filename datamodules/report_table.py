@@ -54,21 +54,41 @@ def _row(i: int) -> int:
     return int(i) + 1
 
 
+NOT_UTF8, EMPTY_TEXT, REPLACEMENT_CHAR = (
+    "text is not valid UTF-8",
+    "empty text",
+    "text contains U+FFFD (decoded from a wrong encoding)",
+)
+
+
+def text_problem(text: object) -> str | None:
+    """Why a report text cannot be used (:data:`NOT_UTF8`, :data:`EMPTY_TEXT`, :data:`REPLACEMENT_CHAR`),
+    or None. Shared by the table reader (which raises) and bulk labelling (which lists the row)."""
+    if isinstance(text, bytes):
+        try:
+            text.decode("utf-8")
+        except UnicodeDecodeError:
+            return NOT_UTF8
+    if text is None or (isinstance(text, float) and np.isnan(text)) or not str(text).strip():
+        return EMPTY_TEXT
+    if "\ufffd" in str(text):
+        return REPLACEMENT_CHAR
+    return None
+
+
 def check_text_column(df: pd.DataFrame, path: Path, id_column: str = "report_id") -> None:
     for i, text in enumerate(df["text"]):
-        if isinstance(text, bytes):
-            try:
-                text.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise ReportTableError(
-                    f"{path}, row {_row(i)}, column 'text': not valid UTF-8. Re-encode the text as UTF-8."
-                ) from err
-        if text is None or (isinstance(text, float) and np.isnan(text)) or not str(text).strip():
+        problem = text_problem(text)
+        if problem == NOT_UTF8:
+            raise ReportTableError(
+                f"{path}, row {_row(i)}, column 'text': not valid UTF-8. Re-encode the text as UTF-8."
+            )
+        if problem == EMPTY_TEXT:
             raise ReportTableError(
                 f"{path}, row {_row(i)} ({id_column}={df[id_column].iloc[i]!r}), column 'text': empty report text. "
                 "Remove the row or fill in the report."
             )
-        if "\ufffd" in str(text):
+        if problem == REPLACEMENT_CHAR:
             raise ReportTableError(
                 f"{path}, row {_row(i)} ({id_column}={df[id_column].iloc[i]!r}), column 'text': contains U+FFFD, "
                 "the mark of text decoded from a wrong encoding. Re-export the reports as UTF-8."

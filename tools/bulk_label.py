@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
-from datamodules.report_table import ReportTableError, count_rows, read_chunks
+from datamodules.report_table import ReportTableError, count_rows, read_chunks, text_problem
 
 MANIFEST = "manifest.json"
 
@@ -63,16 +63,8 @@ def check_rows(chunk: pd.DataFrame, first_row: int, seen: set[str]) -> tuple[pd.
         reason = None
         if rid is None or (isinstance(rid, float) and np.isnan(rid)) or not str(rid).strip():
             reason = "no report_id"
-        elif isinstance(text, bytes):
-            try:
-                text.decode("utf-8")
-                reason = None
-            except UnicodeDecodeError:
-                reason = "text is not valid UTF-8"
-        elif text is None or (isinstance(text, float) and np.isnan(text)) or not str(text).strip():
-            reason = "empty text"
-        elif "\ufffd" in str(text):
-            reason = "text contains U+FFFD (decoded from a wrong encoding)"
+        else:
+            reason = text_problem(text)
         if reason is None and str(rid) in seen:
             reason = "report_id repeated"
         if reason:

@@ -59,6 +59,23 @@ def _launch(env, *overrides: str) -> subprocess.Popen:
     )
 
 
+def _finish(proc: subprocess.Popen, env: dict[str, str], output: Path, timeout: float = 600) -> str:
+    """The launcher's output once it exits; on a time-out, the jobs are cancelled and the failure shows
+    the queue, the jobs' own logs and the daemons' logs (the launcher's output alone does not say why)."""
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        return out
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        queue = subprocess.run(["squeue", "-l"], env=env, capture_output=True, text=True).stdout
+        subprocess.run(["scancel", "--user=root"], env=env, check=False)
+        logs = sorted(output.glob("**/.submitit/*/*_log.*"))
+        conf = Path(env["SLURM_CONF"]).parent / "log"
+        tails = [f"== {p}\n{p.read_text()[-2500:]}" for p in [*logs, *sorted(conf.glob("*.log"))]]
+        pytest.fail(f"no result after {timeout} s\n{out[-2000:]}\n{queue}\n" + "\n".join(tails))
+
+
 def _run_dir(output: Path) -> Path:
     (multirun,) = list((output / "alarm_binary").iterdir())
     (run,) = [p for p in multirun.iterdir() if p.is_dir() and not p.name.startswith(".")]
@@ -69,7 +86,7 @@ def test_two_task_ddp_job_trains_identical_replicas_and_writes_metrics_once(slur
     proc = _launch(
         slurm_env, "trainer.max_epochs=1", f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'd'}"
     )
-    out, _ = proc.communicate(timeout=900)
+    out = _finish(proc, slurm_env, tmp_path)
     assert proc.returncode == 0, out[-4000:]
     run = _run_dir(tmp_path)
     job_id = run.name.split("_")[1]
@@ -98,7 +115,7 @@ def test_requeued_job_resumes_from_its_checkpoint(slurm_env, tmp_path):
     run = last.parent.parent
     job_id = run.name.split("_")[1]
     subprocess.run(["scontrol", "requeue", job_id], check=True, env=slurm_env)
-    out, _ = proc.communicate(timeout=900)
+    out = _finish(proc, slurm_env, tmp_path)
     assert proc.returncode == 0, out[-4000:]
     assert (run / "metrics.json").exists()
     log = (run / "train.log").read_text()

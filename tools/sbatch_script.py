@@ -70,7 +70,8 @@ def sbatch_script(cfg: DictConfig, overrides: Sequence[str]) -> str:
         "",
         f"mkdir -p {shlex.quote(str(output_dir / name))}",
         f"cd {shlex.quote(str(PROJECT_ROOT))}",
-        f"srun {command}",
+        # one failed rank ends the job instead of leaving the others waiting for it in DDP set-up
+        f"srun --kill-on-bad-exit=1 {command}",
         "",
     ]
     return "\n".join(lines)

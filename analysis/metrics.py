@@ -22,11 +22,20 @@ def _nan_div(a: float, b: float) -> float:
     return a / b if b > 0 else float("nan")
 
 
-def binary_metrics(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """All :data:`METRICS` for one label; NaN where a metric is undefined on these data."""
+def confusion_counts(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.5) -> dict[str, int]:
+    """``{tp, tn, fp, fn}`` with ``prob > threshold`` positive (torchmetrics' convention)."""
     y = torch.as_tensor(np.asarray(y_true), dtype=torch.long)
     p = torch.as_tensor(np.asarray(y_prob), dtype=torch.float32)
-    tp, fp, tn, fn, _ = (float(v) for v in binary_stat_scores(p, y, threshold=threshold))
+    tp, fp, tn, fn, _ = (int(v) for v in binary_stat_scores(p, y, threshold=threshold))
+    return {"tp": tp, "tn": tn, "fp": fp, "fn": fn}
+
+
+def binary_metrics(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """All :data:`METRICS` for one label; NaN where a metric is undefined on these data."""
+    c = confusion_counts(y_true, y_prob, threshold)
+    tp, fp, tn, fn = (float(c[k]) for k in ("tp", "fp", "tn", "fn"))
+    y = torch.as_tensor(np.asarray(y_true), dtype=torch.long)
+    p = torch.as_tensor(np.asarray(y_prob), dtype=torch.float32)
     n_pos, n_neg = tp + fn, tn + fp
     sens, spec = _nan_div(tp, n_pos), _nan_div(tn, n_neg)
     auroc = float(binary_auroc(p, y)) if n_pos > 0 and n_neg > 0 else float("nan")

@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torchmetrics.functional.classification import binary_roc  # noqa: E402
 
@@ -52,6 +53,46 @@ def _save_roc_figure(fig: plt.Figure, ax: plt.Axes, title: str, path: str | Path
     ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=title, xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_confusion(counts: Mapping[str, int], path: str | Path, title: str) -> Path:
+    """A 2x2 confusion matrix ``{tp, tn, fp, fn}`` with counts and row shares (spine study, Figures 3-4:
+    "both in absolute and relative terms"), drawn by scikit-learn's ``ConfusionMatrixDisplay``."""
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    matrix = np.array([[counts["tn"], counts["fp"]], [counts["fn"], counts["tp"]]])
+    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(3.6, 3.4), dpi=120)
+    disp = ConfusionMatrixDisplay(shares, display_labels=["absent", "present"])
+    disp.plot(ax=ax, cmap="Blues", colorbar=False, values_format=".2f", im_kw={"vmin": 0, "vmax": 1})
+    names = [["TN", "FP"], ["FN", "TP"]]
+    for (i, j), text in np.ndenumerate(disp.text_):
+        text.set_text(f"{names[i][j]} {matrix[i, j]}\n{shares[i, j]:.2f}")
+    ax.set(title=title, xlabel="predicted", ylabel="reference")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_occlusion(fused: np.ndarray, maps: Mapping[str, np.ndarray], path: str | Path, title: str) -> Path:
+    """The coronal (R) and sagittal (B) views of a fused image ``(3, H, W)`` in [0, 1], each with its
+    occlusion map over it (spine study, Figure 6: blue low, red high importance)."""
+    fig, axes = plt.subplots(1, 2, figsize=(7.5, 4), dpi=120)
+    limit = max(float(np.abs(m).max()) for m in maps.values()) or 1.0
+    for ax, (view, channel) in zip(axes, (("coronal", 0), ("sagittal", 2)), strict=True):
+        ax.imshow(fused[channel], cmap="gray", vmin=0, vmax=1)
+        im = ax.imshow(maps[view], cmap="jet", alpha=0.45, vmin=-limit, vmax=limit)
+        ax.set(title=view, xticks=[], yticks=[])
+    fig.colorbar(im, ax=axes, shrink=0.8, label="output drop when occluded")
+    fig.suptitle(title, fontsize=9)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

@@ -18,15 +18,14 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchmetrics.classification import BinaryAUROC
 
 from lightning_modules.encoders import TextEncoder
 from lightning_modules.losses import masked_bce_with_logits
 from lightning_modules.pooling import AttentionPooling
-from lightning_modules.report_model import ReportModel
+from lightning_modules.report_model import ReportModel, ValidationAUROC
 
 
-class ALARMClassifier(ReportModel):
+class ALARMClassifier(ValidationAUROC, ReportModel):
     """Report -> one probability per label in ``labels``.
 
     Args:
@@ -64,7 +63,7 @@ class ALARMClassifier(ReportModel):
             nn.Dropout(dropout),
             nn.Linear(mlp_hidden_size, len(self.labels)),
         )
-        self.val_auroc = nn.ModuleList([BinaryAUROC() for _ in self.labels])
+        self.init_validation_auroc()
 
     # -- model --------------------------------------------------------------------------------
     def forward(
@@ -85,26 +84,6 @@ class ALARMClassifier(ReportModel):
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(batch["input_ids"], batch["attention_mask"])
         return masked_bce_with_logits(logits.float(), batch["targets"]), logits
-
-    def update_validation_metrics(self, batch: dict[str, torch.Tensor], logits: torch.Tensor) -> None:
-        probs = torch.sigmoid(logits.float())
-        for j, metric in enumerate(self.val_auroc):
-            known = ~torch.isnan(batch["targets"][:, j])
-            if known.any():
-                metric.update(probs[known, j], batch["targets"][known, j].long())
-
-    def on_validation_epoch_end(self) -> None:
-        values = []
-        for label, metric in zip(self.labels, self.val_auroc, strict=True):
-            if metric.update_count:
-                value = metric.compute()
-                values.append(value)
-                if len(self.labels) > 1:
-                    self.log(f"val/{label}/auroc", value, sync_dist=True)
-            metric.reset()
-        if values:
-            # already synchronised by torchmetrics; sync_dist only silences Lightning's DDP warning
-            self.log("val/auroc", torch.stack(values).mean(), prog_bar=True, sync_dist=True)
 
     def predict_step(
         self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0

@@ -47,6 +47,7 @@ class TextEncoder(nn.Module):
         source: str,
         lowercase: bool = True,
         max_length: int = 512,
+        line_breaks_to_spaces: bool = False,
     ) -> None:
         super().__init__()
         if getattr(model, "pooler", None) is not None:
@@ -58,6 +59,7 @@ class TextEncoder(nn.Module):
         self.name = name
         self.source = source
         self.lowercase = lowercase
+        self.line_breaks_to_spaces = line_breaks_to_spaces
         self.max_length = min(max_length, getattr(model.config, "max_position_embeddings", max_length))
 
     @property
@@ -65,6 +67,8 @@ class TextEncoder(nn.Module):
         return int(self.model.config.hidden_size)
 
     def preprocess(self, text: str) -> str:
+        if self.line_breaks_to_spaces:  # the spine study's preprocessing ("line terminators with spaces")
+            text = " ".join(text.splitlines())
         return text.lower() if self.lowercase else text
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -103,6 +107,7 @@ class TextEncoder(nn.Module):
             "name": self.name,
             "source": self.source,
             "lowercase": self.lowercase,
+            "line_breaks_to_spaces": self.line_breaks_to_spaces,
             "max_length": self.max_length,
             "tokenizer_sha256": digest,
             "files": files,
@@ -123,6 +128,7 @@ class TextEncoder(nn.Module):
             manifest["source"],
             manifest["lowercase"],
             manifest["max_length"],
+            manifest.get("line_breaks_to_spaces", False),  # manifests before the spine component lack it
         )
 
 
@@ -157,6 +163,7 @@ def pretrained_encoder(
     path: str | None = None,
     lowercase: bool = True,
     max_length: int = 512,
+    line_breaks_to_spaces: bool = False,
 ) -> TextEncoder:
     """A pretrained hub encoder (e.g. BioBERT) from ``path`` if given, else the hub cache, else the hub.
 
@@ -174,7 +181,7 @@ def pretrained_encoder(
             AutoModel.from_pretrained(source, **kwargs),
             AutoTokenizer.from_pretrained(source, **kwargs),
         )
-        return TextEncoder(model, tokenizer, name, source, lowercase, max_length)
+        return TextEncoder(model, tokenizer, name, source, lowercase, max_length, line_breaks_to_spaces)
 
     if path:
         if not Path(path).is_dir():
@@ -314,6 +321,7 @@ def tiny_bert_encoder(
     max_length: int = 256,
     lowercase: bool = True,
     save_dir: str | None = None,
+    line_breaks_to_spaces: bool = False,
 ) -> TextEncoder:
     """A randomly initialised small BERT and a WordPiece tokenizer trained on ``train_texts``
     (once per run when ``save_dir`` is given: see :func:`shared_wordpiece_tokenizer`)."""
@@ -338,4 +346,5 @@ def tiny_bert_encoder(
         "trained-on-train-split",
         lowercase,
         max_length,
+        line_breaks_to_spaces,
     )

@@ -22,8 +22,8 @@ import pandas as pd
 import torch
 from lightning.pytorch.loggers import WandbLogger
 
-from analysis.metrics import patient_bootstrap_ci
-from analysis.plots import plot_roc
+from analysis.metrics import confusion_counts, patient_bootstrap_ci
+from analysis.plots import plot_confusion, plot_roc
 
 _STARTED = time.strftime("%Y%m%d-%H%M%S")
 
@@ -114,12 +114,14 @@ class CollectingEvaluator(pl.Callback):
         """The metrics printed at the end of a run (all of them unless a subclass picks)."""
         return self.metrics
 
-    def bootstrap(self, y: np.ndarray, p: np.ndarray, patients: np.ndarray) -> dict[str, dict[str, float]]:
+    def bootstrap(
+        self, y: np.ndarray, p: np.ndarray, patients: np.ndarray, threshold: float | None = None
+    ) -> dict[str, dict[str, float]]:
         res = patient_bootstrap_ci(
             y.astype(int),
             p,
             patients,
-            threshold=self.threshold,
+            threshold=self.threshold if threshold is None else threshold,
             n_bootstrap=self.n_bootstrap,
             ci=self.ci,
             seed=self.seed,
@@ -145,7 +147,38 @@ class CollectingEvaluator(pl.Callback):
 
 
 class TestSetEvaluator(CollectingEvaluator):
-    """Per test set and label: metrics with patient-bootstrap CIs, predictions and ROC plots (ALARM)."""
+    """Per test set and label: metrics with patient-bootstrap CIs, predictions and ROC plots (ALARM).
+
+    With ``confusion_matrix`` also the TP/TN/FP/FN counts in ``metrics.json`` and a confusion-matrix PNG
+    per test set and label (spine study, Tables 1-3 and Figures 3-4).
+    """
+
+    def __init__(self, *args: Any, confusion_matrix: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.confusion_matrix = confusion_matrix
+
+    def score(
+        self,
+        trainer: pl.Trainer,
+        name: str,
+        label: str,
+        y: np.ndarray,
+        p: np.ndarray,
+        patients: np.ndarray,
+        threshold: float | None = None,
+    ) -> dict[str, Any]:
+        """Metrics of one label on one test set (known targets only) at ``threshold`` (default
+        ``self.threshold``); ``name`` also names the confusion-matrix file."""
+        threshold = self.threshold if threshold is None else threshold
+        res = self.bootstrap(y, p, patients, threshold)
+        if self.confusion_matrix:
+            counts = confusion_counts(y, p, threshold)
+            res.update({k: {"value": v} for k, v in counts.items()})
+            png = self.output_dir / "plots" / f"confusion_{safe_filename(name)}_{safe_filename(label)}.png"
+            keep_previous(png)
+            plot_confusion(counts, png, title=f"{label} ({name}, cut-off {threshold:.3g})")
+            log_image(trainer, f"confusion/{name}/{label}", png)
+        return res
 
     def evaluate(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, gathered: dict[str, dict[str, np.ndarray]]
@@ -155,8 +188,9 @@ class TestSetEvaluator(CollectingEvaluator):
         roc_curves: dict[str, dict[str, tuple]] = {lb: {} for lb in labels}
         for name, g in gathered.items():
             table = trainer.datamodule.test_table(name).iloc[g["index"]]
+            id_column = getattr(trainer.datamodule, "id_column", "report_id")  # session_id for images
             pred = pd.DataFrame(
-                {"id": table["report_id"].to_numpy(), "patient_id": table["patient_id"].to_numpy()}
+                {"id": table[id_column].to_numpy(), "patient_id": table["patient_id"].to_numpy()}
             )
             metrics[name] = {}
             for j, label in enumerate(labels):
@@ -166,7 +200,9 @@ class TestSetEvaluator(CollectingEvaluator):
                 known = ~np.isnan(y)
                 if not known.any():
                     continue
-                res = self.bootstrap(y[known], p[known], pred["patient_id"].to_numpy()[known])
+                res = self.score(
+                    trainer, name, label, y[known], p[known], pred["patient_id"].to_numpy()[known]
+                )
                 metrics[name][label] = res
                 if 0 < y[known].sum() < known.sum():
                     auc = res["auroc"]

@@ -36,6 +36,7 @@ def build_manifest(
         "encoder": dict(encoder_manifest),
         "text_preprocessing": {
             "lowercase": encoder_manifest.get("lowercase"),
+            "line_breaks_to_spaces": encoder_manifest.get("line_breaks_to_spaces", False),
             "max_length": encoder_manifest.get("max_length"),
             "tokenizer_sha256": encoder_manifest.get("tokenizer_sha256"),
         },

@@ -9,6 +9,8 @@ from typing import Any, ClassVar
 
 import lightning.pytorch as pl
 import torch
+from torch import nn
+from torchmetrics.classification import BinaryAUROC
 
 from lightning_modules.encoders import TextEncoder
 from lightning_modules.label_manifest import build_manifest, check_manifest
@@ -118,3 +120,32 @@ class ReportModel(pl.LightningModule):
         model.on_load_checkpoint(checkpoint)
         model.load_state_dict(checkpoint["state_dict"])
         return model.eval()
+
+
+class ValidationAUROC:
+    """Mixin for report classifiers: per-label validation AUROC on the known targets, logged as
+    ``val/<label>/auroc`` (several labels) and their mean ``val/auroc``. Call :meth:`init_validation_auroc`
+    in ``__init__`` after ``self.labels`` is set."""
+
+    def init_validation_auroc(self) -> None:
+        self.val_auroc = nn.ModuleList([BinaryAUROC() for _ in self.labels])
+
+    def update_validation_metrics(self, batch: dict[str, torch.Tensor], logits: torch.Tensor) -> None:
+        probs = torch.sigmoid(logits.float())
+        for j, metric in enumerate(self.val_auroc):
+            known = ~torch.isnan(batch["targets"][:, j])
+            if known.any():
+                metric.update(probs[known, j], batch["targets"][known, j].long())
+
+    def on_validation_epoch_end(self) -> None:
+        values = []
+        for label, metric in zip(self.labels, self.val_auroc, strict=True):
+            if metric.update_count:
+                value = metric.compute()
+                values.append(value)
+                if len(self.labels) > 1:
+                    self.log(f"val/{label}/auroc", value, sync_dist=True)
+            metric.reset()
+        if values:
+            # already synchronised by torchmetrics; sync_dist only silences Lightning's DDP warning
+            self.log("val/auroc", torch.stack(values).mean(), prog_bar=True, sync_dist=True)

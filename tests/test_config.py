@@ -30,7 +30,7 @@ def test_every_experiment_composes(name):
     assert cfg.name == name
     assert cfg.data._target_ and cfg.model._target_ and cfg.data.demo._target_
     # Report models read text through an encoder; image models (DaMIL) and the word2vec baseline have none.
-    no_encoder = name.startswith(("damil", "alarm_baseline_word2vec"))
+    no_encoder = name.startswith(("damil", "alarm_baseline_word2vec", "spine_resnet18"))
     assert cfg.get("encoder") is None if no_encoder else cfg.encoder._target_
 
 
@@ -42,6 +42,29 @@ def test_damil_multiscale_has_the_paper_values():
     assert cfg.data.batch_size == 1 and list(cfg.data.spatial_size) == [160, 160, 80]
     assert cfg.callbacks.early_stopping.patience == 3
     assert cfg.callbacks.model_checkpoint.monitor == "val/region_mil"
+
+
+@pytest.mark.parametrize("regime", ["1step", "2steps", "step2only"])
+def test_spine_image_regimes_have_the_paper_values(regime):
+    cfg = _compose(f"experiment=spine_resnet18_{regime}")
+    opt = cfg.model.optimizer
+    assert (opt._target_, opt.lr, opt.momentum, cfg.data.batch_size) == ("torch.optim.SGD", 0.001, 0.9, 32)
+    assert list(cfg.data.image_size) == [512, 512] and cfg.data.green_channel == "zeros"
+    assert cfg.model.weights == "IMAGENET1K_V1" and cfg.trainer.max_epochs == 200
+    assert cfg.callbacks.early_stopping.monitor == "val/loss" and cfg.callbacks.occlusion.patch == 80
+    assert cfg.data.train_on == ("machine" if regime == "1step" else "refinement")
+    assert cfg.hydra.mode.name == "MULTIRUN" and len(cfg.hydra.sweeper.params.finding.split(",")) == 12
+    assert _compose(f"experiment=spine_resnet18_{regime}", "demo=true").hydra.mode.name == "RUN"
+
+
+def test_spine_nlp_has_the_paper_settings():
+    cfg = _compose("experiment=spine_nlp")
+    assert cfg.encoder.name == "dbmdz/bert-base-italian-uncased"
+    assert cfg.encoder.lowercase and cfg.encoder.line_breaks_to_spaces
+    assert cfg.model.class_weighting == "balanced" and cfg.trainer.max_epochs == 20
+    assert cfg.callbacks.model_checkpoint.monitor == "val/loss"
+    assert list(cfg.data.labels) == ["instrumentation"] and cfg.hydra.mode.name == "MULTIRUN"
+    assert len(_compose("experiment=spine_nlp_multihead").data.labels) == 12
 
 
 def test_alarm_binary_has_the_paper_defaults():

@@ -3,7 +3,7 @@
     reportsup-label outputs/alarm_binary/<run>/checkpoints/best-epoch03.ckpt archive.parquet labels/
     reportsup-label CKPT archive.csv labels/ --shards 8      # in a SLURM job array of 8 tasks (or --shard 3)
 
-ALARM (any reportsup report classifier: one probability per label) and the Cross-DL discretizer
+ALARM and spine NLP (report classifiers: one probability per label) and the Cross-DL discretizer
 (region x type matrices) checkpoints are recognised from their label manifest. The archive (CSV,
 Parquet or JSONL with ``report_id`` and ``text``) is streamed in chunks (bounded memory). Within a
 chunk, reports are sorted by length and padded per batch (no pad-to-512); inference runs under
@@ -77,15 +77,27 @@ def check_rows(chunk: pd.DataFrame, first_row: int, seen: set[str]) -> tuple[pd.
     )
 
 
+def classifier_class(task: str | None) -> type | None:
+    """The report classifier (one sigmoid output per label) of a manifest task, or None."""
+    from lightning_modules.alarm import ALARMClassifier
+    from lightning_modules.spine_report import SpineReportClassifier
+
+    return {cls.TASK: cls for cls in (ALARMClassifier, SpineReportClassifier)}.get(task)
+
+
 class ClassifierLabeller:
-    """A reportsup report classifier (ALARM; one sigmoid output per label) applied to reports."""
+    """A reportsup report classifier (ALARM, spine NLP; one sigmoid output per label) applied to reports."""
 
     def __init__(
-        self, checkpoint: Path, batch_size: int, device: torch.device, precision: str, quantize: str | None
+        self,
+        checkpoint: Path,
+        batch_size: int,
+        device: torch.device,
+        precision: str,
+        quantize: str | None,
+        model_class: type,
     ) -> None:
-        from lightning_modules.alarm import ALARMClassifier
-
-        self.model = ALARMClassifier.from_checkpoint(checkpoint).to(device).eval()
+        self.model = model_class.from_checkpoint(checkpoint).to(device).eval()
         self.device, self.batch_size, self.precision = device, batch_size, precision
         if quantize == "int8":
             if device.type != "cpu":
@@ -161,12 +173,12 @@ def make_labeller(
     task = (torch.load(checkpoint, map_location="cpu", weights_only=False).get("label_manifest") or {}).get(
         "task"
     )
-    if task == "alarm_report_classifier":
-        return ClassifierLabeller(checkpoint, batch_size, device, precision, quantize)
+    if (model_class := classifier_class(task)) is not None:
+        return ClassifierLabeller(checkpoint, batch_size, device, precision, quantize, model_class)
     if task == "crossdl_discretizer":
         return DiscretizerLabeller(checkpoint, batch_size, device, precision, quantize)
     raise ValueError(
-        f"{checkpoint}: a checkpoint of task {task!r}; reportsup-label labels with report models (ALARM, discretizer)."
+        f"{checkpoint}: a checkpoint of task {task!r}; reportsup-label labels with report models (ALARM, spine NLP, discretizer)."
     )
 
 

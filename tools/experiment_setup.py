@@ -86,6 +86,12 @@ def auto_precision() -> str:
     return "32-true"
 
 
+def demo_run_mode(mode: str, demo: bool) -> str:
+    """``hydra.mode`` of experiments that sweep one model per label (the spine findings): ``RUN`` under
+    demo=true, whose recipe trains one multi-label model instead, else ``mode``."""
+    return "RUN" if str(demo).lower() == "true" else mode
+
+
 def register_resolvers() -> None:
     for name, fn in (
         ("run_dir", run_dir),
@@ -93,6 +99,7 @@ def register_resolvers() -> None:
         ("hydra_subdir", hydra_subdir),
         ("slurm_suffix", slurm_suffix),
         ("auto_precision", auto_precision),
+        ("demo_run_mode", demo_run_mode),
     ):
         if not OmegaConf.has_resolver(name):
             # Cached: the run directory must not change between the places that resolve it.
@@ -154,8 +161,17 @@ def apply_demo(
             pass  # an image model: no text encoder to swap in
         elif not any(o.split("=")[0].lstrip("+~") == "encoder" for o in command_line_overrides or []):
             cfg.encoder = OmegaConf.load(root / "configs" / "encoder" / f"{demo_encoder}.yaml")
+        if cfg.get("encoder") is not None and overrides.get("encoder_options"):
+            cfg.encoder = OmegaConf.merge(
+                cfg.encoder, overrides["encoder_options"]
+            )  # e.g. the paper's preprocessing
         for key, value in data_values.items():
-            cfg.data[key] = value
+            # A dotted key is a full config path: a recipe that trains a previous stage (the spine
+            # 2steps regime) hands over its checkpoint as model.init_checkpoint.
+            if "." in key:
+                OmegaConf.update(cfg, key, value, force_add=True)
+            else:
+                cfg.data[key] = value
         for key in ("model", "trainer", "data", "callbacks"):
             if key in overrides:
                 extra = overrides[key]

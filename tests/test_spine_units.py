@@ -1,0 +1,148 @@
+"""Spine component, fast parts: view fusion, DICOM MONOCHROME1, Youden cut-offs, class-balanced loss,
+occlusion maps, and the views table's errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+import torch
+from PIL import Image
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from analysis.youden import youden_cutoff
+from datamodules.radiographs import fuse_views, read_radiograph, resize_view
+from datamodules.spine_xray import SpineDataError, pair_views
+from lightning_modules.losses import balanced_class_weights, class_weighted_bce_with_logits
+from lightning_modules.occlusion import occlusion_maps
+from lightning_modules.spine_evaluation import strict_threshold
+
+
+def _dicom(path, pixels: np.ndarray, photometric: str, window: tuple[float, float] | None = None):
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientID = "DX", "P1"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    if window:
+        ds.WindowCenter, ds.WindowWidth = window
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_fusion_puts_coronal_in_red_sagittal_in_blue_and_green_as_configured():
+    cor, sag = torch.full((1, 4, 4), 0.2), torch.full((1, 4, 4), 0.9)
+    fused = fuse_views(cor, sag)
+    assert fused.shape == (3, 4, 4)
+    assert torch.all(fused[0] == 0.2) and torch.all(fused[2] == 0.9) and torch.all(fused[1] == 0)
+    assert torch.allclose(fuse_views(cor, sag, "mean")[1], torch.full((4, 4), 0.55))
+    assert torch.all(fuse_views(cor, sag, "sagittal")[1] == 0.9)
+    with pytest.raises(ValueError, match="green_channel"):
+        fuse_views(cor, sag, "blue")
+
+
+def test_resize_ignores_the_aspect_ratio():
+    out = resize_view(np.random.default_rng(0).random((300, 120)), (64, 64))
+    assert out.shape == (1, 64, 64)
+
+
+def test_monochrome1_is_inverted_and_the_files_window_is_applied(tmp_path):
+    ramp = np.tile(np.linspace(0, 4095, 32), (16, 1))
+    m2 = read_radiograph(_dicom(tmp_path / "m2.dcm", ramp, "MONOCHROME2"))
+    m1 = read_radiograph(_dicom(tmp_path / "m1.dcm", 4095 - ramp, "MONOCHROME1"))
+    assert m2[0, 0] == pytest.approx(0, abs=1e-3) and m2[0, -1] == pytest.approx(1, abs=1e-3)
+    np.testing.assert_allclose(m1, m2, atol=1e-3)  # stored inverted, read back bone-bright
+    narrow = read_radiograph(_dicom(tmp_path / "w.dcm", ramp, "MONOCHROME2", window=(2048, 1024)))
+    assert narrow[0, 0] == 0 and narrow[0, -1] == 1 and 0 < narrow[0, 16] < 1  # saturated outside the window
+    png = tmp_path / "v.png"
+    Image.fromarray((ramp / 4095 * 255).astype(np.uint8)).save(png)
+    np.testing.assert_allclose(read_radiograph(png), m2, atol=1 / 255 + 1e-3)
+
+
+def test_an_unreadable_image_names_its_file(tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="broken.png"):
+        read_radiograph(bad)
+
+
+def test_youden_cutoff_on_known_data():
+    # negatives 0.1..0.4, positives 0.35..0.9: at 0.5, J = 4/5 + 1 - 1 (at 0.35 only 1 + 3/4 - 1)
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1])
+    s = np.array([0.1, 0.2, 0.3, 0.4, 0.35, 0.5, 0.6, 0.8, 0.9])
+    res = youden_cutoff(y, s)
+    assert res["cutoff"] == pytest.approx(0.5) and res["j"] == pytest.approx(0.8)
+    assert res["sensitivity"] == pytest.approx(0.8) and res["specificity"] == 1.0
+    # a tie of J (0.35 and 0.6 both give 0.75 without the 0.5 case) keeps the more specific cut-off
+    assert youden_cutoff(np.delete(y, 5), np.delete(s, 5))["cutoff"] == pytest.approx(0.6)
+    # applied with torchmetrics' strict ">" the cut-off itself still counts as positive
+    assert np.float32(0.35) > strict_threshold(0.35)
+    with pytest.raises(ValueError, match="one class"):
+        youden_cutoff(np.ones(4), s[:4])
+
+
+def test_balanced_class_weights_equal_sklearns_and_the_loss_is_their_weighted_mean():
+    from sklearn.utils.class_weight import compute_class_weight
+
+    y = torch.tensor([[1.0], [0.0], [0.0], [0.0], [float("nan")]])
+    w = balanced_class_weights(y)
+    expected = compute_class_weight("balanced", classes=np.array([0, 1]), y=np.array([1, 0, 0, 0]))
+    np.testing.assert_allclose(w[:, 0].numpy(), expected)
+    logits = torch.tensor([[0.5], [-1.0], [0.2], [0.0], [3.0]])
+    two_class = torch.nn.functional.cross_entropy(
+        torch.cat([torch.zeros(4, 1), logits[:4]], dim=1), y[:4, 0].long(), weight=w[:, 0]
+    )
+    assert class_weighted_bce_with_logits(logits, y, w).item() == pytest.approx(two_class.item(), rel=1e-5)
+
+
+class _QuadrantOfRed(torch.nn.Module):
+    """Output 0 = mean of the red (coronal) channel in the top-left 16x16 square: a planted 'finding'."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, 0, :16, :16].mean(dim=(1, 2)).unsqueeze(1)
+
+
+def test_occlusion_maps_have_the_image_shape_and_find_the_planted_region():
+    image = torch.rand(3, 48, 48)
+    maps = occlusion_maps(_QuadrantOfRed(), image, target=0, patch=8, stride=4)
+    assert maps["coronal"].shape == (48, 48) and maps["sagittal"].shape == (48, 48)
+    cor = maps["coronal"]
+    assert cor[:16, :16].mean() > 10 * abs(cor[32:, 32:].mean()) + 1e-6
+    assert np.abs(maps["sagittal"]).max() == 0  # occluding the sagittal view changes nothing here
+
+
+def _views(rows) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["session_id", "patient_id", "view", "image", "report_id"]).astype(str)
+
+
+def test_views_table_errors_name_the_session_and_rows(tmp_path):
+    img = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(img)
+    ok = _views([["S1", "P1", "coronal", img, "R1"], ["S1", "P1", "Sagittal", img, "R1"]])
+    assert pair_views(ok, tmp_path / "views.csv")["sagittal"].iloc[0] == str(img)
+    with pytest.raises(SpineDataError, match=r"session S2 \(rows 4\) has no sagittal"):
+        pair_views(pd.concat([ok, _views([["S2", "P2", "coronal", img, "R2"]])]), tmp_path / "views.csv")
+    three = _views([["S1", "P1", v, img, "R1"] for v in ("coronal", "sagittal", "sagittal")])
+    with pytest.raises(SpineDataError, match="has 3 images"):
+        pair_views(three, tmp_path / "views.csv")
+    with pytest.raises(SpineDataError, match=r"not found: S1 coronal .*missing.png"):
+        pair_views(
+            _views(
+                [["S1", "P1", "coronal", tmp_path / "missing.png", "R1"], ["S1", "P1", "sagittal", img, "R1"]]
+            ),
+            tmp_path / "v.csv",
+        )
+    with pytest.raises(SpineDataError, match="view must be one of"):
+        pair_views(
+            _views([["S1", "P1", "lateral", img, "R1"], ["S1", "P1", "coronal", img, "R1"]]),
+            tmp_path / "v.csv",
+        )
+    assert pydicom  # the DICOM writer above uses it

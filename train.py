@@ -30,6 +30,7 @@ from datamodules.splits import SplitError
 from lightning_modules.encoders import EncoderUnavailableError, TextEncoder
 from lightning_modules.evaluation import CollectingEvaluator, keep_previous
 from lightning_modules.label_manifest import CheckpointManifestError
+from lightning_modules.spine import PretrainedWeightsUnavailableError
 from tools.experiment_setup import apply_demo, register_all, requeued_checkpoint
 from tools.optuna_sweep import SweepConfigError, run_sweep
 
@@ -43,6 +44,7 @@ USER_ERRORS = (
     CheckpointManifestError,
     FileNotFoundError,
     SweepConfigError,
+    PretrainedWeightsUnavailableError,
 )
 
 

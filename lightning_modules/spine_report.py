@@ -24,6 +24,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from lightning_modules.encoders import TextEncoder
 from lightning_modules.losses import balanced_class_weights, class_weighted_bce_with_logits
+from lightning_modules.pooling import AttentionPooling
 from lightning_modules.report_model import ReportModel, ValidationAUROC
 
 
@@ -38,10 +39,13 @@ class SpineReportClassifier(ValidationAUROC, ReportModel):
         class_weighting: ``balanced`` (paper: "automatic weight balancing") or ``none``.
         dropout: before the classification layer (BERT's hidden dropout).
         threshold: decision threshold (0.5: the argmax of the two-class softmax).
+        pooling: ``cls`` (the paper's BERT sequence classifier: [CLS] through dense + tanh) or
+            ``attention`` (ALARM's attention pooling over the tokens; the demo's from-scratch tiny BERT
+            learns it in a few epochs, the [CLS] vector only in many).
     """
 
     TASK = "spine_report_classifier"
-    REBUILD_KWARGS = ("dropout", "threshold", "class_weighting")
+    REBUILD_KWARGS = ("dropout", "threshold", "class_weighting", "pooling")
 
     def __init__(
         self,
@@ -53,13 +57,19 @@ class SpineReportClassifier(ValidationAUROC, ReportModel):
         class_weighting: str = "balanced",
         dropout: float = 0.1,
         threshold: float = 0.5,
+        pooling: str = "cls",
     ) -> None:
         super().__init__(encoder, labels, optimizer, scheduler, threshold)
         if class_weighting not in ("balanced", "none"):
             raise ValueError(f"model.class_weighting={class_weighting!r}: choose balanced or none.")
+        if pooling not in ("cls", "attention"):
+            raise ValueError(f"model.pooling={pooling!r}: choose cls (the paper) or attention.")
         self.save_hyperparameters(ignore=["encoder", "optimizer", "scheduler"])
         hidden = encoder.hidden_size
-        self.pooler = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh())  # BERT's [CLS] pooler
+        if pooling == "cls":
+            self.pooler = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh())  # BERT's [CLS] pooler
+        else:
+            self.attention = AttentionPooling(hidden)
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, len(self.labels)))
         # (negative, positive) weight per finding; set from the training split at fit start and saved in
         # the checkpoint, so a resumed run and the manifest know what the model was trained with.
@@ -67,8 +77,10 @@ class SpineReportClassifier(ValidationAUROC, ReportModel):
         self.init_validation_auroc()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, n_findings)`` from the [CLS] token."""
+        """Logits ``(B, n_findings)`` from the [CLS] token (or the attention-pooled tokens)."""
         tokens = self.encoder(input_ids, attention_mask)
+        if self.hparams.pooling == "attention":
+            return self.classifier(self.attention(tokens, attention_mask)[0])
         return self.classifier(self.pooler(tokens[:, 0]))
 
     def on_fit_start(self) -> None:

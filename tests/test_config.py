@@ -61,9 +61,14 @@ def test_spine_nlp_has_the_paper_settings():
     cfg = _compose("experiment=spine_nlp")
     assert cfg.encoder.name == "dbmdz/bert-base-italian-uncased"
     assert cfg.encoder.lowercase and cfg.encoder.line_breaks_to_spaces
-    assert cfg.model.class_weighting == "balanced" and cfg.trainer.max_epochs == 20
+    assert (
+        cfg.model.class_weighting == "balanced"
+        and cfg.trainer.max_epochs == 20
+        and cfg.model.pooling == "cls"
+    )
     assert cfg.callbacks.model_checkpoint.monitor == "val/loss"
     assert list(cfg.data.labels) == ["instrumentation"] and cfg.hydra.mode.name == "MULTIRUN"
+    assert _compose("experiment=spine_nlp", "demo=true").hydra.mode.name == "RUN"
     assert len(_compose("experiment=spine_nlp_multihead").data.labels) == 12
 
 

@@ -23,6 +23,10 @@ def test_missing_local_encoder_path(tmp_path):
 def test_minilm_loads_offline_and_round_trips_through_its_manifest():
     enc = minilm_encoder()
     assert enc.hidden_size == 384
+    # from_pretrained hands the model over in eval mode; fine-tuning needs its dropout back
+    assert all(m.training for m in enc.modules())
+    spaced = minilm_encoder(line_breaks_to_spaces=True)
+    assert spaced.preprocess("Lieve SCOLIOSI\nsinistro-convessa") == "lieve scoliosi sinistro-convessa"
     batch = enc.tokenize(["No acute infarct.", "Large mass."])
     assert enc(**batch).shape[:2] == batch["input_ids"].shape
     rebuilt = TextEncoder.from_manifest(enc.manifest())

@@ -172,3 +172,49 @@ def test_generated_sbatch_script_runs_a_two_rank_job(slurm_env, tmp_path):
     )
     digests = {json.loads((run / f"parameter_digest_rank{r}.json").read_text())["sha256"] for r in (0, 1)}
     assert len(digests) == 1
+
+
+def test_sweep_workers_run_as_one_job_array_sharing_one_study(slurm_env, tmp_path):
+    import optuna
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "-m",
+            "experiment=alarm_binary",
+            "sweep=alarm_lr",
+            "demo=true",
+            "launcher=slurm_cpu",
+            "trainer.devices=1",
+            "trainer.strategy=auto",
+            "+sweep_worker=range(0,2)",
+            "sweep.storage=journal",
+            "sweep.demo_n_trials=4",
+            "data.demo.n_reports=600",
+            "callbacks.evaluator.n_bootstrap=50",
+            "trainer.max_epochs=1",
+            f"paths.output_dir={tmp_path}",
+            f"paths.data_dir={tmp_path / 'd'}",
+        ],
+        cwd=ROOT,
+        env=slurm_env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    out = _finish(proc, slurm_env, tmp_path)
+    assert proc.returncode == 0, out[-4000:]
+    from optuna.storages.journal import JournalFileBackend
+
+    journal = tmp_path / "sweeps" / "alarm_lr_demo" / "journal.log"
+    study = optuna.load_study(
+        study_name="alarm_lr", storage=optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
+    )
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 4  # the workers stop at the study's total: no batch overrun
+    # one job array (<job>_0, <job>_1), and both workers took trials from the shared study
+    logs = {p.name.split("_log")[0] for p in tmp_path.glob("alarm_binary/*/.submitit/*/*_log.out")}
+    assert len(logs) == 2 and len({name.rsplit("_", 2)[0] for name in logs}) == 1, logs
+    assert len({t.user_attrs["worker"] for t in complete}) == 2

@@ -179,6 +179,11 @@ def apply_demo(
                     # The base demo settings name text-model keys (optimizer.lr); a model without
                     # them (DaMIL) keeps only the settings meant for it.
                     extra = {k: v for k, v in extra.items() if k in cfg.model}
+                    # Another optimizer class takes other arguments (Adam has no momentum): replace it.
+                    demo_opt = extra.get("optimizer") or {}
+                    if "_target_" in demo_opt and demo_opt["_target_"] != cfg.model.optimizer.get("_target_"):
+                        cfg.model.optimizer = demo_opt
+                        extra = {k: v for k, v in extra.items() if k != "optimizer"}
                 cfg[key] = OmegaConf.merge(cfg[key], extra)
         # What the user typed wins over the demo settings.
         for key, value in command_line_values(command_line_overrides or []).items():

@@ -146,3 +146,25 @@ def test_views_table_errors_name_the_session_and_rows(tmp_path):
             tmp_path / "v.csv",
         )
     assert pydicom  # the DICOM writer above uses it
+
+
+def test_init_checkpoint_folder_resolves_to_the_run_of_the_same_finding(tmp_path):
+    from lightning_modules.spine import SpineResNet, state_digest
+
+    paths = {}
+    for finding in ("scoliosis", "fractures"):
+        model = SpineResNet([finding], torch.optim.SGD, weights=None)
+        ckpt = tmp_path / f"0_{finding}" / "checkpoints" / "best-epoch03.ckpt"
+        ckpt.parent.mkdir(parents=True)
+        state = {f"network.{k}": v for k, v in model.network.state_dict().items()}
+        torch.save({"state_dict": state, "label_manifest": model.label_manifest()}, ckpt)
+        paths[finding] = (ckpt, state_digest(model.network.state_dict()))
+    refined = SpineResNet(
+        ["fractures"], torch.optim.SGD, weights="IMAGENET1K_V1", init_checkpoint=str(tmp_path)
+    )
+    assert refined.init["source"] == "checkpoint" and refined.init["file"] == str(
+        paths["fractures"][0].resolve()
+    )
+    assert refined.init["state_sha256"] == paths["fractures"][1]  # no ImageNet download: the checkpoint wins
+    with pytest.raises(FileNotFoundError, match="0 best checkpoints"):
+        SpineResNet(["osteoporosis"], torch.optim.SGD, weights=None, init_checkpoint=str(tmp_path))

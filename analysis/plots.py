@@ -53,11 +53,7 @@ def _save_roc_figure(fig: plt.Figure, ax: plt.Axes, title: str, path: str | Path
     ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=title, xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_confusion(counts: Mapping[str, int], path: str | Path, title: str) -> Path:
@@ -75,11 +71,7 @@ def plot_confusion(counts: Mapping[str, int], path: str | Path, title: str) -> P
         text.set_text(f"{names[i][j]} {matrix[i, j]}\n{shares[i, j]:.2f}")
     ax.set(title=title, xlabel="predicted", ylabel="reference")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_occlusion(fused: np.ndarray, maps: Mapping[str, np.ndarray], path: str | Path, title: str) -> Path:
@@ -93,6 +85,11 @@ def plot_occlusion(fused: np.ndarray, maps: Mapping[str, np.ndarray], path: str 
         ax.set(title=view, xticks=[], yticks=[])
     fig.colorbar(im, ax=axes, shrink=0.8, label="output drop when occluded")
     fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: str | Path) -> Path:
+    """``fig`` written to ``path`` (folders created) and closed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

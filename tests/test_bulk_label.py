@@ -113,10 +113,27 @@ def test_int8_quantisation_reports_its_agreement_and_bad_input_is_named(
     counts = label_archive(
         ckpt, path, tmp_path / "q", chunk_size=100, quantize="int8", check_agreement=50, progress=False
     )
-    agreement = counts["int8_agreement"]
-    assert agreement["n"] == 50 and 0.0 <= agreement["label_agreement"] <= 1.0
-    assert "int8_agreement" in json.loads((tmp_path / "q" / "manifest.json").read_text())
+    agreement = counts["fp32_agreement"]
+    assert agreement["mode"] == "int8" and agreement["n"] == 50 and 0.0 <= agreement["label_agreement"] <= 1.0
+    assert "fp32_agreement" in json.loads((tmp_path / "q" / "manifest.json").read_text())
     bad = tmp_path / "bad.csv"
     pd.DataFrame({"id": ["a"], "text": ["x"]}).to_csv(bad, index=False)
     with pytest.raises(SystemExit, match="missing column"):
         main([str(ckpt), str(bad), str(tmp_path / "o"), "--no-progress"])
+
+
+def test_bf16_autocast_on_cpu_stays_close_to_fp32_and_records_its_agreement(tiny_encoder, archive, tmp_path):
+    path, _ = archive
+    ckpt = _checkpoint(tiny_encoder, tmp_path / "a.ckpt")
+    fp32 = label_archive(ckpt, path, tmp_path / "fp32", chunk_size=100, device="cpu", progress=False)
+    assert "fp32_agreement" not in fp32  # fp32 is the reference: nothing to compare
+    counts = label_archive(
+        ckpt, path, tmp_path / "bf16", chunk_size=100, precision="bf16", device="cpu", progress=False
+    )
+    agreement = counts["fp32_agreement"]
+    assert agreement["mode"] == "bf16" and agreement["n"] == 98  # first chunk minus its 2 bad rows
+    a, b = _read(tmp_path / "fp32"), _read(tmp_path / "bf16")
+    assert a["report_id"].tolist() == b["report_id"].tolist()
+    gap = (a["abnormal_prob"] - b["abnormal_prob"]).abs().max()
+    assert 0 < gap < 0.02  # bf16 really ran (not bit-identical) and stays close to fp32
+    assert json.loads((tmp_path / "bf16" / "manifest.json").read_text())["precision"] == "bf16"

@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from lightning_modules.encoders import (
     EncoderUnavailableError,
@@ -85,3 +86,16 @@ def test_tiny_tokenizer_vocabulary_is_identical_across_processes():
 def test_encoder_path_without_a_model(tmp_path):
     with pytest.raises(EncoderUnavailableError, match="could not load encoder"):
         pretrained_encoder(name="dmis-lab/biobert-v1.1", path=str(tmp_path))
+
+
+def test_encoder_dropout_option_sets_hidden_and_attention_dropout_and_rejects_bad_values():
+    default, off = minilm_encoder(), minilm_encoder(dropout=0.0)
+    assert default.model.config.hidden_dropout_prob == 0.1  # the pretrained config's
+    assert off.model.config.hidden_dropout_prob == off.model.config.attention_probs_dropout_prob == 0.0
+    assert off.model.training  # fine-tuning mode: dropout layers active when they have a rate
+    ids = off.tokenize(["no acute intracranial haemorrhage"])
+    torch.manual_seed(0)
+    a, b = off(**ids), off(**ids)
+    assert torch.equal(a, b)  # rate 0: train mode is deterministic
+    with pytest.raises(ValueError, match="encoder.dropout=1.5"):
+        minilm_encoder(dropout=1.5)

@@ -7,9 +7,10 @@ ALARM and spine NLP (report classifiers: one probability per label) and the Cros
 (region x type matrices) checkpoints are recognised from their label manifest. The archive (CSV,
 Parquet or JSONL with ``report_id`` and ``text``) is streamed in chunks (bounded memory). Within a
 chunk, reports are sorted by length and padded per batch (no pad-to-512); inference runs under
-``torch.inference_mode``, with bf16/fp16 autocast on GPUs (``--precision``) or int8 dynamic
-quantisation of the linear layers on CPU (``--quantize int8``, whose agreement with fp32 on the first
-``--check-agreement`` reports is measured and recorded).
+``torch.inference_mode``, with bf16/fp16 autocast (``--precision``; bf16 is the default on GPUs that
+have it, and on CPUs it runs on AMX / AVX512-BF16 where present) or int8 dynamic quantisation of the
+linear layers on CPU (``--quantize int8``). Whenever the labels do not come from fp32, their agreement
+with fp32 on the first ``--check-agreement`` reports is measured and recorded (``fp32_agreement``).
 
 The output folder holds one Parquet part per chunk, written to a temporary name and renamed when
 complete (atomic), ``errors.csv`` (rows not labelled: empty text, text that is not valid UTF-8, no
@@ -120,9 +121,8 @@ class ClassifierLabeller:
             batch = {
                 k: v.to(self.device) for k, v in self.model.encoder.tokenize([texts[i] for i in idx]).items()
             }
-            with torch.autocast(
-                self.device.type, dtype=dtype, enabled=dtype is not None and self.device.type == "cuda"
-            ):
+            # bf16 autocast on CPU too: oneDNN runs it on AMX / AVX512-BF16 where the CPU has them
+            with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
                 logits = self.model(batch["input_ids"], batch["attention_mask"])
             out[idx] = torch.sigmoid(logits.float()).cpu().numpy()
         return out
@@ -153,8 +153,11 @@ class DiscretizerLabeller:
     ) -> None:
         from tools.discretize import Discretizer
 
-        if quantize:
-            raise ValueError("--quantize is implemented for report classifiers (ALARM) only.")
+        if quantize or precision not in ("32", "auto"):
+            raise ValueError(
+                "--quantize and --precision bf16/fp16 are implemented for report classifiers (ALARM, spine NLP); "
+                "the discretizer labels in fp32."
+            )
         self.discretizer = Discretizer(checkpoint, batch_size=batch_size, device=str(device))
 
     def label_chunk(self, chunk: pd.DataFrame) -> pd.DataFrame:
@@ -182,10 +185,11 @@ def make_labeller(
     )
 
 
-def agreement(fp32: ClassifierLabeller, int8: ClassifierLabeller, texts: Sequence[str]) -> dict[str, float]:
-    """Share of reports whose thresholded labels agree between fp32 and int8, and the largest probability gap."""
-    a, b = fp32.probabilities(texts), int8.probabilities(texts)
-    same = ((a > fp32.threshold) == (b > int8.threshold)).all(axis=1)
+def agreement(fp32: ClassifierLabeller, fast: ClassifierLabeller, texts: Sequence[str]) -> dict[str, float]:
+    """Share of reports whose thresholded labels (all labels of a report) agree between fp32 and the fast
+    path (bf16/fp16 autocast or int8), and the largest probability gap."""
+    a, b = fp32.probabilities(texts), fast.probabilities(texts)
+    same = ((a > fp32.threshold) == (b > fast.threshold)).all(axis=1)
     return {
         "n": len(texts),
         "label_agreement": float(same.mean()),
@@ -239,11 +243,11 @@ def label_archive(
         "quantize": quantize,
     }
     first_chunk = None
-    if quantize == "int8" and check_agreement:
+    if (quantize or precision != "32") and check_agreement:
         first_chunk = next(read_chunks(input_path, chunk_size))
         texts = check_rows(first_chunk, 0, set())[0]["text"].astype(str).tolist()[:check_agreement]
-        fp32 = make_labeller(checkpoint, batch_size, dev, precision, None)
-        info["int8_agreement"] = agreement(fp32, labeller, texts)
+        fp32 = make_labeller(checkpoint, batch_size, dev, "32", None)
+        info["fp32_agreement"] = {"mode": quantize or precision, **agreement(fp32, labeller, texts)}
     if shard == 0 or not manifest_path.exists():
         tmp = manifest_path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps(info, indent=2))
@@ -292,8 +296,8 @@ def label_archive(
     counts["errors"] = merge_errors(out)  # this run's and earlier runs' (skipped chunks keep theirs)
     counts["seconds"] = time.perf_counter() - start
     counts["reports_per_second"] = counts["reports"] / max(counts["seconds"], 1e-9)
-    if "int8_agreement" in info:
-        counts["int8_agreement"] = info["int8_agreement"]
+    if "fp32_agreement" in info:
+        counts["fp32_agreement"] = info["fp32_agreement"]
     return counts
 
 
@@ -327,7 +331,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--precision", choices=["auto", "32", "bf16", "fp16"], default="auto")
     parser.add_argument("--quantize", choices=["int8"], default=None, help="CPU: int8 dynamic quantisation")
-    parser.add_argument("--check-agreement", type=int, default=500, help="reports to compare int8 with fp32")
+    parser.add_argument(
+        "--check-agreement", type=int, default=500, help="reports to compare bf16/fp16/int8 labels with fp32"
+    )
     parser.add_argument("--device", default=None)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -354,8 +360,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{counts['skipped_done']} already done; {counts['errors']} row(s) not labelled, listed in {Path(args.out_dir) / 'errors.csv'}",
         file=sys.stderr,
     )
-    if "int8_agreement" in counts:
-        print(f"int8 vs fp32: {counts['int8_agreement']}", file=sys.stderr)
+    if "fp32_agreement" in counts:
+        print(f"{counts['fp32_agreement']['mode']} vs fp32: {counts['fp32_agreement']}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -33,12 +33,13 @@ TABLE_METRICS = ("auroc", "accuracy", "sensitivity", "specificity", "f1")  # Woo
 
 @dataclass
 class Run:
-    """One finished run directory."""
+    """One finished run directory; ``overrides`` are its command-line overrides (``.hydra/overrides.yaml``)."""
 
     path: Path
     name: str
     seed: int | None
     metrics: dict[str, Any] = field(repr=False)
+    overrides: frozenset[str] = frozenset()
 
     def predictions(self, test_set: str) -> pd.DataFrame | None:
         path = self.path / f"predictions_{test_set}.csv"
@@ -63,7 +64,47 @@ def load_run(path: str | Path) -> Run:
         str(cfg.get("name", path.name)),
         None if seed is None else int(seed),
         json.loads(metrics_path.read_text()),
+        frozenset(run_overrides(path)),
     )
+
+
+def run_overrides(path: str | Path) -> set[str]:
+    """The command-line overrides a run was started with (``.hydra/overrides.yaml``; empty if absent)."""
+    path = Path(path) / ".hydra" / "overrides.yaml"
+    return {str(o) for o in (yaml.safe_load(path.read_text()) or [])} if path.exists() else set()
+
+
+# Overrides that say where or how a run ran, or which repeat it is, not which method it is.
+NOT_A_SETTING = (
+    "seed=",
+    "experiment=",
+    "paths.",
+    "hydra.",
+    "logger",
+    "trainer.devices=",
+    "trainer.num_nodes=",
+)
+
+
+def setting_labels(runs: Sequence[tuple[str, set[str] | frozenset[str]]]) -> list[str]:
+    """A group label per ``(experiment name, overrides)``: the name, plus the overrides that tell this
+    run apart from the others (``alarm_binary [encoder=minilm]``), so that two settings of one experiment
+    are compared as two groups while its repeats (split seeds) pool into one."""
+    sets = [set(o) for _, o in runs]
+    common = set.intersection(*sets) if sets else set()
+    labels = []
+    for (name, _), own in zip(runs, sets, strict=True):
+        distinct = sorted(o for o in own - common if not o.lstrip("+~").startswith(NOT_A_SETTING))
+        labels.append(f"{name} [{', '.join(distinct)}]" if distinct else name)
+    return labels
+
+
+def group_runs(runs: Sequence[Run]) -> dict[str, list[Run]]:
+    """Runs grouped by :func:`setting_labels`, in the order first seen."""
+    groups: dict[str, list[Run]] = {}
+    for run, label in zip(runs, setting_labels([(r.name, r.overrides) for r in runs]), strict=True):
+        groups.setdefault(label, []).append(run)
+    return groups
 
 
 def find_runs(path: str | Path) -> list[Run]:

@@ -86,6 +86,8 @@ class SpineResNet(ValidationAUROC, LabelClassifier):
         weights: ``IMAGENET1K_V1`` (paper) or ``None`` for random initialisation (asked for explicitly).
         weights_path: a local copy of the ImageNet weights file (no download).
         init_checkpoint: a SpineResNet checkpoint to start from (the 2steps regime: the 1step model).
+        require_init_checkpoint: refuse to start without ``init_checkpoint`` (the 2steps regime: without
+            it, 2steps would silently train as step2only from ImageNet weights).
         threshold: decision threshold stored in the manifest (the paper reports 0.5 and Youden cut-offs).
         image_preprocessing: how inputs were made (image size, G channel, normalisation), for the manifest.
     """
@@ -102,7 +104,14 @@ class SpineResNet(ValidationAUROC, LabelClassifier):
         init_checkpoint: str | None = None,
         threshold: float = 0.5,
         image_preprocessing: Mapping[str, Any] | None = None,
+        require_init_checkpoint: bool = False,
     ) -> None:
+        if require_init_checkpoint and not init_checkpoint:
+            raise ValueError(
+                "model.init_checkpoint is not set: the 2steps regime fine-tunes the 1step model. Set "
+                "model.init_checkpoint=outputs/spine_resnet18_1step/<run or multirun folder> (or a .ckpt), "
+                "or run experiment=spine_resnet18_step2only to train on the refinement set from ImageNet weights."
+            )
         super().__init__(labels, optimizer, scheduler, threshold)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.network = resnet18(weights=None)

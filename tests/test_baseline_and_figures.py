@@ -135,3 +135,41 @@ def test_test_sets_of_one_run_are_compared_unpaired_when_disjoint(tmp_path):
     assert res["statistic"] == pytest.approx(1.43490640926908) and res["p_value"] == pytest.approx(
         0.152825378808796
     )
+
+
+def test_two_settings_of_one_experiment_compare_as_two_groups_and_repeats_pool(tmp_path):
+    """reportsup-compare answers "which encoder is best" without a second experiment file: runs of one
+    experiment that differ in an override are two groups; their split seeds pool into repeats."""
+    from tools.compare_runs import compare_dirs
+
+    asah = pd.read_csv("tests/data/pROC_aSAH.csv")
+    ids = [f"R{i}" for i in range(len(asah))]
+    for encoder, marker in (("biobert", "wfns"), ("minilm", "s100b")):
+        for seed in (0, 1):
+            run = _fake_run(tmp_path / encoder, "alarm_binary", seed, asah[marker], ids, asah["poor_outcome"])
+            overrides = [f"encoder={encoder}", f"seed={seed}", f"paths.output_dir=/tmp/{encoder}{seed}"]
+            (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    json_path, _ = compare_dirs([tmp_path / "biobert", tmp_path / "minilm"], tmp_path / "cmp")
+    comparison = json.loads(json_path.read_text())
+    assert list(comparison["experiments"]) == [
+        "alarm_binary [encoder=biobert]",
+        "alarm_binary [encoder=minilm]",
+    ]
+    tests = comparison["delong"]["alarm_binary [encoder=minilm]"]
+    assert [t["seed"] for t in tests] == [0, 1]
+    assert all(t["statistic"] == pytest.approx(2.20898359144091) for t in tests)  # pROC's paired z
+    with pytest.raises(ValueError, match="only one experiment setting"):
+        compare_dirs([tmp_path / "biobert"], tmp_path / "cmp2")
+
+
+def test_attention_page_selects_errors_with_the_metrics_threshold_rule():
+    from tools.attention_map import select_reports
+
+    reports = pd.DataFrame(
+        {"id": ["a", "b", "c", "d"], "y": [0, 1, 0, 1], "prob": [0.7, 0.7, 0.95, 0.69], "text": ["x"] * 4}
+    )
+    # threshold 0.7: prob == threshold is negative, as in analysis.metrics (prob > threshold)
+    chosen = select_reports(reports, "errors", threshold=0.7)
+    # most confident error first, confidence measured from the threshold (c 0.25, d 0.01, b 0)
+    assert chosen["id"].tolist() == ["c", "d", "b"]
+    assert chosen["kind"].tolist() == ["false positive", "false negative", "false negative"]

@@ -140,3 +140,16 @@ def test_slurm_launcher_shapes_put_one_task_per_device(shape):
 
 def test_local_launcher_is_the_default():
     assert _compose("experiment=alarm_binary").hydra.launcher._target_.endswith("BasicLauncher")
+
+
+def test_2steps_without_the_1step_checkpoint_refuses_to_start_instead_of_training_as_step2only():
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    cfg = _compose("experiment=spine_resnet18_2steps", "model.weights=null")
+    assert cfg.model.require_init_checkpoint and cfg.model.init_checkpoint is None
+    assert not _compose("experiment=spine_resnet18_step2only").model.require_init_checkpoint
+    with pytest.raises(InstantiationException) as err:  # train.py prints its cause in one line
+        instantiate(cfg.model, labels=["scoliosis"], image_preprocessing=None)
+    assert "model.init_checkpoint is not set: the 2steps regime" in str(err.value.__cause__)
+    assert instantiate(cfg.model, labels=["scoliosis"], image_preprocessing=None, require_init_checkpoint=False)

@@ -25,7 +25,8 @@ def select_reports(
     reports: pd.DataFrame, select: str, threshold: float, ids: Sequence[str] = (), limit: int = 50
 ) -> pd.DataFrame:
     """The reports to show, each with ``pred`` and ``kind`` (false positive, false negative, ...)."""
-    r = reports.assign(pred=(reports["prob"] >= threshold).astype(int))
+    # the same rule as the metrics (analysis.metrics) and the label audit: positive when prob > threshold
+    r = reports.assign(pred=(reports["prob"] > threshold).astype(int))
     r["kind"] = [
         {
             (1, 1): "true positive",
@@ -47,7 +48,7 @@ def select_reports(
     elif select != "all":
         raise ValueError(f"--select {select!r}: choose errors, correct or all.")
     # most confident first: the errors a reader most needs to understand
-    return r.assign(conf=(r["prob"] - 0.5).abs()).sort_values("conf", ascending=False).head(limit)
+    return r.assign(conf=(r["prob"] - threshold).abs()).sort_values("conf", ascending=False).head(limit)
 
 
 @torch.inference_mode()

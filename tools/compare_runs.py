@@ -2,7 +2,9 @@
 
     reportsup-compare outputs/alarm_binary_10x/<time> outputs/alarm_baseline_word2vec_10x/<time>
 
-Runs are grouped by experiment name (the first experiment named is the reference); every metric is
+Runs are grouped by experiment name and by the command-line overrides that tell them apart (seed,
+paths and launcher settings aside: ``alarm_binary [encoder=minilm]`` vs ``alarm_binary [encoder=tiny]``),
+so repeats pool and settings compare; the first group named is the reference. Every metric is
 shown as mean and 95 % CI over the repeats, and each other experiment is tested against the reference
 with DeLong's test on the same test reports within every repeat (runs matched by split seed).
 Writes ``comparison.md``, ``comparison.html`` (the same page with the figures), ``comparison.json`` and
@@ -24,19 +26,18 @@ from analysis.run_comparison import (
     compare_experiments,
     comparison_markdown,
     find_runs,
+    group_runs,
     scored_predictions,
 )
 
 
 def compare_dirs(dirs: Sequence[str | Path], out_dir: str | Path) -> tuple[Path, Path]:
-    groups: dict[str, list] = {}
-    for d in dirs:
-        for run in find_runs(d):
-            groups.setdefault(run.name, []).append(run)
+    groups = group_runs([run for d in dirs for run in find_runs(d)])
     if len(groups) < 2:
         raise ValueError(
-            f"only one experiment ({', '.join(groups)}) among the runs given: name runs of at least two "
-            "experiments (e.g. an alarm_binary_10x and an alarm_baseline_word2vec_10x multirun folder)."
+            f"only one experiment setting ({', '.join(groups)}) among the runs given: name runs of at least "
+            "two experiments or settings (e.g. an alarm_binary_10x and an alarm_baseline_word2vec_10x "
+            "multirun folder, or alarm_binary runs with encoder=biobert and encoder=minilm)."
         )
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):

@@ -21,7 +21,13 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from analysis.run_comparison import delong_across_test_sets, delong_across_test_sets_markdown, load_run
+from analysis.run_comparison import (
+    delong_across_test_sets,
+    delong_across_test_sets_markdown,
+    load_run,
+    run_overrides,
+    setting_labels,
+)
 from analysis.summary import summarize_runs, summary_markdown
 
 
@@ -30,11 +36,6 @@ def _run_dirs(multirun_dir: Path) -> list[Path]:
         (p.parent.parent for p in multirun_dir.glob("*/.hydra/config.yaml")),
         key=lambda p: (len(p.name), p.name),
     )
-
-
-def _overrides(run: Path) -> set[str]:
-    path = run / ".hydra" / "overrides.yaml"
-    return {str(o) for o in OmegaConf.load(path)} if path.exists() else set()
 
 
 def summarize_multirun(multirun_dir: str | Path) -> tuple[Path, Path]:
@@ -49,13 +50,14 @@ def summarize_multirun(multirun_dir: str | Path) -> tuple[Path, Path]:
     dirs: dict[str, list[str]] = {}
     missing = []
     delong: dict[str, list[dict[str, Any]]] = {}
-    overrides = {run: _overrides(run) for run in runs}
-    common = set.intersection(*overrides.values()) if overrides else set()
-    for run in runs:
-        name = str(OmegaConf.load(run / ".hydra" / "config.yaml").get("name", "default"))
-        # Repeats differ only in their seed; other swept values (training size, category) are groups.
-        distinct = sorted(o for o in overrides[run] - common if not o.startswith(("seed=", "experiment=")))
-        name = f"{name} [{', '.join(distinct)}]" if distinct else name
+    # Repeats differ only in their seed; other swept values (training size, category) are groups.
+    labels = setting_labels(
+        [
+            (str(OmegaConf.load(run / ".hydra" / "config.yaml").get("name", "default")), run_overrides(run))
+            for run in runs
+        ]
+    )
+    for run, name in zip(runs, labels, strict=True):
         metrics = run / "metrics.json"
         if not metrics.exists():
             missing.append(str(run))

@@ -8,6 +8,7 @@ row, as a spreadsheet shows it below the header) and the column, plus what to do
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -73,6 +74,8 @@ def text_problem(text: object) -> str | None:
         return EMPTY_TEXT
     if "\ufffd" in str(text):
         return REPLACEMENT_CHAR
+    if any("\udc80" <= c <= "\udcff" for c in str(text)):  # bytes kept by read_chunks(undecodable="mark")
+        return NOT_UTF8
     return None
 
 
@@ -204,19 +207,38 @@ def read_report_table(
     return df
 
 
-def read_chunks(path: Path, chunk_size: int) -> Iterator[pd.DataFrame]:
-    """The table in chunks of ``chunk_size`` rows, without loading a large file at once."""
+def read_chunks(
+    path: Path, chunk_size: int, encoding: str = "utf-8", undecodable: str = "raise"
+) -> Iterator[pd.DataFrame]:
+    """The table in chunks of ``chunk_size`` rows, without loading a large file at once.
+
+    CSV/JSONL bytes that are not valid ``encoding`` stop the read (``undecodable="raise"``) or stay in
+    their row as escaped bytes (``"mark"``: Python's surrogateescape) so that :func:`text_problem` lists
+    that row, and only that row, as not UTF-8: one mis-encoded report must not stop an archive's labelling.
+    """
     suffix = path.suffix.lower()
+    errors = {"raise": "strict", "mark": "surrogateescape"}[undecodable]
     try:
         if suffix == ".csv":
             yield from pd.read_csv(
-                path, dtype=str, keep_default_na=False, chunksize=chunk_size, index_col=False
+                path,
+                # Arrow-backed strings (pandas' str) cannot hold escaped bytes: Python objects can
+                dtype=str if undecodable == "raise" else object,
+                keep_default_na=False,
+                chunksize=chunk_size,
+                index_col=False,
+                encoding=encoding,
+                encoding_errors=errors,
             )
         elif suffix == ".parquet":
             for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_size):
                 yield batch.to_pandas()
+        elif suffix == ".jsonl" and undecodable == "mark":
+            yield from _jsonl_chunks_keeping_bytes(path, chunk_size, encoding)
         elif suffix == ".jsonl":
-            yield from pd.read_json(path, lines=True, dtype=False, chunksize=chunk_size)
+            yield from pd.read_json(
+                path, lines=True, dtype=False, chunksize=chunk_size, encoding=encoding, encoding_errors=errors
+            )
         else:
             raise ReportTableError(
                 f"{path}: unsupported file type '{path.suffix}'. Use .csv, .parquet or .jsonl."
@@ -224,7 +246,31 @@ def read_chunks(path: Path, chunk_size: int) -> Iterator[pd.DataFrame]:
     except (ValueError, OSError, pd.errors.ParserError) as err:
         if isinstance(err, ReportTableError):
             raise
-        raise ReportTableError(f"{path}: cannot be read: {str(err)[:300]}") from err
+        hint = (
+            f" The file is not valid {encoding}: pass its encoding (e.g. --encoding cp1252)."
+            if isinstance(err, UnicodeDecodeError)
+            else ""
+        )
+        raise ReportTableError(f"{path}: cannot be read: {str(err)[:300]}.{hint}") from err
+
+
+def _jsonl_chunks_keeping_bytes(path: Path, chunk_size: int, encoding: str) -> Iterator[pd.DataFrame]:
+    """JSONL rows with undecodable bytes kept as escapes (pandas' ujson rejects them), ``chunk_size``
+    rows at a time; a line that is not JSON is named by its number."""
+    rows: list[dict] = []
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                rows.append(json.loads(raw.decode(encoding, errors="surrogateescape")))
+            except json.JSONDecodeError as err:
+                raise ReportTableError(f"{path}, line {number}: not a JSON object ({err.msg}).") from None
+            if len(rows) == chunk_size:
+                yield pd.DataFrame(rows, dtype=object)
+                rows = []
+    if rows:
+        yield pd.DataFrame(rows, dtype=object)
 
 
 def count_rows(path: Path) -> int | None:

@@ -92,6 +92,65 @@ def test_rerun_resumes_and_another_checkpoint_is_refused(tiny_encoder, archive, 
     other = _checkpoint(tiny_encoder, tmp_path / "b.ckpt", seed=1)
     with pytest.raises(FileExistsError, match="another checkpoint"):
         label_archive(other, path, out, chunk_size=50, progress=False)
+    # parts are chunks: another chunk size (or a changed archive) would skip or repeat report ids
+    with pytest.raises(FileExistsError, match="in chunks of 50; this run reads .* in chunks of 40"):
+        label_archive(ckpt, path, out, chunk_size=40, progress=False)
+
+
+def test_a_killed_labelling_process_resumes_and_every_id_is_labelled_once(
+    tiny_encoder, synthetic_dir, tmp_path
+):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    table = pd.read_csv(synthetic_dir / "reports.csv")[["report_id", "text"]]
+    big = pd.concat([table.assign(report_id=table["report_id"] + f"_{k}") for k in range(6)])  # 4,800 rows
+    path = tmp_path / "archive.parquet"
+    big.to_parquet(path)
+    ckpt = _checkpoint(tiny_encoder, tmp_path / "a.ckpt")
+    out = tmp_path / "labels"
+    cmd = [sys.executable, "-m", "tools.bulk_label", str(ckpt), str(path), str(out), "--chunk-size", "200"]
+    proc = subprocess.Popen([*cmd, "--no-progress"], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while len(list(out.glob("part-*.parquet"))) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # no clean-up: a half-written part may be left behind
+    proc.wait()
+    done_before = len(list(out.glob("part-*.parquet")))
+    assert 2 <= done_before < 24, "the process was not killed mid-archive"
+    rerun = subprocess.run([*cmd, "--no-progress"], capture_output=True, text=True, check=True)
+    assert f"{200 * done_before} already done" in rerun.stderr
+    labelled = _read(out)
+    assert sorted(labelled["report_id"]) == sorted(big["report_id"])  # every id, exactly once
+    reference = tmp_path / "uninterrupted"
+    label_archive(ckpt, path, reference, chunk_size=200, progress=False)
+    pd.testing.assert_frame_equal(labelled, _read(reference))
+
+
+def test_bytes_that_are_not_utf8_list_their_row_and_the_rest_is_labelled(tiny_encoder, tmp_path):
+    ckpt = _checkpoint(tiny_encoder, tmp_path / "a.ckpt")
+    path = tmp_path / "mixed.csv"  # one cp1252 byte (0xE0, "a grave") in a UTF-8 archive
+    path.write_bytes(b"report_id,text\nA,normal study\nB,lesione \xe0 destra\nC,small vessel disease\n")
+    counts = label_archive(ckpt, path, tmp_path / "utf8", progress=False)
+    errors = pd.read_csv(tmp_path / "utf8" / "errors.csv")
+    assert counts["reports"] == 2 and errors.to_dict("records") == [
+        {"row": 3, "report_id": "B", "reason": "text is not valid UTF-8"}
+    ]
+    assert _read(tmp_path / "utf8")["report_id"].tolist() == ["A", "C"]
+    # told the archive's encoding, every row is read and labelled
+    counts = label_archive(ckpt, path, tmp_path / "cp1252", progress=False, encoding="cp1252")
+    assert counts["reports"] == 3 and counts["errors"] == 0
+    jsonl = tmp_path / "mixed.jsonl"
+    jsonl.write_bytes(
+        b'{"report_id": "A", "text": "ok"}\n{"report_id": "B", "text": "lesione \xe0 destra"}\n'
+    )
+    counts = label_archive(ckpt, jsonl, tmp_path / "jsonl", progress=False)
+    assert counts["reports"] == 1 and pd.read_csv(tmp_path / "jsonl" / "errors.csv")[
+        "report_id"
+    ].tolist() == ["B"]
 
 
 def test_shards_cover_the_archive_once(tiny_encoder, archive, tmp_path):

@@ -152,4 +152,6 @@ def test_2steps_without_the_1step_checkpoint_refuses_to_start_instead_of_trainin
     with pytest.raises(InstantiationException) as err:  # train.py prints its cause in one line
         instantiate(cfg.model, labels=["scoliosis"], image_preprocessing=None)
     assert "model.init_checkpoint is not set: the 2steps regime" in str(err.value.__cause__)
-    assert instantiate(cfg.model, labels=["scoliosis"], image_preprocessing=None, require_init_checkpoint=False)
+    assert instantiate(
+        cfg.model, labels=["scoliosis"], image_preprocessing=None, require_init_checkpoint=False
+    )

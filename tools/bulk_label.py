@@ -210,6 +210,7 @@ def label_archive(
     check_agreement: int = 500,
     device: str | None = None,
     progress: bool = True,
+    encoding: str = "utf-8",
 ) -> dict[str, Any]:
     """Label ``input_path`` into ``out_dir`` (see the module docstring); returns counts and rates."""
     checkpoint, input_path, out = Path(checkpoint), Path(input_path), Path(out_dir)
@@ -224,6 +225,7 @@ def label_archive(
     sha = file_sha256(checkpoint)
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / MANIFEST
+    input_bytes = input_path.stat().st_size
     if manifest_path.exists():
         before = json.loads(manifest_path.read_text())
         if before["checkpoint_sha256"] != sha:
@@ -231,12 +233,23 @@ def label_archive(
                 f"{out} holds labels of another checkpoint ({before['checkpoint']}, sha256 "
                 f"{before['checkpoint_sha256'][:12]}...): use a new output folder."
             )
+        # A rerun skips the parts already written, by chunk index: that is only the same set of report
+        # ids when the archive and the chunk size are unchanged.
+        then = (before.get("input"), before.get("input_bytes"), before.get("chunk_size"))
+        now = (str(input_path.resolve()), input_bytes, chunk_size)
+        if then != now:
+            raise FileExistsError(
+                f"{out} holds labels of {then[0]} ({then[1]} bytes) in chunks of {then[2]}; this run reads "
+                f"{now[0]} ({now[1]} bytes) in chunks of {now[2]}. Resume with the same archive and "
+                "--chunk-size, or use a new output folder."
+            )
     labeller = make_labeller(checkpoint, batch_size, dev, precision, quantize)
     info: dict[str, Any] = {
         "checkpoint": str(checkpoint.resolve()),
         "checkpoint_sha256": sha,
         "label_manifest": labeller.manifest(),
         "input": str(input_path.resolve()),
+        "input_bytes": input_bytes,
         "chunk_size": chunk_size,
         "shards": shards,
         "precision": precision,
@@ -244,7 +257,7 @@ def label_archive(
     }
     first_chunk = None
     if (quantize or precision != "32") and check_agreement:
-        first_chunk = next(read_chunks(input_path, chunk_size))
+        first_chunk = next(read_chunks(input_path, chunk_size, encoding, undecodable="mark"))
         texts = check_rows(first_chunk, 0, set())[0]["text"].astype(str).tolist()[:check_agreement]
         fp32 = make_labeller(checkpoint, batch_size, dev, "32", None)
         info["fp32_agreement"] = {"mode": quantize or precision, **agreement(fp32, labeller, texts)}
@@ -259,7 +272,7 @@ def label_archive(
     bar = tqdm(total=total, unit="report", disable=not progress, desc=f"label shard {shard}/{shards}")
     row = 0
     try:
-        for index, chunk in enumerate(read_chunks(input_path, chunk_size)):
+        for index, chunk in enumerate(read_chunks(input_path, chunk_size, encoding, undecodable="mark")):
             n = len(chunk)
             missing = [c for c in ("report_id", "text") if c not in chunk.columns]
             if missing:
@@ -335,6 +348,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--check-agreement", type=int, default=500, help="reports to compare bf16/fp16/int8 labels with fp32"
     )
     parser.add_argument("--device", default=None)
+    parser.add_argument(
+        "--encoding",
+        default="utf-8",
+        help="text encoding of a CSV/JSONL archive (e.g. cp1252); rows with bytes it cannot decode go to errors.csv",
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     shard = args.shard if args.shard is not None else int(os.environ.get("SLURM_ARRAY_TASK_ID", 0))
@@ -352,6 +370,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             args.check_agreement,
             args.device,
             progress=not args.no_progress,
+            encoding=args.encoding,
         )
     except (ReportTableError, FileExistsError, FileNotFoundError, ValueError) as err:
         raise SystemExit(f"reportsup-label: {err}") from None

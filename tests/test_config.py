@@ -138,6 +138,24 @@ def test_slurm_launcher_shapes_put_one_task_per_device(shape):
         assert launcher.gpus_per_node == cfg.trainer.devices and cfg.trainer.accelerator == "gpu"
 
 
+def test_the_issues_slurm_command_requests_one_gpu_per_rank_and_cpu_clusters_none():
+    cfg = _compose(
+        "experiment=damil_multiscale",
+        "hydra/launcher=slurm",
+        "launcher.partition=gpu",
+        "trainer.devices=4",
+        "trainer.num_nodes=2",
+    )
+    launcher = cfg.hydra.launcher
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
+    assert (launcher.cpus_per_task, launcher.mem_gb, launcher.timeout_min) == (4, 16, 1440)
+    assert cfg.trainer.sync_batchnorm  # DaMIL: batch 1 per GPU
+    cpu = _compose("experiment=alarm_binary", "launcher=slurm_cpu", "trainer.devices=2").hydra.launcher
+    assert (cpu.tasks_per_node, cpu.gpus_per_node, cpu.cpus_per_task, cpu.mem_gb) == (2, None, 1, 4)
+    two_by_four = _compose("experiment=damil_multiscale", "launcher=slurm_2x4gpu").hydra.launcher
+    assert (two_by_four.nodes, two_by_four.tasks_per_node, two_by_four.gpus_per_node) == (2, 4, 4)
+
+
 def test_local_launcher_is_the_default():
     assert _compose("experiment=alarm_binary").hydra.launcher._target_.endswith("BasicLauncher")
 

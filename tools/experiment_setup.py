@@ -92,6 +92,18 @@ def demo_run_mode(mode: str, demo: bool) -> str:
     return "RUN" if str(demo).lower() == "true" else mode
 
 
+def slurm_gpus(accelerator: str, devices: object) -> int | None:
+    """GPUs per node to request from SLURM: ``trainer.devices`` unless the trainer runs on CPUs.
+
+    On a SLURM launcher ``accelerator: auto`` means the GPUs it asks for (``python train.py -m ...
+    hydra/launcher=slurm trainer.devices=4`` requests 4 GPUs per node); CPU clusters say
+    ``trainer.accelerator=cpu`` or use ``launcher=slurm_cpu``. ``devices: auto`` requests none.
+    """
+    if str(accelerator).lower() not in ("auto", "gpu", "cuda"):
+        return None
+    return int(devices) if str(devices).isdigit() else None
+
+
 def register_resolvers() -> None:
     for name, fn in (
         ("run_dir", run_dir),
@@ -100,6 +112,7 @@ def register_resolvers() -> None:
         ("slurm_suffix", slurm_suffix),
         ("auto_precision", auto_precision),
         ("demo_run_mode", demo_run_mode),
+        ("slurm_gpus", slurm_gpus),
     ):
         if not OmegaConf.has_resolver(name):
             # Cached: the run directory must not change between the places that resolve it.

@@ -205,19 +205,27 @@ def read_machine_labels(
 
 class ViewAugmentation:
     """The paper's random augmentation (imgaug there; torchvision v2 here), on the two views before
-    fusion so the G channel keeps its content: left-right flip of both views together, and per view
-    Gaussian blur, contrast change and Gaussian noise."""
+    fusion so the G channel keeps its content: left-right flip, and per view Gaussian blur, contrast
+    change and Gaussian noise.
+
+    ``flip_views``: ``both`` flips the fused image as the paper's augmentation does, which mirrors the
+    sagittal view front to back (an anterolisthesis then looks like a retrolisthesis while its label
+    stays); ``coronal`` flips only the coronal view, a true left-right mirror that keeps every label valid.
+    """
 
     def __init__(
         self,
         flip_probability: float = 0.5,
+        flip_views: str = "both",
         blur_probability: float = 0.3,
         blur_sigma: Sequence[float] = (0.1, 1.5),
         contrast_probability: float = 0.3,
         contrast: Sequence[float] = (0.75, 1.25),
         noise_sigma: float = 0.02,
     ) -> None:
-        self.flip = v2.RandomHorizontalFlip(flip_probability)
+        if flip_views not in ("both", "coronal"):
+            raise ValueError(f"data.augment.flip_views={flip_views!r}: both (paper) or coronal.")
+        self.flip_probability, self.flip_views = flip_probability, flip_views
         self.per_view = v2.Compose(
             [
                 v2.RandomApply([v2.GaussianBlur(kernel_size=7, sigma=tuple(blur_sigma))], p=blur_probability),
@@ -227,7 +235,9 @@ class ViewAugmentation:
         )
 
     def __call__(self, views: torch.Tensor) -> torch.Tensor:
-        views = self.flip(views)  # (2, H, W): the same flip for coronal and sagittal
+        if torch.rand(()) < self.flip_probability:  # (2, H, W): coronal, sagittal
+            flipped = views.flip(-1)
+            views = flipped if self.flip_views == "both" else torch.stack([flipped[0], views[1]])
         return torch.cat([self.per_view(views[i : i + 1]) for i in range(views.shape[0])])
 
 

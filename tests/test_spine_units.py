@@ -168,3 +168,17 @@ def test_init_checkpoint_folder_resolves_to_the_run_of_the_same_finding(tmp_path
     assert refined.init["state_sha256"] == paths["fractures"][1]  # no ImageNet download: the checkpoint wins
     with pytest.raises(FileNotFoundError, match="0 best checkpoints"):
         SpineResNet(["osteoporosis"], torch.optim.SGD, weights=None, init_checkpoint=str(tmp_path))
+
+
+def test_flip_views_coronal_keeps_the_sagittal_view_front_to_back():
+    from datamodules.spine_xray import ViewAugmentation
+
+    views = torch.arange(2 * 4 * 6, dtype=torch.float32).reshape(2, 4, 6) / 48
+    quiet = {"blur_probability": 0.0, "contrast_probability": 0.0, "noise_sigma": 0.0}
+    both = ViewAugmentation(flip_probability=1.0, **quiet)(views)
+    assert torch.equal(both, views.flip(-1))  # the paper: the fused image flipped
+    coronal = ViewAugmentation(flip_probability=1.0, flip_views="coronal", **quiet)(views)
+    assert torch.equal(coronal[0], views[0].flip(-1)) and torch.equal(coronal[1], views[1])
+    assert torch.equal(ViewAugmentation(flip_probability=0.0, **quiet)(views), views)
+    with pytest.raises(ValueError, match="flip_views='sagittal'"):
+        ViewAugmentation(flip_views="sagittal")

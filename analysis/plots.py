@@ -47,6 +47,29 @@ def plot_roc_repeats(groups: Mapping[str, list[tuple]], path: str | Path, title:
     return _save_roc_figure(fig, ax, title, path)
 
 
+def plot_metric_bars(
+    groups: Mapping[str, Mapping[str, Mapping[str, float]]], path: str | Path, title: str
+) -> Path:
+    """Grouped bars: per metric, each experiment's mean over its repeats with its 95 % CI as whiskers.
+    ``groups``: ``name: {metric: {"mean", "ci_low", "ci_high"}}`` (a single run: no whisker)."""
+    metrics = list(dict.fromkeys(m for per in groups.values() for m in per))
+    width = 0.8 / max(len(groups), 1)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 + 1.1 * len(metrics)), 3.6), dpi=120)
+    for i, (name, per) in enumerate(groups.items()):
+        x = np.array([j for j, m in enumerate(metrics) if m in per]) + (i - (len(groups) - 1) / 2) * width
+        stats = [per[m] for m in metrics if m in per]
+        mean = np.array([s["mean"] for s in stats])
+        low = np.nan_to_num([s.get("ci_low", np.nan) for s in stats], nan=mean)  # one run: no CI
+        high = np.nan_to_num([s.get("ci_high", np.nan) for s in stats], nan=mean)
+        ax.bar(x, mean, width, label=name)
+        ax.errorbar(x, mean, yerr=[mean - low, high - mean], fmt="none", ecolor="black", capsize=2, lw=0.8)
+    ax.set(xticks=range(len(metrics)), xticklabels=metrics, ylim=(0, 1.05), title=title)
+    ax.set_ylabel("mean, 95 % CI over repeats")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def _save_roc_figure(fig: plt.Figure, ax: plt.Axes, title: str, path: str | Path) -> Path:
     """Chance diagonal, axes, legend; saved as ``path`` (folders created)."""
     ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8)

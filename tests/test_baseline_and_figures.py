@@ -158,6 +158,24 @@ def test_two_settings_of_one_experiment_compare_as_two_groups_and_repeats_pool(t
     tests = comparison["delong"]["alarm_binary [encoder=minilm]"]
     assert [t["seed"] for t in tests] == [0, 1]
     assert all(t["statistic"] == pytest.approx(2.20898359144091) for t in tests)  # pROC's paired z
+    # the same comparison as a W&B run (offline): its table and figures
+    compare_dirs(
+        [tmp_path / "biobert", tmp_path / "minilm"], tmp_path / "cmp_wandb", wandb_project="reportsup-test"
+    )
+    (offline,) = (tmp_path / "cmp_wandb" / "wandb").glob("offline-run-*")
+    media = offline / "files" / "media"
+    for kind in ("bars", "roc"):
+        assert len(list((media / "images" / "comparison" / kind).glob("report_label_abnormal_*.png"))) == 1
+    (table,) = (media / "table" / "comparison").glob("metrics_*.table.json")
+    logged = json.loads(table.read_text())
+    rows = [dict(zip(logged["columns"], r, strict=True)) for r in logged["data"]]
+    auroc = {r["experiment"]: r for r in rows if r["metric"] == "auroc"}
+    assert auroc["alarm_binary [encoder=minilm]"]["repeats"] == 2 and "ci_low" in logged["columns"]
+    bars = tmp_path / "cmp" / "plots" / "bars_report_label_abnormal.png"
+    assert (
+        bars.stat().st_size > 10_000
+        and "bars_report_label_abnormal.png" in (tmp_path / "cmp" / "comparison.md").read_text()
+    )
     with pytest.raises(ValueError, match="only one experiment setting"):
         compare_dirs([tmp_path / "biobert"], tmp_path / "cmp2")
 

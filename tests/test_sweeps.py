@@ -182,6 +182,16 @@ def test_wandb_report_is_built_without_a_server():
     assert markdown == ["| model | auroc |\n|---|---|\n| alarm | 0.99 |", "| ablation | AUROC |"]
     with pytest.raises(ValueError, match="group"):
         build_report("lab", "reportsup", [], ["m"])
+    with_cmp = build_report(
+        "lab", "reportsup", ["a", "b"], ["m"], comparison_figures=["report_label_abnormal"]
+    )
+    grid = [b for b in with_cmp.blocks if type(b).__name__ == "PanelGrid"][1]
+    assert grid.runsets[0].name == "reportsup-compare" and "reportsup-compare" in grid.runsets[0].filters
+    assert [p.media_keys for p in grid.panels if type(p).__name__ == "MediaBrowser"] == [
+        ["comparison/bars/report_label_abnormal"],
+        ["comparison/roc/report_label_abnormal"],
+    ]
+    assert any(type(p).__name__ == "WeavePanelSummaryTable" for p in grid.panels)
 
 
 @pytest.mark.slow

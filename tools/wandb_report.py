@@ -11,7 +11,9 @@ the repeats of one experiment. The report has, per metric, a bar chart of the gr
 repeats, error bars = standard error: W&B's bar charts offer stddev, stderr or min-max, not a t
 interval), the groups' ROC images side by side, the runs table, and, as Markdown, the local
 comparison (``reportsup-compare``: mean and 95 % t-CI, DeLong p-values) and the ablation table
-(``reportsup-ablation-table``). :func:`build_report` makes the report without a server; ``main`` saves it.
+(``reportsup-ablation-table``). With ``--comparisons report_label_abnormal ...`` it also shows the
+comparison runs that ``reportsup-compare --wandb-project`` logs: bars with 95 % t-CIs over repeats,
+the overlaid ROC curves of every repeat, and the metrics table. :func:`build_report` makes the report without a server; ``main`` saves it.
 """
 
 from __future__ import annotations
@@ -31,8 +33,11 @@ def build_report(
     title: str | None = None,
     comparison_md: str | None = None,
     ablation_md: str | None = None,
+    comparison_figures: Sequence[str] = (),
 ):
-    """The :class:`wandb_workspaces.reports.v2.Report` (not saved)."""
+    """The :class:`wandb_workspaces.reports.v2.Report` (not saved). ``comparison_figures`` (e.g.
+    ``report_label_abnormal``) adds the runs of ``reportsup-compare --wandb-project``: their bars with
+    95 % CIs over repeats, overlaid ROC curves and metrics table."""
     import wandb_workspaces.reports.v2 as wr
     from wandb_workspaces import expr
 
@@ -62,6 +67,27 @@ def build_report(
         wr.H2("Metrics"),
         wr.PanelGrid(runsets=runsets, panels=[*bars, *media, wr.RunComparer(diff_only="split")]),
     ]
+    if comparison_figures:
+        from tools.compare_runs import COMPARE_GROUP
+
+        compare_runs = wr.Runset(
+            entity=entity,
+            project=project,
+            name=COMPARE_GROUP,
+            filters=[expr.Metric("Group") == COMPARE_GROUP],
+        )
+        panels = [
+            wr.MediaBrowser(title=f"{kind}: {key}", media_keys=[f"comparison/{kind}/{key}"], num_columns=1)
+            for key in comparison_figures
+            for kind in ("bars", "roc")
+        ]
+        blocks += [
+            wr.H2("Mean and 95% CI over repeats, overlaid ROC curves (reportsup-compare --wandb-project)"),
+            wr.PanelGrid(
+                runsets=[compare_runs],
+                panels=[*panels, wr.WeavePanelSummaryTable(table_name="comparison/metrics")],
+            ),
+        ]
     if comparison_md:
         blocks += [
             wr.H2("Mean and 95% CI over repeats, DeLong tests (reportsup-compare)"),
@@ -94,6 +120,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--ablation-table", default=None, help="a reportsup-ablation-table Markdown file to include"
     )
+    parser.add_argument(
+        "--comparisons",
+        nargs="*",
+        default=(),
+        help="<test set>_<label> keys (e.g. report_label_abnormal) of reportsup-compare runs' CI bars and ROC overlays",
+    )
     parser.add_argument("--title", default=None)
     args = parser.parse_args(argv)
     if not args.entity:
@@ -108,7 +140,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             texts[key] = Path(path).read_text()
     try:
         report = build_report(
-            args.entity, args.project, args.groups, args.metrics, args.roc, args.title, **texts
+            args.entity,
+            args.project,
+            args.groups,
+            args.metrics,
+            args.roc,
+            args.title,
+            comparison_figures=args.comparisons,
+            **texts,
         )
     except ValueError as err:
         raise SystemExit(f"reportsup-wandb-report: {err}") from None

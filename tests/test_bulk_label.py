@@ -196,3 +196,17 @@ def test_bf16_autocast_on_cpu_stays_close_to_fp32_and_records_its_agreement(tiny
     gap = (a["abnormal_prob"] - b["abnormal_prob"]).abs().max()
     assert 0 < gap < 0.02  # bf16 really ran (not bit-identical) and stays close to fp32
     assert json.loads((tmp_path / "bf16" / "manifest.json").read_text())["precision"] == "bf16"
+
+
+def test_one_process_per_gpu_takes_the_gpu_of_its_local_rank(monkeypatch):
+    from tools import bulk_label
+
+    monkeypatch.setattr(bulk_label.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(bulk_label.torch.cuda, "device_count", lambda: 4)
+    monkeypatch.delenv("SLURM_LOCALID", raising=False)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert [bulk_label.default_device(s) for s in (0, 1, 5)] == ["cuda:0", "cuda:1", "cuda:1"]
+    monkeypatch.setenv("SLURM_LOCALID", "3")  # srun: 4 tasks on a 4-GPU node, task 3
+    assert bulk_label.default_device(7) == "cuda:3"
+    monkeypatch.setattr(bulk_label.torch.cuda, "is_available", lambda: False)
+    assert bulk_label.default_device(3) == "cpu"

@@ -18,7 +18,8 @@ report id, a repeated id; with file row number and reason), and ``manifest.json`
 path, SHA-256 and label manifest, so every training run on these labels knows which labeller made them
 (each part also carries the SHA-256 in its Parquet metadata). A rerun skips the chunks already written;
 another checkpoint into the same folder is refused. ``--shards N`` splits the chunks over N processes
-(a SLURM job array: the task id picks the shard; one process per GPU likewise).
+(a SLURM job array: the array task id picks the shard; ``srun`` with one task per GPU: the task's
+SLURM_PROCID picks the shard and its SLURM_LOCALID the GPU).
 """
 
 from __future__ import annotations
@@ -197,6 +198,16 @@ def agreement(fp32: ClassifierLabeller, fast: ClassifierLabeller, texts: Sequenc
     }
 
 
+def default_device(shard: int) -> str:
+    """One process per GPU: the GPU of this process's local rank (``SLURM_LOCALID`` under srun,
+    ``LOCAL_RANK`` under torchrun), else of its shard, modulo the GPUs visible; the CPU without GPUs."""
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if n == 0:
+        return "cpu"
+    local = os.environ.get("SLURM_LOCALID", os.environ.get("LOCAL_RANK", ""))
+    return f"cuda:{(int(local) if local.isdigit() else shard) % n}"
+
+
 def label_archive(
     checkpoint: str | Path,
     input_path: str | Path,
@@ -219,7 +230,7 @@ def label_archive(
             raise FileNotFoundError(f"{path}: {what} not found.")
     if not 0 <= shard < shards:
         raise ValueError(f"--shard {shard} of --shards {shards}: the shard is 0..{shards - 1}.")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = torch.device(device or default_device(shard))
     if precision == "auto":
         precision = "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "32"
     sha = file_sha256(checkpoint)
@@ -340,7 +351,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--shards", type=int, default=1, help="split the chunks over this many processes")
     parser.add_argument(
-        "--shard", type=int, default=None, help="this process's shard (default: SLURM_ARRAY_TASK_ID or 0)"
+        "--shard",
+        type=int,
+        default=None,
+        help="this process's shard (default: SLURM_ARRAY_TASK_ID in a job array, SLURM_PROCID under srun, else 0)",
     )
     parser.add_argument("--precision", choices=["auto", "32", "bf16", "fp16"], default="auto")
     parser.add_argument("--quantize", choices=["int8"], default=None, help="CPU: int8 dynamic quantisation")
@@ -355,7 +369,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    shard = args.shard if args.shard is not None else int(os.environ.get("SLURM_ARRAY_TASK_ID", 0))
+    # a job array: one shard per array task; `srun --ntasks=4 --gpus-per-task=1`: one per task (and GPU)
+    env_shard = os.environ.get("SLURM_ARRAY_TASK_ID", os.environ.get("SLURM_PROCID", "0"))
+    shard = args.shard if args.shard is not None else int(env_shard)
     try:
         counts = label_archive(
             args.checkpoint,

@@ -114,17 +114,39 @@ def nlp_demo_data(
     return {"path": paths["reports_annotated"], "holdouts": {}}
 
 
-def trained_once(folder: Path, experiment: str, data_dir: str, data_overrides: list[str]) -> str:
-    """The best checkpoint of ``experiment`` under demo=true on this data set, trained on first use."""
+#: A stage of a smoke run (``debug=fast_dev_run``): one epoch of two batches, no test, in its own stage
+#: folder (``<stage>_quick``) so that a real demo on the same data never reuses an untrained stage.
+QUICK_STAGE = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=2",
+    "test=false",
+]
+
+
+def trained_once(
+    folder: Path, experiment: str, data_dir: str, data_overrides: list[str], quick: bool = False
+) -> str:
+    """The best checkpoint of ``experiment`` under demo=true on this data set, trained on first use
+    (``quick``: the smoke-run stage of :data:`QUICK_STAGE`)."""
+    folder = folder.with_name(folder.name + "_quick") if quick else folder
 
     def build(attempt: Path) -> dict[str, Any]:
-        overrides = [f"experiment={experiment}", "demo=true", f"paths.data_dir={data_dir}", *data_overrides]
+        overrides = [
+            f"experiment={experiment}",
+            "demo=true",
+            f"paths.data_dir={data_dir}",
+            *data_overrides,
+            *(QUICK_STAGE if quick else []),
+        ]
         return {"checkpoint": str(train_stage(overrides, attempt, experiment))}
 
     return _stage(folder, build)["checkpoint"]
 
 
-def machine_labels(data_dir: str, paths: dict[str, str], data_overrides: list[str]) -> str:
+def machine_labels(
+    data_dir: str, paths: dict[str, str], data_overrides: list[str], quick: bool = False
+) -> str:
     """The report NLP (``spine_nlp`` under demo=true: one 12-head model, the multi-label option, 12x
     cheaper than the paper's 12 models) trained on the annotated reports, then ``reportsup-label`` over
     every report of the archive."""
@@ -137,7 +159,9 @@ def machine_labels(data_dir: str, paths: dict[str, str], data_overrides: list[st
         counts = label_archive(nlp, paths["reports"], attempt, progress=False)
         return {"machine_labels": str(attempt), "reports": counts["reports"]}
 
-    return _stage(stages / "machine_labels", build_labels)["machine_labels"]
+    return _stage(stages / ("machine_labels_quick" if quick else "machine_labels"), build_labels)[
+        "machine_labels"
+    ]
 
 
 def image_demo_data(
@@ -148,8 +172,12 @@ def image_demo_data(
     image_size: int = 128,
     report_noise: float = 0.08,
     nlp_fraction: float = 0.5,
+    quick_stages: bool = False,
 ) -> dict[str, Any]:
-    """``data.*`` (and for 2steps ``model.init_checkpoint``) of a spine image regime under demo=true."""
+    """``data.*`` (and for 2steps ``model.init_checkpoint``) of a spine image regime under demo=true.
+    ``quick_stages`` (set by ``debug=fast_dev_run``): the 1step stage of 2steps as a smoke run too, kept
+    apart. The report NLP stays a real stage: its machine labels must be learnable (a two-batch NLP
+    labels every report negative, which the image DataModule rightly refuses)."""
     if regime not in ("1step", "2steps", "step2only"):
         raise ValueError(f"data.demo.regime={regime!r}: 1step, 2steps or step2only.")
     recipe = dict(
@@ -172,6 +200,6 @@ def image_demo_data(
     if regime == "2steps":
         stages = Path(data_dir) / "spine_pipeline" / Path(paths["views"]).parent.name
         values["model.init_checkpoint"] = trained_once(
-            stages / "1step", "spine_resnet18_1step", data_dir, overrides
+            stages / "1step", "spine_resnet18_1step", data_dir, overrides, quick_stages
         )
     return values

@@ -160,7 +160,7 @@ def test_forty_dicom_phantoms_through_check_register_and_datamodule(tmp_path):
         "--out-dir",
         "registered",
         "--max-iterations",
-        "64",
+        "32",  # as the DaMIL demo (one phantom: Dice 0.849 at 32 vs 0.854 at 64 iterations), half the time
         "--workers",
         "2",
         cwd=tmp_path,

@@ -211,7 +211,9 @@ def test_two_parallel_workers_share_one_journal_study(tmp_path):
         "sweep=alarm_lr",
         "demo=true",
         "sweep.storage=journal",
-        "sweep.demo_n_trials=6",
+        "sweep.demo_n_trials=4",
+        "data.demo.n_reports=600",  # the race is the test, not the trials: small, one-epoch trials
+        "trainer.max_epochs=1",
         f"paths.output_dir={tmp_path}",
         f"paths.data_dir={tmp_path / 'd'}",
     ]
@@ -234,7 +236,7 @@ def test_two_parallel_workers_share_one_journal_study(tmp_path):
     storage = storage_for("journal", folder)
     study = optuna.load_study(study_name="alarm_lr", storage=storage)
     finished = [t for t in study.trials if t.state.is_finished()]
-    assert 6 <= len(finished) <= 7  # MaxTrialsCallback: a worker may finish one trial it had started
+    assert 4 <= len(finished) <= 5  # MaxTrialsCallback: a worker may finish one trial it had started
     assert len({t.user_attrs["worker"] for t in study.trials[1:]}) == 2
     # differently seeded workers: no two trials drew the same parameters
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) == len(study.trials)

@@ -44,7 +44,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/eval_batching.py
 	$(PY) benchmarks/ct_loading.py
-	$(PY) benchmarks/bulk_label_int8.py
+	$(PY) benchmarks/label_throughput.py
 
 clean-venv:
 	rm -rf $(VENV)

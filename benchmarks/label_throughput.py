@@ -161,6 +161,48 @@ def sorted_padded_lengths(lengths: np.ndarray, chars: np.ndarray, batch_size: in
     return padded
 
 
+def encoder_only(batch: int = 64, length: int = 160, useful: int = 140) -> None:
+    """Where the bf16 time goes: BERT-base alone on one batch (``useful`` real tokens of ``length``),
+    under bf16 autocast (what reportsup-label does) and with bf16 weights (no casts), against fp32."""
+    import copy
+
+    from transformers import BertConfig, BertModel
+
+    cfg = BertConfig(vocab_size=8000, **BERT_BASE)
+    model = BertModel(cfg, add_pooling_layer=False).eval()
+    ids = torch.randint(5, 8000, (batch, length))
+    mask = torch.ones(batch, length, dtype=torch.long)
+    mask[:, useful:] = 0
+    flops = batch * length * 12 * (24 * 768**2 + 4 * length * 768)
+
+    def best(fn, n: int = 3) -> float:
+        fn()
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    with torch.inference_mode():
+
+        def autocast() -> None:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                model(input_ids=ids, attention_mask=mask)
+
+        runs = {
+            "fp32": best(lambda: model(input_ids=ids, attention_mask=mask), 1),
+            "bf16 autocast": best(autocast),
+            "bf16 weights": best(lambda: bf16(input_ids=ids, attention_mask=mask)),
+        }
+    for name, seconds in runs.items():
+        print(
+            f"encoder only, {batch} x {length} tokens, {name}: {seconds:.3f} s, {flops / seconds / 1e9:.0f} GFLOP/s"
+        )
+    print(f"ratio bf16 weights / autocast: {runs['bf16 autocast'] / runs['bf16 weights']:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reports", type=int, default=2000)
@@ -169,8 +211,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="reportsup-label's batch size")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--skip", nargs="*", default=[], choices=["fp32", "bf16", "int8"])
+    parser.add_argument("--encoder-only", action="store_true", help="only the encoder micro-benchmark")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.encoder_only:
+        encoder_only()
+        return
     table = long_reports(args.reports, args.median_words)
     fit_table = long_reports(128, args.median_words, seed=1)  # other reports: the head never sees the test
     torch.manual_seed(0)

@@ -137,6 +137,7 @@ def test_demo_sweep_prunes_resumes_and_its_best_trial_composes(tmp_path):
         best_cfg = compose("train", overrides=["experiment=swept_best"])
     assert best_cfg.model.optimizer.lr == pytest.approx(study.best_params["model.optimizer.lr"])
     assert best_cfg.data.batch_size == study.best_params["data.batch_size"]
+    assert "Found in DEMO mode" in (folder / "best_params.yaml").read_text()  # not for the paper encoder
 
 
 @pytest.mark.parametrize("sweep", sorted(p.stem for p in (Path(PROJECT_ROOT) / "sweeps").glob("*.yaml")))
@@ -240,3 +241,23 @@ def test_two_parallel_workers_share_one_journal_study(tmp_path):
     assert len({t.user_attrs["worker"] for t in study.trials[1:]}) == 2
     # differently seeded workers: no two trials drew the same parameters
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) == len(study.trials)
+
+
+def test_sweep_status_counts_each_state(tmp_path, capsys):
+    from tools.optuna_sweep import main as status
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="s", storage=storage)
+    for state, value in ((optuna.trial.TrialState.COMPLETE, 0.3), (optuna.trial.TrialState.COMPLETE, 0.2)):
+        study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=value, state=state))
+    study.add_trial(
+        optuna.trial.create_trial(params={}, distributions={}, state=optuna.trial.TrialState.PRUNED)
+    )
+    study.add_trial(
+        optuna.trial.create_trial(params={}, distributions={}, state=optuna.trial.TrialState.FAIL)
+    )
+    study.ask()  # a trial a worker is running
+    status([str(tmp_path)])
+    assert "study s: 1 running, 2 complete, 1 pruned, 1 fail" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="neither study.db nor journal.log"):
+        status([str(tmp_path / "empty")] if (tmp_path / "empty").mkdir() is None else [])

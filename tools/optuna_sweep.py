@@ -262,6 +262,13 @@ def best_experiment_yaml(study: optuna.Study, cfg: DictConfig) -> str:
         f"# Best trial {best.number} of the Optuna study '{study.study_name}' ({cfg.sweep.metric} = "
         f"{best.value:.6g}, {cfg.sweep.direction}). Copy into experiments/ to run it by name.\n"
     )
+    if cfg.get("demo"):
+        # a demo sweep searches the demo's space with the demo encoder on synthetic data (e.g. a
+        # from-scratch lr of 1e-3): its values are for demo=true runs, not for the paper's encoder
+        header += (
+            "# Found in DEMO mode (demo=true: synthetic data, the demo encoder and search space): run it with\n"
+            "# demo=true; its values (e.g. a from-scratch learning rate) do not carry over to the paper's encoder.\n"
+        )
     doc = {
         "defaults": [experiment],
         "name": f"{experiment}_{study.study_name}_best",

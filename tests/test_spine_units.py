@@ -50,8 +50,14 @@ def test_fusion_puts_coronal_in_red_sagittal_in_blue_and_green_as_configured():
 
 
 def test_resize_ignores_the_aspect_ratio():
-    out = resize_view(np.random.default_rng(0).random((300, 120)), (64, 64))
+    # a 300 x 120 view with a bright square block in its top-left quarter (150 x 60 pixels): stretched,
+    # not padded or cropped, the block fills exactly the top-left quarter of the 64 x 64 output
+    view = np.zeros((300, 120))
+    view[:150, :60] = 1.0
+    out = resize_view(view, (64, 64))
     assert out.shape == (1, 64, 64)
+    assert torch.all(out[0, :31, :31] > 0.99) and torch.all(out[0, 33:, :] < 0.01)
+    assert torch.all(out[0, :, 33:] < 0.01)  # an aspect-keeping resize would put the edge elsewhere
 
 
 def test_monochrome1_is_inverted_and_the_files_window_is_applied(tmp_path):

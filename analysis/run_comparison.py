@@ -88,13 +88,18 @@ NOT_A_SETTING = (
 
 def setting_labels(runs: Sequence[tuple[str, set[str] | frozenset[str]]]) -> list[str]:
     """A group label per ``(experiment name, overrides)``: the name, plus the overrides that tell this
-    run apart from the others (``alarm_binary [encoder=minilm]``), so that two settings of one experiment
-    are compared as two groups while its repeats (split seeds) pool into one."""
-    sets = [set(o) for _, o in runs]
-    common = set.intersection(*sets) if sets else set()
+    run apart from the other runs *of the same experiment* (``alarm_binary [encoder=minilm]``), so that
+    two settings of one experiment are compared as two groups while its repeats (split seeds) pool into
+    one. Runs of different experiments are told apart by their names already."""
+    by_name: dict[str, list[set[str]]] = {}
+    for name, overrides in runs:
+        by_name.setdefault(name, []).append(set(overrides))
+    common = {name: set.intersection(*sets) for name, sets in by_name.items()}
     labels = []
-    for (name, _), own in zip(runs, sets, strict=True):
-        distinct = sorted(o for o in own - common if not o.lstrip("+~").startswith(NOT_A_SETTING))
+    for name, overrides in runs:
+        distinct = sorted(
+            o for o in set(overrides) - common[name] if not o.lstrip("+~").startswith(NOT_A_SETTING)
+        )
         labels.append(f"{name} [{', '.join(distinct)}]" if distinct else name)
     return labels
 

@@ -4,6 +4,7 @@ Fig. 4, Fig. 5) on small hand-made inputs with known answers."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -162,6 +163,7 @@ def test_two_settings_of_one_experiment_compare_as_two_groups_and_repeats_pool(t
     compare_dirs(
         [tmp_path / "biobert", tmp_path / "minilm"], tmp_path / "cmp_wandb", wandb_project="reportsup-test"
     )
+    assert "WANDB_SERVICE" not in os.environ  # no leak into the runs this process starts later
     (offline,) = (tmp_path / "cmp_wandb" / "wandb").glob("offline-run-*")
     media = offline / "files" / "media"
     for kind in ("bars", "roc"):
@@ -191,3 +193,15 @@ def test_attention_page_selects_errors_with_the_metrics_threshold_rule():
     # most confident error first, confidence measured from the threshold (c 0.25, d 0.01, b 0)
     assert chosen["id"].tolist() == ["c", "d", "b"]
     assert chosen["kind"].tolist() == ["false positive", "false negative", "false negative"]
+
+
+def test_setting_labels_tell_apart_settings_within_an_experiment_only():
+    from analysis.run_comparison import setting_labels
+
+    runs = [
+        ("alarm", {"seed=0", "trainer.max_epochs=2"}),
+        ("alarm", {"seed=1", "trainer.max_epochs=2"}),
+        ("w2v", {"seed=0", "model.features.vector_size=50"}),
+        ("alarm", {"seed=0", "trainer.max_epochs=2", "encoder=minilm", "paths.output_dir=/x"}),
+    ]
+    assert setting_labels(runs) == ["alarm", "alarm", "w2v", "alarm [encoder=minilm]"]

@@ -146,6 +146,7 @@ def log_to_wandb(comparison: dict, out: Path, project: str, entity: str | None =
     from lightning_modules.loggers import wandb_credentials_available
 
     offline = os.environ.get("WANDB_MODE") == "offline" or not wandb_credentials_available()
+    service_before = os.environ.get("WANDB_SERVICE")
     run = wandb.init(
         project=project,
         entity=entity,
@@ -175,6 +176,11 @@ def log_to_wandb(comparison: dict, out: Path, project: str, entity: str | None =
         )
     finally:
         run.finish()
+        # wandb.init leaves this process's service address in os.environ (WANDB_SERVICE): a train.py
+        # started from here later would send its run to that service and log nothing of its own.
+        wandb.teardown()
+        if service_before is None:
+            os.environ.pop("WANDB_SERVICE", None)
     if offline:
         print(f"W&B: logged offline; upload with `wandb sync {out / 'wandb'}/offline-run-*`")
     return Path(run.dir)

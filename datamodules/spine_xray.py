@@ -430,7 +430,13 @@ class SpineXrayDataModule(pl.LightningDataModule):
                 )
         # The paper's exclusion: reports annotated for the NLP and their images stay out of this stage.
         nlp_ids: set[str] = set()
-        if self.nlp_reports:
+        if not self.nlp_reports:
+            rank_zero_info(
+                "[reportsup] data.nlp_reports is not set: no session is left out as an NLP development report. "
+                "The paper keeps the reports annotated for the report NLP out of image training and testing: "
+                "set data.nlp_reports=<their table> unless none of these sessions were annotated."
+            )
+        else:
             nlp_ids = set(_read(self.nlp_reports, "data.nlp_reports", ["report_id"])["report_id"])
             if "report_id" not in sessions.columns:
                 raise SpineDataError(

@@ -193,14 +193,19 @@ def delong_digest(tests: Sequence[Mapping[str, Any]], test_set: str, label: str,
     return f"median p {np.median(ps):.3g}; {sum(p < alpha for p in ps)}/{len(ps)} repeats p < {alpha:g}"
 
 
+def comparison_keys(comparison: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Every ``(test set, label)`` that any compared experiment has metrics for, sorted."""
+    exps = comparison["experiments"].values()
+    return sorted({(s, lb) for e in exps for s, per in e["metrics"].items() for lb in per})
+
+
 def comparison_markdown(comparison: Mapping[str, Any]) -> str:
     """Wood et al. Table 3 layout: one table per test set and label, a row per experiment with
     ``mean [95 % CI]`` of each metric over its repeats and the DeLong test against the reference."""
     ref = comparison["reference"]
     exps = comparison["experiments"]
     lines = [f"# Comparison (reference: {ref})", ""]
-    keys = sorted({(s, lb) for e in exps.values() for s, per in e["metrics"].items() for lb in per})
-    for test_set, label in keys:
+    for test_set, label in comparison_keys(comparison):
         lines += [
             f"## {test_set}: {label}",
             "",

@@ -27,6 +27,11 @@ def wandb_credentials_available() -> bool:
         return False
 
 
+def wandb_offline() -> bool:
+    """Log offline: asked for (``WANDB_MODE=offline``) or no credentials to go online with."""
+    return os.environ.get("WANDB_MODE") == "offline" or not wandb_credentials_available()
+
+
 def wandb_logger(
     project: str,
     save_dir: str,
@@ -43,7 +48,7 @@ def wandb_logger(
     exist (or ``offline`` is set)."""
     tags = [*tags, *([f"seed_{seed}"] if seed is not None else [])]
     if offline is None:
-        offline = os.environ.get("WANDB_MODE") == "offline" or not wandb_credentials_available()
+        offline = wandb_offline()
     if offline:
         rank_zero_info(
             "[reportsup] W&B: no credentials found, logging offline. Upload later with "

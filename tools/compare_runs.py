@@ -27,6 +27,7 @@ from analysis.run_comparison import (
     TABLE_METRICS,
     Run,
     compare_experiments,
+    comparison_keys,
     comparison_markdown,
     find_runs,
     group_runs,
@@ -73,9 +74,8 @@ def metric_bar_figures(comparison: dict, out: Path) -> str:
     """One bar chart per test set and label (mean and 95 % CI over repeats of every Table 3 metric);
     returns the Markdown that shows them."""
     exps = comparison["experiments"]
-    keys = sorted({(s, lb) for e in exps.values() for s, per in e["metrics"].items() for lb in per})
     lines = ["## Metrics: mean and 95 % CI over repeats", ""]
-    for test_set, label in keys:
+    for test_set, label in comparison_keys(comparison):
         groups = {
             name: {m: f for m, f in per.items() if m in TABLE_METRICS}
             for name, block in exps.items()
@@ -143,9 +143,9 @@ def log_to_wandb(comparison: dict, out: Path, project: str, entity: str | None =
     import pandas as pd
     import wandb
 
-    from lightning_modules.loggers import wandb_credentials_available
+    from lightning_modules.loggers import wandb_offline
 
-    offline = os.environ.get("WANDB_MODE") == "offline" or not wandb_credentials_available()
+    offline = wandb_offline()
     service_before = os.environ.get("WANDB_SERVICE")
     run = wandb.init(
         project=project,

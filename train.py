@@ -132,6 +132,11 @@ def run(
         if evaluator is not None and evaluator.metrics:
             rank_zero_info("\n" + metrics_table(evaluator.headline()))
     rank_zero_info(f"[reportsup] run directory: {run_dir}")
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # Wait for every rank, then release gloo/NCCL: a process group left to the interpreter's exit
+        # can abort a rank ("terminate called without an active exception", seen with 2 gloo ranks).
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     return metric
 
 

@@ -24,9 +24,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import random
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
+from functools import partial
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +67,37 @@ def write_atlases(out: Path, shape, spacing, n_reference: int, seed: int) -> dic
     return paths
 
 
+def _write_scan(
+    job: tuple, out: Path, shape, spacing, formats: Sequence[str], space: LabelSpace, seed: int
+) -> dict:
+    """Render one phantom and write its DICOM / NIfTI files and truth maps; its manifest row."""
+    spec, report_id, render_seed = job
+    scan_id, pid = spec.scan_id, spec.patient_id
+    ph = render_phantom(spec, seed=render_seed, shape=shape, spacing=spacing, space=space)
+    row = {"scan_id": scan_id, "patient_id": pid, "report_id": report_id}
+    if "dicom" in formats:
+        write_dicom_series(
+            ph.hu,
+            ph.spacing,
+            out / "dicom" / scan_id,
+            patient_id=pid,
+            origin=ph.origin_lps,
+            seed_uid=f"reportsup-synthetic-{seed}-{scan_id}",
+        )
+        row["image"] = f"dicom/{scan_id}"
+    if "nifti" in formats:
+        nifti = write_nifti(ph.hu.astype(np.int16), ph.affine_ras, out / "nifti" / f"{scan_id}.nii.gz")
+        row.setdefault("image", str(nifti.relative_to(out)))
+    truth = out / "truth"
+    row["voxel_mask"] = str(
+        write_nifti(ph.lesion_bits, ph.affine_ras, truth / f"{scan_id}_lesions.nii.gz").relative_to(out)
+    )
+    row["true_region_mask"] = str(
+        write_nifti(ph.regions, ph.affine_ras, truth / f"{scan_id}_regions.nii.gz").relative_to(out)
+    )
+    return row
+
+
 def generate_ct_scans(
     out_dir: str | Path,
     n_scans: int = 40,
@@ -76,8 +111,12 @@ def generate_ct_scans(
     n_reference_atlases: int = 2,
     space: LabelSpace | None = None,
     progress: bool = True,
+    workers: int | None = None,
 ) -> None:
-    """Write the data set described in the module docstring into the (empty) folder ``out_dir``."""
+    """Write the data set described in the module docstring into the (empty) folder ``out_dir``.
+
+    ``workers`` processes render and write the scans (default: one per CPU); the files are the same for
+    any number of workers, since each scan depends only on its own spec and seed."""
     space = space or LabelSpace()
     out = Path(out_dir)
     shape, spacing = tuple(int(s) for s in shape), tuple(float(s) for s in spacing)
@@ -85,61 +124,52 @@ def generate_ct_scans(
     if unknown or not formats:
         raise ValueError(f"formats: {sorted(unknown) or 'empty'}; choose from 'dicom', 'nifti'.")
     rng = random.Random(seed)
-    reports, manifest, specs = [], [], []
+    # Specs and report texts first, in one seeded sequence (cheap); rendering each scan depends only on
+    # its own spec and seed, so it runs in worker processes without changing a single voxel.
+    jobs, reports, specs = [], [], []
     patient = 0
+    while len(jobs) < n_scans:
+        pid = f"HCTP{patient:05d}"
+        for _ in range(rng.choices((1, 2, 3), weights=(0.6, 0.3, 0.1))[0]):
+            if len(jobs) >= n_scans:
+                break
+            n = len(jobs)
+            scan_id, report_id = f"HCT{n:05d}", f"HCTR{n:05d}"
+            spec = sample_scan_spec(
+                scan_id, pid, rng, abnormal_rate, lesion_count_weights, tuple(size_range_mm)
+            )
+            text, _ = write_report(spec, rng, space)
+            jobs.append((spec, report_id, seed * 100_003 + n))
+            matrix = abnormality_matrix(spec, space).reshape(-1)
+            reports.append(
+                {
+                    "report_id": report_id,
+                    "scan_id": scan_id,
+                    "patient_id": pid,
+                    "text": text,
+                    **dict(zip(space.matrix_columns(), matrix.tolist(), strict=True)),
+                }
+            )
+            specs.append({"report_id": report_id, **asdict(spec)})
+        patient += 1
+    render = partial(
+        _write_scan, out=out, shape=shape, spacing=spacing, formats=tuple(formats), space=space, seed=seed
+    )
+    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     with tqdm(total=n_scans, desc="synthetic CT scans", disable=not progress) as bar:
-        while len(manifest) < n_scans:
-            pid = f"HCTP{patient:05d}"
-            for _ in range(rng.choices((1, 2, 3), weights=(0.6, 0.3, 0.1))[0]):
-                if len(manifest) >= n_scans:
-                    break
-                n = len(manifest)
-                scan_id, report_id = f"HCT{n:05d}", f"HCTR{n:05d}"
-                spec = sample_scan_spec(
-                    scan_id, pid, rng, abnormal_rate, lesion_count_weights, tuple(size_range_mm)
-                )
-                text, _ = write_report(spec, rng, space)
-                ph = render_phantom(spec, seed=seed * 100_003 + n, shape=shape, spacing=spacing, space=space)
-                row = {"scan_id": scan_id, "patient_id": pid, "report_id": report_id}
-                if "dicom" in formats:
-                    write_dicom_series(
-                        ph.hu,
-                        ph.spacing,
-                        out / "dicom" / scan_id,
-                        patient_id=pid,
-                        origin=ph.origin_lps,
-                        seed_uid=f"reportsup-synthetic-{seed}-{scan_id}",
-                    )
-                    row["image"] = f"dicom/{scan_id}"
-                if "nifti" in formats:
-                    nifti = write_nifti(
-                        ph.hu.astype(np.int16), ph.affine_ras, out / "nifti" / f"{scan_id}.nii.gz"
-                    )
-                    row.setdefault("image", str(nifti.relative_to(out)))
-                row["voxel_mask"] = str(
-                    write_nifti(
-                        ph.lesion_bits, ph.affine_ras, out / "truth" / f"{scan_id}_lesions.nii.gz"
-                    ).relative_to(out)
-                )
-                row["true_region_mask"] = str(
-                    write_nifti(
-                        ph.regions, ph.affine_ras, out / "truth" / f"{scan_id}_regions.nii.gz"
-                    ).relative_to(out)
-                )
+        manifest = []
+        if workers == 1:
+            rows = map(render, jobs)
+        else:
+            pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+            rows = pool.map(render, jobs)
+        try:
+            for row in rows:
                 manifest.append(row)
-                matrix = abnormality_matrix(spec, space).reshape(-1)
-                reports.append(
-                    {
-                        "report_id": report_id,
-                        "scan_id": scan_id,
-                        "patient_id": pid,
-                        "text": text,
-                        **dict(zip(space.matrix_columns(), matrix.tolist(), strict=True)),
-                    }
-                )
-                specs.append({"report_id": report_id, **asdict(spec)})
                 bar.update()
-            patient += 1
+        finally:
+            if workers > 1:
+                pool.shutdown(cancel_futures=True)
     write_atlases(out, shape, spacing, n_reference_atlases, seed)
     pd.DataFrame(manifest).to_csv(out / "manifest.csv", index=False)
     pd.DataFrame(reports).to_csv(out / "reports.csv", index=False)

@@ -65,8 +65,10 @@ class DaMILHead(nn.Module):
             nn.init.constant_(self.abnormality.bias, float(torch.logit(torch.tensor(abnormality_prior))))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        s = torch.sigmoid(self.regions(x))
-        d = self.abnormality(x)
+        # Maps in fp32 whatever the autocast dtype: the MIL products, top-k counts against t and the
+        # log-losses need the resolution near 0 and 1 that bf16 (8 mantissa bits) does not have.
+        s = torch.sigmoid(self.regions(x).float())
+        d = self.abnormality(x).float()
         d = torch.sigmoid(d) if self.activation == "sigmoid" else torch.softmax(d, dim=1)[:, :-1]
         return s, d
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 from tools.experiment_setup import PROJECT_ROOT, command_line_values, register_all
 
@@ -173,3 +174,25 @@ def test_2steps_without_the_1step_checkpoint_refuses_to_start_instead_of_trainin
     assert instantiate(
         cfg.model, labels=["scoliosis"], image_preprocessing=None, require_init_checkpoint=False
     )
+
+
+def test_auto_precision_uses_cpu_bf16_only_where_asked_and_amx_exists(monkeypatch):
+    import torch
+
+    from tools.experiment_setup import auto_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for amx, expected in ((True, "bf16-mixed"), (False, "32-true")):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
+        assert auto_precision() == "32-true"  # report models: fp32 on every CPU
+        assert auto_precision("cpu_bf16") == expected
+    with pytest.raises(ValueError, match="cpu_bf16"):
+        auto_precision("bf16")
+
+
+def test_damil_demo_keeps_the_paper_method_and_says_what_it_changes():
+    cfg = _compose("experiment=damil_multiscale")
+    demo = cfg.demo_overrides
+    assert cfg.data.demo.n_scans == 160 and cfg.data.demo.register is False
+    assert demo.model.lambda_start == cfg.model.lambda_start == 1.0
+    assert OmegaConf.to_container(demo.trainer)["precision"] == "${auto_precision:cpu_bf16}"

@@ -218,3 +218,19 @@ def test_no_findings_reports_are_unknown_not_normal():
     assert out.scan[0].tolist() == [0, 0, 1, 0]  # the union includes the unclear row
     with pytest.raises(ManifestError, match="no row for report_id 'r3'"):
         scan_labels(manifest.assign(report_id=["r1", "r3"]), SPACE, labels)
+
+
+@pytest.mark.slow  # two spawned workers each load the MNI templates
+def test_phantoms_written_by_worker_processes_equal_the_sequential_ones(tmp_path):
+    import nibabel as nib
+
+    from datamodules.synthetic_ct_scans import generate_ct_scans
+
+    small = dict(shape=(48, 48, 12), spacing=(4.0, 4.0, 10.0), formats=("nifti",), n_reference_atlases=0)
+    generate_ct_scans(tmp_path / "one", 3, seed=3, workers=1, progress=False, **small)
+    generate_ct_scans(tmp_path / "two", 3, seed=3, workers=2, progress=False, **small)
+    for name in ("manifest.csv", "reports.csv", "lesion_specs.jsonl"):
+        assert (tmp_path / "one" / name).read_text() == (tmp_path / "two" / name).read_text(), name
+    for rel in pd.read_csv(tmp_path / "one" / "manifest.csv")[["image", "voxel_mask"]].to_numpy().ravel():
+        a, b = (np.asarray(nib.load(tmp_path / d / rel).dataobj) for d in ("one", "two"))
+        assert np.array_equal(a, b), rel

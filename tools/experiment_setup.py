@@ -78,10 +78,19 @@ def hydra_subdir(ckpt_path: str | None = None) -> str:
     return f".hydra_resumed_{time.strftime('%Y%m%d-%H%M%S')}" if ckpt_path else ".hydra"
 
 
-def auto_precision() -> str:
+def auto_precision(cpu: str = "32") -> str:
+    """``bf16-mixed`` on GPUs that support it, else ``32-true``. ``${auto_precision:cpu_bf16}`` also
+    picks bf16-mixed on CPUs with AMX tiles (oneDNN runs bf16 convolutions on them: 2.6x faster for the
+    DaMIL demo's U-Net step here); without AMX, CPU bf16 is emulated and slower than fp32."""
     import torch
 
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+    if cpu not in ("32", "cpu_bf16"):
+        raise ValueError(
+            f"auto_precision: {cpu!r}; use ${{auto_precision:}} or ${{auto_precision:cpu_bf16}}."
+        )
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    if cpu == "cpu_bf16" and torch.cpu._is_amx_tile_supported():
         return "bf16-mixed"
     return "32-true"
 

@@ -46,7 +46,7 @@ import torch
 from datamodules.synthetic_mri_reports import generate_tables
 from lightning_modules.alarm import ALARMClassifier
 from lightning_modules.encoders import tiny_bert_encoder
-from tools.bulk_label import label_archive
+from tools.bulk_label import compiled_model, label_archive
 
 BERT_BASE = {
     "hidden_size": 768,
@@ -150,10 +150,10 @@ def real_lengths(model: ALARMClassifier, texts: list[str]) -> np.ndarray:
     return np.array([len(ids) for ids in enc["input_ids"]])
 
 
-def sorted_padded_lengths(lengths: np.ndarray, chars: np.ndarray, batch_size: int) -> np.ndarray:
-    """Per report, the padded length of its batch when reports are sorted by character length, as
+def sorted_padded_lengths(lengths: np.ndarray, batch_size: int) -> np.ndarray:
+    """Per report, the padded length of its batch when reports are sorted by token count, as
     reportsup-label sorts them (one chunk)."""
-    order = np.argsort(-chars, kind="stable")
+    order = np.argsort(-lengths, kind="stable")
     padded = np.empty_like(lengths)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
@@ -196,11 +196,20 @@ def encoder_only(batch: int = 64, length: int = 160, useful: int = 140) -> None:
             "bf16 autocast": best(autocast),
             "bf16 weights": best(lambda: bf16(input_ids=ids, attention_mask=mask)),
         }
+        # reportsup-label --compile: bf16 weights, torch.compile with frozen (prepacked) weights
+        frozen = compiled_model(copy.deepcopy(model), "bf16")
+        start = time.perf_counter()
+        frozen(input_ids=ids[:4, :8], attention_mask=mask[:4, :8])
+        print(f"compilation (once): {time.perf_counter() - start:.1f} s")
+        runs["bf16 compiled, frozen weights"] = best(lambda: frozen(input_ids=ids, attention_mask=mask))
     for name, seconds in runs.items():
         print(
             f"encoder only, {batch} x {length} tokens, {name}: {seconds:.3f} s, {flops / seconds / 1e9:.0f} GFLOP/s"
         )
     print(f"ratio bf16 weights / autocast: {runs['bf16 autocast'] / runs['bf16 weights']:.2f}x")
+    print(
+        f"ratio compiled frozen / bf16 weights: {runs['bf16 weights'] / runs['bf16 compiled, frozen weights']:.2f}x"
+    )
 
 
 def main() -> None:
@@ -210,7 +219,7 @@ def main() -> None:
     parser.add_argument("--median-words", type=float, default=100)
     parser.add_argument("--batch-size", type=int, default=64, help="reportsup-label's batch size")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--skip", nargs="*", default=[], choices=["fp32", "bf16", "int8"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["fp32", "bf16", "int8", "bf16 compiled"])
     parser.add_argument("--encoder-only", action="store_true", help="only the encoder micro-benchmark")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -231,7 +240,6 @@ def main() -> None:
 
     texts = table["text"].tolist()
     lengths = real_lengths(model, texts)
-    chars = np.array([len(t) for t in texts])
     print(
         f"{len(texts)} reports: words median {table['text'].str.split().str.len().median():.0f}, "
         f"tokens median {np.median(lengths):.0f}, mean {lengths.mean():.0f}, "
@@ -267,16 +275,17 @@ def main() -> None:
             "fp32": {"precision": "32"},
             "bf16": {"precision": "bf16"},
             "int8": {"precision": "32", "quantize": "int8"},
+            "bf16 compiled": {"precision": "bf16", "compile": True},
         }.items():
             if name in args.skip:
                 continue
             rows = table if name != "fp32" else table.iloc[sample]  # fp32: the naive sample (slow)
-            archive = tmp / f"{name}.parquet"
+            archive = tmp / f"{name.replace(' ', '_')}.parquet"
             rows[["report_id", "text"]].to_parquet(archive)
             counts = label_archive(
                 ckpt,
                 archive,
-                tmp / f"out_{name}",
+                tmp / f"out_{name.replace(' ', '_')}",
                 chunk_size=5000,
                 batch_size=args.batch_size,
                 device="cpu",
@@ -285,7 +294,10 @@ def main() -> None:
                 **kwargs,
             )
             labelled = pd.concat(
-                [pd.read_parquet(p) for p in sorted((tmp / f"out_{name}").glob("part-*.parquet"))]
+                [
+                    pd.read_parquet(p)
+                    for p in sorted((tmp / f"out_{name.replace(' ', '_')}").glob("part-*.parquet"))
+                ]
             )
             probs = (
                 labelled.set_index("report_id")
@@ -301,10 +313,11 @@ def main() -> None:
                 "tokens": int(lengths[idx].sum()),
                 "flops": transformer_flops(lengths[idx]),
                 "padding": 1
-                - lengths[idx].sum() / sorted_padded_lengths(lengths[idx], chars[idx], args.batch_size).sum(),
+                - lengths[idx].sum() / sorted_padded_lengths(lengths[idx], args.batch_size).sum(),
                 "agreement": float(np.mean((probs > 0.5) == (naive > 0.5))),
                 "max_diff": float(np.abs(probs - naive).max()),
                 "rate": rates["bf16"] if name != "fp32" else rates["fp32"],
+                "compile_seconds": counts.get("compile_seconds", 0.0),
             }
     base = (
         results["naive (pad 512, batch 16, fp32)"]["n"]
@@ -324,6 +337,14 @@ def main() -> None:
                 else f"  padding {1 - r['tokens'] / (512 * r['n']):.1%}"
             )
         )
+    for name, r in results.items():
+        if r.get("compile_seconds"):
+            whole = r["seconds"] + r["compile_seconds"]
+            print(
+                f"{name}: plus a one-off compilation of {r['compile_seconds']:.1f} s before the first chunk "
+                f"(not in the row above); with it {r['n'] / whole:.2f} reports/s = "
+                f"{r['n'] / whole / base:.1f}x naive for these {r['n']} reports"
+            )
     # "of matmul": useful FLOPs (real tokens only) per second against the dense matmul rate of the path's
     # dtype (int8 is compared with bf16, the fastest float rate here).
     best = max(

@@ -84,6 +84,12 @@ class TextEncoder(nn.Module):
         )
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
+    def token_lengths(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text as :meth:`tokenize` would give them (with special tokens, after truncation),
+        for sorting an archive into batches of equal token length."""
+        enc = self.tokenizer([self.preprocess(t) for t in texts], truncation=True, max_length=self.max_length)
+        return [len(ids) for ids in enc["input_ids"]]
+
     def word_spans(self, text: str) -> list[tuple[int | None, int, int]]:
         """Per token of ``tokenize([text])``: ``(word index or None for special tokens, start, end)``
         with character offsets into ``text`` (lower-casing keeps offsets), for word-level attention maps."""

@@ -222,3 +222,27 @@ def test_one_process_per_gpu_takes_the_gpu_of_its_local_rank(monkeypatch):
     assert bulk_label.default_device(7) == "cuda:3"
     monkeypatch.setattr(bulk_label.torch.cuda, "is_available", lambda: False)
     assert bulk_label.default_device(3) == "cpu"
+
+
+@pytest.mark.slow  # inductor compiles the tiny BERT (~30 s on 2 cores)
+def test_compiled_bf16_path_labels_like_fp32_and_reports_its_compile_time(tiny_encoder, archive, tmp_path):
+    path, _ = archive
+    ckpt = _checkpoint(tiny_encoder, tmp_path / "a.ckpt")
+    label_archive(ckpt, path, tmp_path / "fp32", chunk_size=100, device="cpu", progress=False)
+    counts = label_archive(
+        ckpt,
+        path,
+        tmp_path / "compiled",
+        chunk_size=100,
+        precision="bf16",
+        compile=True,
+        device="cpu",
+        progress=False,
+    )
+    assert counts["compile_seconds"] > 0 and counts["fp32_agreement"]["mode"] == "bf16"
+    a, b = _read(tmp_path / "fp32"), _read(tmp_path / "compiled")
+    assert a["report_id"].tolist() == b["report_id"].tolist()
+    assert (a["abnormal_prob"] - b["abnormal_prob"]).abs().max() < 0.02
+    assert json.loads((tmp_path / "compiled" / "manifest.json").read_text())["compile"] is True
+    with pytest.raises(ValueError, match="do not combine"):
+        label_archive(ckpt, path, tmp_path / "x", quantize="int8", compile=True, device="cpu", progress=False)

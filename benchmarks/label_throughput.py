@@ -280,12 +280,13 @@ def main() -> None:
             if name in args.skip:
                 continue
             rows = table if name != "fp32" else table.iloc[sample]  # fp32: the naive sample (slow)
-            archive = tmp / f"{name.replace(' ', '_')}.parquet"
+            slug = name.replace(" ", "_")
+            archive = tmp / f"{slug}.parquet"
             rows[["report_id", "text"]].to_parquet(archive)
             counts = label_archive(
                 ckpt,
                 archive,
-                tmp / f"out_{name.replace(' ', '_')}",
+                tmp / f"out_{slug}",
                 chunk_size=5000,
                 batch_size=args.batch_size,
                 device="cpu",
@@ -294,10 +295,7 @@ def main() -> None:
                 **kwargs,
             )
             labelled = pd.concat(
-                [
-                    pd.read_parquet(p)
-                    for p in sorted((tmp / f"out_{name.replace(' ', '_')}").glob("part-*.parquet"))
-                ]
+                [pd.read_parquet(p) for p in sorted((tmp / f"out_{slug}").glob("part-*.parquet"))]
             )
             probs = (
                 labelled.set_index("report_id")

@@ -37,7 +37,7 @@ def test_damil_demo_trains_evaluates_and_writes_maps(tmp_path, demo_data_dir):
     assert aurocs and all(0 <= a <= 1 for a in aurocs), proc.stdout[-3000:]
     dice = [v["dice"]["value"] for k, v in metrics.items() if k.startswith("dice:")]
     assert dice and all(0 <= d <= 1 for d in dice)
-    # The demo bar: above-chance detection on the 32 held-out phantoms (region x type cells,
+    # The demo bar: above-chance detection on the 31 held-out phantoms (region x type cells,
     # micro-averaged, the lower end of its bootstrap CI too) and a non-zero localisation Dice.
     micro = metrics["micro"]["auroc"]
     assert micro["value"] >= 0.6 and micro["ci_low"] > 0.5, micro

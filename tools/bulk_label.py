@@ -88,15 +88,19 @@ def classifier_class(task: str | None) -> type | None:
     return {cls.TASK: cls for cls in (ALARMClassifier, SpineReportClassifier)}.get(task)
 
 
+# --precision values that run in a 16-bit float dtype (autocast, or weights cast once by --compile)
+HALF_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def compiled_model(model: torch.nn.Module, precision: str) -> Callable:
     """``torch.compile`` (inductor, dynamic shapes: one compilation serves every batch shape) with
     weight freezing, so that oneDNN prepacks the linear layers' weights once instead of at every call;
-    under bf16/fp16 the weights are cast once. Measured on BERT-base, bf16, 2 CPU cores: 1.4x the eager
-    bf16 encoder (BENCHMARKS.md). Freezing is a process-wide inductor setting: reportsup-label owns its
+    under bf16/fp16 the weights are cast once. Measured on BERT-base, bf16, 2 CPU cores: 1.34x the eager
+    bf16-weight encoder (BENCHMARKS.md). Freezing is a process-wide inductor setting: reportsup-label owns its
     process."""
     import torch._inductor.config as inductor_config
 
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    dtype = HALF_DTYPES.get(precision)
     if dtype is not None:
         model.to(dtype)
     inductor_config.freezing = True
@@ -146,7 +150,7 @@ class ClassifierLabeller:
         # Sorted by token count (one extra pass of the fast tokenizer, ~0.3 ms per report): a batch holds
         # reports of (nearly) one length, so per-batch padding adds almost nothing.
         order = np.argsort([-n for n in self.model.encoder.token_lengths(texts)], kind="stable")
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        dtype = HALF_DTYPES.get(self.precision)
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
             batch = {

@@ -202,6 +202,26 @@ def test_bad_scan_stops_setup_with_its_name(ct_dir, tmp_path):
     assert "reportsup-check-scans" in str(err.value)
 
 
+def test_validated_scans_are_not_reread_until_their_files_change(ct_dir, tmp_path, monkeypatch):
+    import datamodules.head_ct as head_ct
+
+    data = tmp_path / "copy"
+    shutil.copytree(ct_dir, data)
+    calls = []
+    real = head_ct.validate_scan
+    monkeypatch.setattr(head_ct, "validate_scan", lambda path, **kw: calls.append(path) or real(path, **kw))
+    _datamodule(data, tmp_path, region_mask_column=None).setup()
+    n_scans = len(calls)
+    assert n_scans == len(pd.read_csv(data / "manifest.csv"))
+    _datamodule(data, tmp_path, region_mask_column=None).setup()  # a second run: nothing re-read
+    assert len(calls) == n_scans
+    for f in sorted((data / "dicom" / "HCT00003").iterdir())[:-5]:  # damaged after validation
+        f.unlink()
+    with pytest.raises(ManifestError, match=r"HCT00003"):
+        _datamodule(data, tmp_path, region_mask_column=None).setup()
+    assert calls[n_scans:] == [str(data / "dicom" / "HCT00003")]
+
+
 def test_no_findings_reports_are_unknown_not_normal():
     manifest = pd.DataFrame(
         {"scan_id": ["a", "b"], "patient_id": ["p", "q"], "image": ["x", "y"], "report_id": ["r1", "r2"]}

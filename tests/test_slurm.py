@@ -99,6 +99,22 @@ def test_two_task_ddp_job_trains_identical_replicas_and_writes_metrics_once(slur
     assert len(logs) == 2  # two SLURM tasks (srun ranks)
 
 
+def _release_requeued(job_id: str, env: dict[str, str], timeout: float = 120) -> None:
+    """SLURM holds a requeued batch job for 120 s (``Reason=BeginTime``); set its start to now, as an
+    administrator would, so the test does not wait two minutes. The resume itself is unchanged."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        state = subprocess.run(
+            ["squeue", "-h", "-j", job_id, "-o", "%T %r"], env=env, capture_output=True, text=True
+        ).stdout.split()
+        if state[:2] == ["PENDING", "BeginTime"]:
+            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], env=env, check=True)
+            return
+        if not state:  # left the queue: _finish reports what happened
+            return
+        time.sleep(0.5)  # still RUNNING (being stopped) or REQUEUED
+
+
 def test_requeued_job_resumes_from_its_checkpoint(slurm_env, tmp_path):
     proc = _launch(
         slurm_env, "trainer.max_epochs=6", f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'd'}"
@@ -115,6 +131,7 @@ def test_requeued_job_resumes_from_its_checkpoint(slurm_env, tmp_path):
     run = last.parent.parent
     job_id = run.name.split("_")[1]
     subprocess.run(["scontrol", "requeue", job_id], check=True, env=slurm_env)
+    _release_requeued(job_id, slurm_env)
     out = _finish(proc, slurm_env, tmp_path)
     assert proc.returncode == 0, out[-4000:]
     assert (run / "metrics.json").exists()

@@ -44,9 +44,21 @@ def ct_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_data_dir(tmp_path_factory) -> Path:
-    """One paths.data_dir for the end-to-end demo runs, so the 40 CT phantoms are written and
-    atlas-registered once per session (the demo recipes reuse what exists)."""
+    """One paths.data_dir for the end-to-end demo runs, so the 160 CT phantoms are written (and
+    validated) once per session (the demo recipes reuse what exists)."""
     return tmp_path_factory.mktemp("demo_data")
+
+
+#: the spine demo's data set in the tests: 800 sessions instead of the demo's 2000 (the whole chain in
+#: about 4 CPU minutes)
+SPINE_TEST_SESSIONS = "data.demo.n_sessions=800"
+
+
+@pytest.fixture(scope="session")
+def spine_demo_data_dir(tmp_path_factory) -> Path:
+    """One paths.data_dir for the spine demo runs (with :data:`SPINE_TEST_SESSIONS`): the synthetic
+    sessions, the report NLP and its machine labels are made once per session."""
+    return tmp_path_factory.mktemp("spine_data")
 
 
 @pytest.fixture(scope="session")

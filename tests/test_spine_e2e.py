@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from lightning_modules.spine import state_digest
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SPINE_TEST_SESSIONS
 
 pytestmark = pytest.mark.slow
 
@@ -48,12 +48,12 @@ def _best(run: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def spine_runs(tmp_path_factory):
-    data, out = tmp_path_factory.mktemp("spine_data"), tmp_path_factory.mktemp("spine_out")
-    # 800 sessions instead of the demo's 2000: the whole chain in about 4 CPU minutes
-    common = [f"paths.data_dir={data}", f"paths.output_dir={out}", "demo=true", "data.demo.n_sessions=800"]
+def spine_runs(tmp_path_factory, spine_demo_data_dir):
+    data, out = spine_demo_data_dir, tmp_path_factory.mktemp("spine_out")
+    common = [f"paths.data_dir={data}", f"paths.output_dir={out}", "demo=true", SPINE_TEST_SESSIONS]
     two = _train("experiment=spine_resnet18_2steps", *common)
-    only = _train("experiment=spine_resnet18_step2only", *common)
+    # step2only's occlusion maps are not checked (2steps' are): 30 s saved
+    only = _train("experiment=spine_resnet18_step2only", *common, "callbacks.occlusion.n_per_finding=0")
     (stages,) = (data / "spine_pipeline").iterdir()
     done = {s: json.loads((stages / s / "DONE.json").read_text()) for s in ("nlp", "machine_labels", "1step")}
     return {

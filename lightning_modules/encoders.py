@@ -84,11 +84,16 @@ class TextEncoder(nn.Module):
         )
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
-    def token_lengths(self, texts: Sequence[str]) -> list[int]:
-        """Tokens per text as :meth:`tokenize` would give them (with special tokens, after truncation),
-        for sorting an archive into batches of equal token length."""
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids per text as :meth:`tokenize` gives them (special tokens, truncation), unpadded: an
+        archive is tokenized once, sorted by length, then padded per batch with :meth:`pad`."""
         enc = self.tokenizer([self.preprocess(t) for t in texts], truncation=True, max_length=self.max_length)
-        return [len(ids) for ids in enc["input_ids"]]
+        return enc["input_ids"]
+
+    def pad(self, ids: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
+        """:meth:`token_ids` of one batch padded to its longest: what :meth:`tokenize` returns for those texts."""
+        enc = self.tokenizer.pad({"input_ids": list(ids)}, padding="longest", return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
     def word_spans(self, text: str) -> list[tuple[int | None, int, int]]:
         """Per token of ``tokenize([text])``: ``(word index or None for special tokens, start, end)``

@@ -99,3 +99,17 @@ def test_encoder_dropout_option_sets_hidden_and_attention_dropout_and_rejects_ba
     assert torch.equal(a, b)  # rate 0: train mode is deterministic
     with pytest.raises(ValueError, match="encoder.dropout=1.5"):
         minilm_encoder(dropout=1.5)
+
+
+def test_token_ids_padded_per_batch_equal_tokenize():
+    enc = minilm_encoder(max_length=16)
+    texts = ["No acute infarct.", "Large mass in the LEFT frontal lobe with oedema " * 4, "x"]
+    ids = enc.token_ids(texts)
+    assert [len(i) for i in ids] == [
+        len(i) for i in enc.tokenizer(texts, truncation=True, max_length=16)["input_ids"]
+    ]
+    assert max(len(i) for i in ids) == 16  # truncated as tokenize truncates
+    padded, direct = enc.pad(ids), enc.tokenize(texts)
+    assert set(padded) == set(direct)
+    for key in direct:
+        assert torch.equal(padded[key], direct[key]), key

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lightning_modules.alarm import ALARMClassifier
-from tools.bulk_label import label_archive, main
+from tools.bulk_label import label_archive, main, token_budget_batches
 
 
 def _checkpoint(tiny_encoder, path, seed=0):
@@ -41,7 +41,8 @@ def test_archive_is_labelled_in_parts_with_errors_listed_and_the_labeller_record
     path, table = archive
     ckpt = _checkpoint(tiny_encoder, tmp_path / "a.ckpt")
     out = tmp_path / "labels"
-    counts = label_archive(ckpt, path, out, chunk_size=50, batch_size=16, progress=False)
+    # batches of at most 16 reports and 256 padded tokens: the long reports go in smaller batches
+    counts = label_archive(ckpt, path, out, chunk_size=50, batch_size=16, progress=False, batch_tokens=256)
     assert counts["reports"] == 227 and counts["errors"] == 3
     errors = pd.read_csv(out / "errors.csv")
     assert errors["row"].tolist() == [5, 42, 122]  # file rows (header = 1)
@@ -246,3 +247,14 @@ def test_compiled_bf16_path_labels_like_fp32_and_reports_its_compile_time(tiny_e
     assert json.loads((tmp_path / "compiled" / "manifest.json").read_text())["compile"] is True
     with pytest.raises(ValueError, match="do not combine"):
         label_archive(ckpt, path, tmp_path / "x", quantize="int8", compile=True, device="cpu", progress=False)
+
+
+def test_token_budget_batches_cap_reports_and_padded_tokens():
+    lengths = [512, 512, 300, 200, 100, 100, 50, 50, 50, 10]  # sorted longest first, as reportsup-label sorts
+    batches = token_budget_batches(lengths, max_reports=4, max_tokens=1024)
+    sizes = [b.stop - b.start for b in batches]
+    assert sizes == [2, 3, 4, 1]  # 2 x 512; 3 x 300; 4 x 100 (the report cap); the last report
+    assert all((b.stop - b.start) * lengths[b.start] <= 1024 for b in batches)
+    assert [i for b in batches for i in range(b.start, b.stop)] == list(range(len(lengths)))
+    assert [b.stop - b.start for b in token_budget_batches([900, 5], 4, 512)] == [1, 1]  # one report > budget
+    assert [b.stop - b.start for b in token_budget_batches(lengths, 4, None)] == [4, 4, 2]  # no token limit

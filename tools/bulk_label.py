@@ -107,10 +107,10 @@ def compiled_model(model: torch.nn.Module, precision: str) -> Callable:
     return torch.compile(model, dynamic=True)
 
 
-#: default --batch-tokens: padded tokens per batch. Measured on BERT-base, bf16 compiled, 2 CPU cores: 64
-#: reports of 512 tokens ran at 926 GFLOP/s, 16 of them at 1,121-1,338 (attention and activations stay in
-#: cache), while 64 short reports beat 16 (1,441 vs 765 GFLOP/s at 50 tokens); a budget keeps both. On
-#: 1,000 reports in one process: 1.08x batches of 64 (within this machine's noise). On a GPU raise it.
+#: default --batch-tokens: padded tokens per batch, on top of --batch-size. Long reports go in small batches
+#: (their attention scores and activations stay in cache), short ones in big batches: 1.19x plain batches
+#: of 64 for BERT-base, bf16 compiled, on 2 CPU cores (benchmarks/label_throughput.py --batching,
+#: BENCHMARKS.md). On a GPU raise it.
 BATCH_TOKENS = 4096
 
 

@@ -179,7 +179,10 @@ class HeadCTDataModule(L.LightningDataModule):
         # modification times, :func:`source_stamp`) are not re-read: re-reading every header is 3 s per
         # run for 160 DICOM series, minutes for an archive. A changed or deleted file is validated again.
         record_path = self.cache_dir / f"validated_scans_min{self.min_slices}.json"
-        record = json.loads(record_path.read_text()) if record_path.exists() else {}
+        try:
+            record = json.loads(record_path.read_text()) if record_path.exists() else {}
+        except (OSError, ValueError):  # unreadable (e.g. a full disk cut it): validate everything again
+            record = {}
         n_known = len(record)
         for i, row in enumerate(manifest.itertuples(index=False)):
             if self.validate_scans and checked[i] != "ok":
@@ -197,9 +200,8 @@ class HeadCTDataModule(L.LightningDataModule):
                     problems.append(f"{row.scan_id}: {column} file {value} does not exist")
         if len(record) > n_known:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            partial = record_path.with_name(
-                f"{record_path.name}.{os.getpid()}.tmp"
-            )  # DDP ranks: no torn file
+            # written aside and renamed: DDP ranks writing at once never leave a torn file
+            partial = record_path.with_name(f"{record_path.name}.{os.getpid()}.tmp")
             partial.write_text(json.dumps(record))
             os.replace(partial, record_path)
         if problems:

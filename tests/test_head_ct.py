@@ -215,11 +215,16 @@ def test_validated_scans_are_not_reread_until_their_files_change(ct_dir, tmp_pat
     assert n_scans == len(pd.read_csv(data / "manifest.csv"))
     _datamodule(data, tmp_path, region_mask_column=None).setup()  # a second run: nothing re-read
     assert len(calls) == n_scans
+    (record,) = (tmp_path / "cache").glob("validated_scans_*.json")
+    record.write_text("{")  # a cut-off record: every scan is validated again, no error
+    _datamodule(data, tmp_path, region_mask_column=None).setup()
+    assert len(calls) == 2 * n_scans
+    calls.clear()
     for f in sorted((data / "dicom" / "HCT00003").iterdir())[:-5]:  # damaged after validation
         f.unlink()
     with pytest.raises(ManifestError, match=r"HCT00003"):
         _datamodule(data, tmp_path, region_mask_column=None).setup()
-    assert calls[n_scans:] == [str(data / "dicom" / "HCT00003")]
+    assert calls == [str(data / "dicom" / "HCT00003")]  # only the changed scan is read again
 
 
 def test_no_findings_reports_are_unknown_not_normal():

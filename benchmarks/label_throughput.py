@@ -46,7 +46,13 @@ import torch
 from datamodules.synthetic_mri_reports import generate_tables
 from lightning_modules.alarm import ALARMClassifier
 from lightning_modules.encoders import tiny_bert_encoder
-from tools.bulk_label import ClassifierLabeller, compiled_model, label_archive
+from tools.bulk_label import (
+    BATCH_TOKENS,
+    ClassifierLabeller,
+    compiled_model,
+    label_archive,
+    token_budget_batches,
+)
 
 BERT_BASE = {
     "hidden_size": 768,
@@ -144,19 +150,16 @@ def naive_probabilities(model: ALARMClassifier, texts: list[str], batch_size: in
 
 
 def real_lengths(model: ALARMClassifier, texts: list[str]) -> np.ndarray:
-    enc = model.encoder.tokenizer(
-        [model.encoder.preprocess(t) for t in texts], truncation=True, max_length=512
-    )
-    return np.array([len(ids) for ids in enc["input_ids"]])
+    return np.array([len(ids) for ids in model.encoder.token_ids(texts)])
 
 
 def sorted_padded_lengths(lengths: np.ndarray, batch_size: int) -> np.ndarray:
-    """Per report, the padded length of its batch when reports are sorted by token count, as
-    reportsup-label sorts them (one chunk)."""
+    """Per report, the padded length of its batch when reports are sorted by token count and batched
+    as reportsup-label batches them (one chunk, its default token budget)."""
     order = np.argsort(-lengths, kind="stable")
     padded = np.empty_like(lengths)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
+    for batch in token_budget_batches(lengths[order], batch_size, BATCH_TOKENS):
+        idx = order[batch]
         padded[idx] = lengths[idx].max()
     return padded
 

@@ -6,7 +6,8 @@
 ALARM and spine NLP (report classifiers: one probability per label) and the Cross-DL discretizer
 (region x type matrices) checkpoints are recognised from their label manifest. The archive (CSV,
 Parquet or JSONL with ``report_id`` and ``text``) is streamed in chunks (bounded memory). Within a
-chunk, reports are sorted by token count and padded per batch (no pad-to-512); inference runs under
+chunk, reports are tokenized once, sorted by token count and padded per batch (no pad-to-512; at most
+``--batch-size`` reports and ``--batch-tokens`` padded tokens per batch); inference runs under
 ``torch.inference_mode``, with bf16/fp16 autocast (``--precision``; bf16 is the default on GPUs that
 have it, and on CPUs it runs on AMX / AVX512-BF16 where present) or int8 dynamic quantisation of the
 linear layers on CPU (``--quantize int8``); ``--compile`` adds ``torch.compile`` with frozen weights
@@ -95,7 +96,7 @@ HALF_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 def compiled_model(model: torch.nn.Module, precision: str) -> Callable:
     """``torch.compile`` (inductor, dynamic shapes: one compilation serves every batch shape) with
     weight freezing, so that oneDNN prepacks the linear layers' weights once instead of at every call;
-    under bf16/fp16 the weights are cast once. Measured on BERT-base, bf16, 2 CPU cores: 1.34x the eager
+    under bf16/fp16 the weights are cast once. Measured on BERT-base, bf16, 2 CPU cores: 1.26x the eager
     bf16-weight encoder (BENCHMARKS.md). Freezing is a process-wide inductor setting: reportsup-label owns its
     process."""
     import torch._inductor.config as inductor_config
@@ -171,11 +172,10 @@ class ClassifierLabeller:
         # Tokenized once, then sorted by token count: a batch holds reports of (nearly) one length, so
         # per-batch padding adds almost nothing.
         ids = self.model.encoder.token_ids(texts)
-        order = np.argsort([-len(x) for x in ids], kind="stable")
+        lengths = np.array([len(x) for x in ids])
+        order = np.argsort(-lengths, kind="stable")
         dtype = HALF_DTYPES.get(self.precision)
-        for batch_slice in token_budget_batches(
-            [len(ids[i]) for i in order], self.batch_size, self.batch_tokens
-        ):
+        for batch_slice in token_budget_batches(lengths[order], self.batch_size, self.batch_tokens):
             idx = order[batch_slice]
             batch = {k: v.to(self.device) for k, v in self.model.encoder.pad([ids[i] for i in idx]).items()}
             # bf16 autocast on CPU too: oneDNN runs it on AMX / AVX512-BF16 where the CPU has them.

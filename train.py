@@ -75,6 +75,11 @@ def run(
     a sweep's pruning callback)."""
     if cfg.demo:
         cfg = apply_demo(cfg, command_line_overrides=command_line)
+    if cfg.test and not cfg.train and not cfg.ckpt_path:
+        raise SystemExit(
+            "reportsup: train=false tests a trained model: give its checkpoint, e.g. "
+            "ckpt_path=outputs/<experiment>/<run>/checkpoints/best-epoch<N>.ckpt"
+        )
     run_dir = Path(cfg.paths.run_dir)
     pl.seed_everything(cfg.seed, workers=True)
 
@@ -126,8 +131,12 @@ def run(
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         metric = optimized_metric(trainer, cfg.optimized_metric)
     if cfg.test:
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
+        if cfg.train:
+            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            test_ckpt = best or None
+        else:  # a test-only run: the given checkpoint's weights, never the freshly initialised ones
+            test_ckpt = ckpt_path
+        trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt)
         evaluator = next((c for c in callbacks if isinstance(c, CollectingEvaluator)), None)
         if evaluator is not None and evaluator.metrics:
             rank_zero_info("\n" + metrics_table(evaluator.headline()))

@@ -25,11 +25,17 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.metrics import compute_dice
 
 from datamodules.crossdl_labels import LabelSpace
+from lightning_modules.damil_dice_threshold import (
+    FROM_VALIDATION,
+    check_dice_threshold,
+    fixed_thresholds,
+    interpolated_maps,
+    validation_thresholds,
+)
 from lightning_modules.damil_losses import DaMILLoss, downsample_labels, region_one_hot
 from lightning_modules.damil_network import DaMILNet
 from lightning_modules.damil_pooling import scan_predictions
@@ -42,21 +48,27 @@ def plain_tensors(batch: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v.as_tensor() if isinstance(v, MetaTensor) else v for k, v in batch.items()}
 
 
-def localisation_dice(batch: Mapping[str, Any], abnormality: torch.Tensor, threshold: float) -> torch.Tensor:
-    """(B, M) Dice of the thresholded maps (upsampled to the input grid) against the voxel masks; NaN
-    where a scan has no voxels of a type or no voxel mask (paper: Dice on scans with the abnormality)."""
+def localisation_dice(
+    batch: Mapping[str, Any], abnormality: torch.Tensor, thresholds: torch.Tensor
+) -> torch.Tensor:
+    """(B, M) Dice of the maps (upsampled to the input grid) thresholded per type (``thresholds``: (M,))
+    against the voxel masks; NaN where a scan has no voxels of a type or no voxel mask (paper: Dice on
+    scans with the abnormality)."""
     b, m = abnormality.shape[:2]
     dice = torch.full((b, m), float("nan"), device=abnormality.device)
     if "voxel_mask" not in batch:
         return dice
-    maps = F.interpolate(abnormality.float(), size=batch["voxel_mask"].shape[2:], mode="trilinear")
-    values = compute_dice((maps > threshold).float(), batch["voxel_mask"].float(), ignore_empty=True)
+    maps = interpolated_maps(abnormality, batch["voxel_mask"].shape[2:])
+    binary = (maps > thresholds.to(maps).view(1, m, *([1] * (maps.ndim - 2)))).float()
+    values = compute_dice(binary, batch["voxel_mask"].float(), ignore_empty=True)
     has = batch.get("has_voxel_mask", torch.ones(b, dtype=torch.bool, device=dice.device)).bool()
     dice[has] = values[has].to(dice)
     return dice
 
 
-def test_outputs(batch: Mapping[str, Any], pred: Mapping[str, torch.Tensor], dice_threshold: float) -> dict:
+def test_outputs(
+    batch: Mapping[str, Any], pred: Mapping[str, torch.Tensor], dice_thresholds: torch.Tensor
+) -> dict:
     """What :class:`~lightning_modules.damil_evaluation.DaMILEvaluator` collects per scan, plus the maps
     for :class:`~lightning_modules.damil_outputs.DaMILMapWriter` ("_" keys are not collected: memory)."""
     b = len(batch["image"])
@@ -65,7 +77,7 @@ def test_outputs(batch: Mapping[str, Any], pred: Mapping[str, torch.Tensor], dic
         "probs": torch.cat([pred["region_probs"].reshape(b, -1), pred["scan_probs"]], 1).float(),
         "targets": torch.cat([batch["region_labels"].reshape(b, -1), batch["scan_labels"]], 1).float(),
         "unclear": batch["unclear"].float(),
-        "dice": localisation_dice(batch, pred["abnormality"], dice_threshold),
+        "dice": localisation_dice(batch, pred["abnormality"], dice_thresholds),
         "_abnormality": pred["abnormality"],
         "_regions": pred["regions"],
     }
@@ -89,11 +101,21 @@ class ScanModelSteps:
                 sync_dist=sync_dist,
             )
 
+    def on_test_start(self) -> None:
+        """Fix the Dice thresholds for this test run (:mod:`~lightning_modules.damil_dice_threshold`):
+        the configured number, or per type the best on the validation scans with the tested weights."""
+        chosen = self.hparams.dice_threshold
+        if chosen == FROM_VALIDATION:
+            self.dice_thresholds = validation_thresholds(self, self.trainer)
+        else:
+            self.dice_thresholds = fixed_thresholds(chosen, self.n_types)
+
     def test_step(
         self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0
     ) -> dict[str, torch.Tensor]:
         batch = plain_tensors(batch)
-        return test_outputs(batch, self.predict_scan(batch), self.hparams.dice_threshold)
+        thresholds = self.dice_thresholds.tensor(self.device)
+        return test_outputs(batch, self.predict_scan(batch), thresholds)
 
     def halving_adam(self) -> dict[str, Any]:
         """Adam, lr halved every epoch from ``lr_halving_start_epoch`` (paper)."""
@@ -131,9 +153,10 @@ class DaMILModule(ScanModelSteps, pl.LightningModule):
         inference_regions: str = "predicted",
         supervision: str = "region",
         single_region: str | None = None,
-        dice_threshold: float = 0.5,
+        dice_threshold: float | str = 0.5,
     ) -> None:
         super().__init__()
+        check_dice_threshold(dice_threshold)
         self.save_hyperparameters()
         self.space = LabelSpace.from_config(**(label_space or {}))
         self.n_regions, self.n_types = len(self.space.anatomical_regions), len(self.space.types)

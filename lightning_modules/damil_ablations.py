@@ -25,6 +25,7 @@ from torch import nn
 
 from datamodules.crossdl_labels import LabelSpace
 from lightning_modules.damil import ScanModelSteps, plain_tensors
+from lightning_modules.damil_dice_threshold import check_dice_threshold
 from lightning_modules.damil_losses import positive_weights, weighted_bce
 from lightning_modules.damil_network import DaMILBackbone
 
@@ -81,10 +82,11 @@ class DaMILClassifierModule(ScanModelSteps, pl.LightningModule):
         halve_in_start_epoch: bool = True,
         alpha: float = 0.1,
         eps: float = 1e-3,
-        dice_threshold: float = 0.5,
+        dice_threshold: float | str = 0.5,
         **_ignored: Any,  # DaMIL-only options of a shared model config (variant, lambda_*, ...)
     ) -> None:
         super().__init__()
+        check_dice_threshold(dice_threshold)
         self.save_hyperparameters()
         self.space = LabelSpace.from_config(**(label_space or {}))
         self.n_regions, self.n_types = len(self.space.anatomical_regions), len(self.space.types)

@@ -7,7 +7,8 @@ Figs. 3-5, Table S6):
   regions incl. other/unclear);
 * 95 % CIs by bootstrap resampling scans (n = 1000 by default);
 * localisation: Dice of the thresholded abnormality maps against voxel masks, per type, only on scans
-  that have that type (the paper's 40 annotated scans; here every phantom has voxel ground truth);
+  that have that type (the paper's 40 annotated scans; here every phantom has voxel ground truth), with
+  the threshold used and where it came from (:mod:`~lightning_modules.damil_dice_threshold`);
 * prioritization: a one-sided Wilcoxon rank-sum test that scans with an abnormality score higher than
   scans without, per type and for "any" (Figure 5, S5).
 
@@ -41,6 +42,7 @@ class DaMILEvaluator(CollectingEvaluator):
         region_y = g["targets"][:, : n_r * n_t].reshape(n, n_r, n_t)
         scan_p, scan_y = g["probs"][:, n_r * n_t :], g["targets"][:, n_r * n_t :]
         clear = g["unclear"] < 0.5
+        thresholds = pl_module.dice_thresholds  # set at test start (lightning_modules.damil_dice_threshold)
         # Full label-space rows (other/unclear have no region prediction: NaN, never scored).
         rows = [space.regions.index(r) for r in space.anatomical_regions]
         gold = np.full((n, len(space.regions), n_t), np.nan)
@@ -62,7 +64,14 @@ class DaMILEvaluator(CollectingEvaluator):
             dice = g["dice"][:, j]
             finite = dice[np.isfinite(dice)]
             if len(finite):
-                out[f"dice:{t}"] = {"dice": {"value": float(finite.mean()), "n_scans": int(len(finite))}}
+                out[f"dice:{t}"] = {
+                    "dice": {"value": float(finite.mean()), "n_scans": int(len(finite))},
+                    "dice_threshold": {
+                        "value": thresholds.values[j],
+                        "source": thresholds.sources[j],
+                        "validation_dice": thresholds.validation_dice[j],
+                    },
+                }
             rank = prioritization(scan_p[:, j], scan_y[:, j] > 0)
             if rank:
                 out[f"prioritization:{t}"] = rank
@@ -94,7 +103,7 @@ class DaMILEvaluator(CollectingEvaluator):
 
     def headline(self) -> dict[str, Any]:
         keep = ("micro", "type:", "scan:", "dice:", "prioritization:any")
-        wanted = ("auroc", "dice", "p_value", "n", "n_positive", "n_scans")
+        wanted = ("auroc", "dice", "dice_threshold", "p_value", "n", "n_positive", "n_scans")
         return {
             name: {
                 label: {m: f for m, f in per_metric.items() if m in wanted}

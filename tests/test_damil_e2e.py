@@ -42,6 +42,10 @@ def test_damil_demo_trains_evaluates_and_writes_maps(tmp_path, demo_data_dir):
     micro = metrics["micro"]["auroc"]
     assert micro["value"] >= 0.6 and micro["ci_low"] > 0.5, micro
     assert max(dice) > 0, dice
+    # The demo's maps are thresholded per type at the best validation threshold (never a test scan's).
+    chosen = {k: v["dice_threshold"] for k, v in metrics.items() if k.startswith("dice:")}
+    assert all(0 < c["value"] < 1 and c["source"] in ("validation", "fixed") for c in chosen.values())
+    assert any(c["source"] == "validation" for c in chosen.values()), chosen
     assert any(k.startswith("prioritization:") for k in metrics)
     test_scans = pd.read_csv(run / "predictions_test.csv")["scan_id"].tolist()
     for scan_id in test_scans:

@@ -96,6 +96,14 @@ def test_resume_continues_the_epoch_count(tmp_path):
     assert list(run.glob(".hydra_resumed_*")) and (run / ".hydra" / "config.yaml").exists()
     logged_epochs = pd.read_csv(run / "csv" / "version_1" / "metrics.csv")["epoch"].dropna().unique()
     assert set(logged_epochs) >= {1.0, 2.0} and 0.0 not in set(logged_epochs)
+    # A test-only run of the best checkpoint scores its weights, the same as the training run's test.
+    trained = json.loads((run / "metrics.json").read_text())
+    (best,) = (run / "checkpoints").glob("best-*.ckpt")
+    run_train(*common, "train=false", f"ckpt_path={best}")
+    assert json.loads((run / "metrics.json").read_text()) == trained
+    assert list(run.glob("metrics*.json")) != [run / "metrics.json"]  # the earlier metrics were kept
+    proc = run_train(*common, "train=false", check=False)
+    assert proc.returncode != 0 and "train=false tests a trained model" in proc.stderr
 
 
 def test_ten_repeat_multirun_leaves_ten_runs_and_a_summary(tmp_path):

@@ -1,0 +1,134 @@
+"""The localisation Dice's threshold: fixed, or chosen per type on the validation scans."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from lightning_modules.damil import ScanModelSteps, localisation_dice
+from lightning_modules.damil_dice_threshold import (
+    THRESHOLD_GRID,
+    check_dice_threshold,
+    choose_thresholds,
+    dice_per_threshold,
+)
+
+N_TYPES = 2
+
+
+def _scan(lesion_value: float, with_type: tuple[bool, bool], index: int = 0) -> dict[str, torch.Tensor]:
+    """One 8^3 scan whose 'map' is 0.1 everywhere and ``lesion_value`` on a 2^3 cube (both types);
+    the voxel mask marks that cube for the types in ``with_type``."""
+    maps = torch.full((N_TYPES, 8, 8, 8), 0.1)
+    maps[:, 2:4, 2:4, 2:4] = lesion_value
+    mask = torch.zeros(N_TYPES, 8, 8, 8)
+    for j, present in enumerate(with_type):
+        if present:
+            mask[j, 2:4, 2:4, 2:4] = 1
+    return {
+        "image": maps,
+        "voxel_mask": mask,
+        "index": torch.tensor(index),
+        "region_labels": torch.zeros(1, N_TYPES),
+        "scan_labels": torch.tensor([float(p) for p in with_type]),
+        "unclear": torch.tensor(False),
+    }
+
+
+def _batch(*scans: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: torch.stack([s[k] for s in scans]) for k in scans[0]}
+
+
+def test_dice_per_threshold_counts_only_scans_with_the_type():
+    batch = _batch(_scan(0.3, (True, False)), _scan(0.3, (True, True)))
+    sums, counts = dice_per_threshold(batch, batch["image"])
+    assert counts.tolist() == [2, 1]
+    grid = list(THRESHOLD_GRID)
+    # Below the background (0.1) everything is positive: Dice 2*8 / (512 + 8); between 0.1 and 0.3 the
+    # cube exactly (1 per scan); from 0.3 up nothing (0).
+    assert sums[grid.index(0.05), 0] == pytest.approx(2 * 16 / 520)
+    assert sums[grid.index(0.2), 0] == pytest.approx(2.0)
+    assert sums[grid.index(0.2), 1] == pytest.approx(1.0)
+    assert sums[grid.index(0.3), 0] == 0 and sums[grid.index(0.5), 1] == 0
+
+
+def test_choose_thresholds_takes_the_best_and_keeps_the_fallback_where_nothing_is_known():
+    sums = torch.zeros(len(THRESHOLD_GRID), 3)
+    sums[3, 0], sums[6, 0] = 1.0, 1.5  # type 0: best at grid[6] (mean 0.75 over 2 scans)
+    counts = torch.tensor([2, 0, 4])  # type 1: no validation scan; type 2: Dice 0 everywhere
+    chosen = choose_thresholds(sums, counts, fallback=0.5)
+    assert chosen.values == [float(THRESHOLD_GRID[6]), 0.5, 0.5]
+    assert chosen.sources == ["validation", "fixed", "fixed"]
+    assert chosen.validation_dice == [pytest.approx(0.75), None, None]
+
+
+def test_localisation_dice_uses_each_types_own_threshold():
+    batch = _batch(_scan(0.3, (True, True)))
+    dice = localisation_dice(batch, batch["image"], torch.tensor([0.2, 0.5]))
+    assert dice[0].tolist() == [pytest.approx(1.0), 0.0]
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.5, "best", None])
+def test_a_bad_dice_threshold_names_the_key_and_the_choices(bad):
+    with pytest.raises(ValueError, match=r"model\.dice_threshold=.*'validation'"):
+        check_dice_threshold(bad)
+    assert check_dice_threshold("validation") == "validation" and check_dice_threshold(0.3) == 0.3
+
+
+class _MapIsTheImage(ScanModelSteps, pl.LightningModule):
+    """A 'model' whose abnormality map is its input: the thresholds are known in advance."""
+
+    def __init__(self, dice_threshold: float | str) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.n_types = N_TYPES
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # Lightning wants a parameter
+        self.test_dice: list[torch.Tensor] = []
+
+    def on_test_batch_end(self, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self.test_dice.append(outputs["dice"])
+
+    def predict_scan(self, batch):
+        b = len(batch["image"])
+        return {
+            "region_probs": torch.zeros(b, 1, N_TYPES),
+            "scan_probs": batch["image"].flatten(2).amax(-1),
+            "regions": torch.zeros(b, 1, 8, 8, 8),
+            "abnormality": batch["image"],
+        }
+
+
+class _Scans(pl.LightningDataModule):
+    def __init__(self, val: list[dict], test: list[dict]) -> None:
+        super().__init__()
+        self.val, self.test = val, test
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val, batch_size=2)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.test, batch_size=2)
+
+
+@pytest.mark.parametrize("setting", ["validation", 0.5])
+def test_testing_chooses_thresholds_on_validation_with_the_tested_weights(setting):
+    # Validation: type 0's lesions at 0.3 over a 0.1 background (best: 0.1, the lowest threshold that
+    # the background does not exceed; ties go to the lowest);
+    # type 1 never present in validation, so it keeps the fixed 0.5.
+    val = [_scan(0.3, (True, False), i) for i in range(3)]
+    test = [_scan(0.3, (True, True), i) for i in range(2)]
+    module = _MapIsTheImage(setting)
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    trainer.test(module, datamodule=_Scans(val, test), verbose=False)
+    chosen = module.dice_thresholds
+    if setting == "validation":
+        assert chosen.values == [0.1, 0.5] and chosen.sources == ["validation", "fixed"]
+    else:
+        assert chosen.values == [0.5, 0.5] and chosen.sources == ["fixed", "fixed"]
+    # test_step scored the test scans at those thresholds: the cube exactly at 0.1, nothing at 0.5.
+    dice = torch.cat(module.test_dice).numpy()
+    assert np.allclose(dice[:, 0], 1.0 if setting == "validation" else 0.0)
+    assert np.allclose(dice[:, 1], 0.0)

@@ -603,6 +603,12 @@ def validate_nifti(path: str | Path, *, min_slices: int = 10) -> SeriesInfo:
     )
 
 
+# Bump when a check is added or changed: records of scans that passed older checks
+# (HeadCTDataModule's validated-scans file in its cache folder) are then not trusted, and every scan
+# is validated again.
+VALIDATION_VERSION = 1
+
+
 def validate_scan(path: str | Path, **kw) -> SeriesInfo:
     """Validate a DICOM series folder or a .nii/.nii.gz file; ``kw`` go to the matching validator."""
     p = Path(path)

@@ -52,7 +52,7 @@ from datamodules.ct_transforms import (
     normalization,
     preprocessing,
 )
-from datamodules.dicom_series import ScanError, validate_scan
+from datamodules.dicom_series import VALIDATION_VERSION, ScanError, validate_scan
 from datamodules.report_table import read_table_file
 from datamodules.scan_manifest import ManifestError, positive_rates, read_scan_manifest, scan_labels
 from datamodules.splits import SplitError, split_patients
@@ -177,8 +177,9 @@ class HeadCTDataModule(L.LightningDataModule):
         checked = manifest.get(CHECKED_COLUMN, pd.Series([""] * len(manifest))).astype(str).to_numpy()
         # Scans that passed validation before and whose files are unchanged since (same sizes and
         # modification times, :func:`source_stamp`) are not re-read: re-reading every header is 3 s per
-        # run for 160 DICOM series, minutes for an archive. A changed or deleted file is validated again.
-        record_path = self.cache_dir / f"validated_scans_min{self.min_slices}.json"
+        # run for 160 DICOM series, minutes for an archive. A changed or deleted file is validated again,
+        # and so is every scan when the checks change (the validator's version is in the file name).
+        record_path = self.cache_dir / f"validated_scans_v{VALIDATION_VERSION}_min{self.min_slices}.json"
         try:
             record = json.loads(record_path.read_text()) if record_path.exists() else {}
         except (OSError, ValueError):  # unreadable (e.g. a full disk cut it): validate everything again

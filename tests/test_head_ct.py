@@ -219,6 +219,9 @@ def test_validated_scans_are_not_reread_until_their_files_change(ct_dir, tmp_pat
     record.write_text("{")  # a cut-off record: every scan is validated again, no error
     _datamodule(data, tmp_path, region_mask_column=None).setup()
     assert len(calls) == 2 * n_scans
+    monkeypatch.setattr(head_ct, "VALIDATION_VERSION", head_ct.VALIDATION_VERSION + 1)  # new checks
+    _datamodule(data, tmp_path, region_mask_column=None).setup()
+    assert len(calls) == 3 * n_scans  # scans recorded under the older checks are validated again
     calls.clear()
     for f in sorted((data / "dicom" / "HCT00003").iterdir())[:-5]:  # damaged after validation
         f.unlink()

@@ -16,6 +16,12 @@
 * ``positive_rates`` = f_ij over the training split (the DaMIL loss's positive weights);
 * batch size 1 as the paper (configurable), workers and pinned memory configurable.
 
+Hold-out test sets (``holdouts``: ``{name: {manifest_path, labels_path}}``, or ``{name: manifest_path}``
+for a manifest with its own label columns; e.g. the paper's
+prospective set, or CQ500): every scan of a hold-out patient leaves the development data before the
+split (as ALARM's hold-outs, :mod:`datamodules.reports`), and each hold-out is scored as its own test
+set (``test/<name>/...``) with the model of the internal test set.
+
 Scans whose report has no Findings have unknown labels: they are listed in
 ``scans_without_labels.csv`` and left out, with a log line. Bad scans stop setup with one message
 listing them; ``reportsup-check-scans`` quarantines them up front.
@@ -54,9 +60,16 @@ from datamodules.ct_transforms import (
 )
 from datamodules.dicom_series import VALIDATION_VERSION, ScanError, validate_scan
 from datamodules.report_table import read_table_file
-from datamodules.scan_manifest import ManifestError, positive_rates, read_scan_manifest, scan_labels
-from datamodules.splits import SplitError, split_patients
+from datamodules.scan_manifest import (
+    ManifestError,
+    ScanLabels,
+    positive_rates,
+    read_scan_manifest,
+    scan_labels,
+)
+from datamodules.splits import SplitError, exclude_holdout_patients, split_patients
 
+DEVELOPMENT_SPLITS = ("train", "val", "test")
 CHECKED_COLUMN = "scan_check"  # written by reportsup-check-scans: "ok" rows need no re-validation
 
 
@@ -120,6 +133,7 @@ class HeadCTDataModule(L.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         output_dir: str | None = None,
+        holdouts: Mapping[str, str | Mapping[str, str | None]] | None = None,
     ) -> None:
         super().__init__()
         if not manifest_path:
@@ -149,6 +163,7 @@ class HeadCTDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.output_dir = Path(output_dir) if output_dir else None
+        self.holdouts = self._check_holdouts(holdouts or {})
         self.datasets: dict[str, Dataset] = {}
         self.tables: dict[str, pd.DataFrame] = {}
         self.stats: IntensityStats | None = None
@@ -157,7 +172,44 @@ class HeadCTDataModule(L.LightningDataModule):
         self.summary: dict[str, Any] = {}
 
     # ----------------------------------------------------------------- reading and checking
-    def _mask_keys(self, manifest: pd.DataFrame) -> dict[str, str]:
+    @staticmethod
+    def _check_holdouts(holdouts: Mapping[str, Any]) -> dict[str, dict[str, str | None]]:
+        checked = {}
+        for name, spec in holdouts.items():
+            if isinstance(spec, str | Path):  # a manifest with its own <region>__<type> label columns
+                spec = {"manifest_path": spec}
+            if name in DEVELOPMENT_SPLITS:
+                raise ManifestError(
+                    f"data.holdouts.{name}: '{name}' names a development split; give the hold-out another name."
+                )
+            if not isinstance(spec, Mapping) or not spec.get("manifest_path"):
+                raise ManifestError(
+                    f"data.holdouts.{name} needs a manifest_path (and optionally labels_path), e.g. "
+                    f"data.holdouts.{name}.manifest_path=prospective/manifest.csv"
+                )
+            unknown = set(spec) - {"manifest_path", "labels_path"}
+            if unknown:
+                raise ManifestError(
+                    f"data.holdouts.{name}: unknown key(s) {sorted(unknown)}; use manifest_path and labels_path."
+                )
+            checked[name] = {
+                "manifest_path": str(spec["manifest_path"]),
+                "labels_path": spec.get("labels_path"),
+            }
+        return checked
+
+    def _labelled_manifest(
+        self, manifest_path: str | Path, labels_path: str | None
+    ) -> tuple[pd.DataFrame, pd.DataFrame, ScanLabels, pd.DataFrame]:
+        """(manifest, usable rows with ``row_index`` into the labels, labels, rows with unknown labels)."""
+        manifest = read_scan_manifest(manifest_path)
+        labels_table = read_table_file(Path(labels_path)) if labels_path else None
+        labels = scan_labels(manifest, self.space, labels_table, source=str(labels_path or manifest_path))
+        unknown = manifest.loc[~labels.known, ["scan_id", "patient_id"]]
+        manifest = manifest.assign(row_index=np.arange(len(manifest)))
+        return manifest, manifest.loc[labels.known].reset_index(drop=True), labels, unknown
+
+    def _mask_keys(self, manifest: pd.DataFrame, source: str | Path | None = None) -> dict[str, str]:
         keys = {}
         for key, column in ((REGION_MASK, self.region_mask_column), (VOXEL_MASK, self.voxel_mask_column)):
             if column and column in manifest.columns:
@@ -166,13 +218,16 @@ class HeadCTDataModule(L.LightningDataModule):
             empty = manifest.index[manifest[keys[REGION_MASK]] == ""]
             if len(empty):
                 raise ManifestError(
-                    f"{self.manifest_path}: column '{keys[REGION_MASK]}' is empty for scan "
+                    f"{source or self.manifest_path}: column '{keys[REGION_MASK]}' is empty for scan "
                     f"{manifest.at[empty[0], 'scan_id']!r} ({len(empty)} scan(s)); run reportsup-register-atlas "
                     "or remove those scans (a failed registration is listed in its registration_report.csv)."
                 )
         return keys
 
-    def _check_files(self, manifest: pd.DataFrame, mask_keys: Mapping[str, str]) -> None:
+    def _check_files(
+        self, manifest: pd.DataFrame, mask_keys: Mapping[str, str], source: str | Path | None = None
+    ) -> None:
+        source = source or self.manifest_path
         problems = []
         checked = manifest.get(CHECKED_COLUMN, pd.Series([""] * len(manifest))).astype(str).to_numpy()
         # Scans that passed validation before and whose files are unchanged since (same sizes and
@@ -208,25 +263,38 @@ class HeadCTDataModule(L.LightningDataModule):
         if problems:
             shown = "\n  ".join(problems[:5])
             raise ManifestError(
-                f"{self.manifest_path}: {len(problems)} scan(s) cannot be used:\n  {shown}"
+                f"{source}: {len(problems)} scan(s) cannot be used:\n  {shown}"
                 f"{chr(10) + '  ...' if len(problems) > 5 else ''}\nRun `reportsup-check-scans "
-                f"{self.manifest_path} --out-dir DIR` to quarantine them and train on DIR/checked_manifest.csv."
+                f"{source} --out-dir DIR` to quarantine them and use DIR/checked_manifest.csv instead."
             )
 
     # ----------------------------------------------------------------- setup
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        manifest = read_scan_manifest(self.manifest_path)
-        labels_table = read_table_file(Path(self.labels_path)) if self.labels_path else None
-        labels = scan_labels(
-            manifest, self.space, labels_table, source=str(self.labels_path or self.manifest_path)
-        )
+        manifest, usable, labels, unknown = self._labelled_manifest(self.manifest_path, self.labels_path)
         mask_keys = self._mask_keys(manifest)
-        unknown = manifest.loc[~labels.known, ["scan_id", "patient_id"]]
-        manifest = manifest.assign(row_index=np.arange(len(manifest)))
-        usable = manifest.loc[labels.known].reset_index(drop=True)
         self._check_files(usable, mask_keys)
+        held: dict[str, tuple[pd.DataFrame, ScanLabels]] = {}
+        held_manifests: dict[str, pd.DataFrame] = {}
+        for name, spec in self.holdouts.items():
+            h_manifest, h_usable, h_labels, h_unknown = self._labelled_manifest(
+                spec["manifest_path"], spec["labels_path"]
+            )
+            source = f"{spec['manifest_path']} (data.holdouts.{name})"
+            h_keys = self._mask_keys(h_manifest, source)
+            if h_keys != mask_keys:  # one preprocessing for every set
+                raise ManifestError(
+                    f"{source}: mask columns {sorted(h_keys.values())} differ from the development manifest's "
+                    f"{sorted(mask_keys.values())}; add the same columns (a voxel_mask cell may be empty)."
+                )
+            if h_usable.empty:
+                raise SplitError(f"{source}: no scan has known labels.")
+            self._check_files(h_usable, mask_keys, spec["manifest_path"])
+            held[name], held_manifests[name] = (h_usable, h_labels), h_manifest
+            unknown = pd.concat([unknown, h_unknown.assign(holdout=name)], ignore_index=True)
+        # Paper (and ALARM's hold-outs): no scan of a hold-out patient trains or selects the model.
+        usable, removed = exclude_holdout_patients(usable, held_manifests)
         mapping = split_patients(
             sorted(set(usable["patient_id"])),
             seed=int(self.split_cfg.get("seed", 0)),
@@ -256,6 +324,9 @@ class HeadCTDataModule(L.LightningDataModule):
                 raise SplitError(
                     f"the {name} split of {self.manifest_path} has no scans: add scans or change data.split."
                 )
+        part_labels = dict.fromkeys(parts, labels)
+        for name, (h_usable, h_labels) in held.items():
+            parts[name], part_labels[name] = h_usable.assign(split=name), h_labels
         cache = self.cache_dir / self.preprocess.key()
         cache.mkdir(parents=True, exist_ok=True)
         (cache / "preprocessing.json").write_text(
@@ -283,7 +354,8 @@ class HeadCTDataModule(L.LightningDataModule):
         aug = augmentation(self.space, self.flip_probability, self.rotate_degrees, tuple(mask_keys))
         for name, part in parts.items():
             records = [
-                self._record(row, labels, VOXEL_MASK in mask_keys) for row in part.itertuples(index=False)
+                self._record(row, part_labels[name], VOXEL_MASK in mask_keys)
+                for row in part.itertuples(index=False)
             ]
             transform = Compose([aug, norm]) if name == "train" else norm
             self.datasets[name] = HeadCTDataset(cached[name], records, transform)
@@ -297,6 +369,10 @@ class HeadCTDataModule(L.LightningDataModule):
             "preprocessing": {k: v for k, v in self.preprocess.__dict__.items() if k != "extra"},
             "intensity_stats": self.stats.__dict__,
             "masks": mask_keys,
+            "holdouts": {
+                name: {**spec, "n_scans": len(held[name][0]), "development_scans_removed": removed[name]}
+                for name, spec in self.holdouts.items()
+            },
             "positive_rates_train": dict(
                 zip(self.space.anatomical_regions, self.positive_rates.round(4).tolist(), strict=True)
             ),
@@ -307,7 +383,7 @@ class HeadCTDataModule(L.LightningDataModule):
                 f"[reportsup] {len(unknown)} scan(s) have reports without Findings (unknown labels): "
                 "listed in scans_without_labels.csv and not used."
             )
-        self._write_outputs(usable, unknown)
+        self._write_outputs(pd.concat([usable, *(parts[name] for name in held)], ignore_index=True), unknown)
 
     def _record(self, row, labels, has_voxel_masks: bool) -> dict[str, Any]:
         i = row.row_index
@@ -353,7 +429,7 @@ class HeadCTDataModule(L.LightningDataModule):
 
     @property
     def test_set_names(self) -> list[str]:
-        return ["test"]
+        return ["test", *self.holdouts]
 
     def test_table(self, name: str) -> pd.DataFrame:
         """Rows of a test set in dataset order (scan_id, patient_id, paths, split)."""
@@ -377,8 +453,9 @@ class HeadCTDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", False, self.eval_batch_size)
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False, self.eval_batch_size)
+    def test_dataloader(self) -> list[DataLoader]:
+        """One loader per test set, in :attr:`test_set_names` order (``dataloader_idx``)."""
+        return [self._loader(name, False, self.eval_batch_size) for name in self.test_set_names]
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -32,10 +32,15 @@ class DaMILEvaluator(CollectingEvaluator):
     def evaluate(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, gathered: dict[str, dict[str, np.ndarray]]
     ) -> dict[str, Any]:
-        g = gathered["test"]
+        """Every test set: the internal ``test`` split and each hold-out (``data.holdouts``)."""
+        return {name: self.score_set(trainer, pl_module, name, g) for name, g in gathered.items()}
+
+    def score_set(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, name: str, g: dict[str, np.ndarray]
+    ) -> dict[str, Any]:
         space = pl_module.space
         n_r, n_t = pl_module.n_regions, pl_module.n_types
-        table = trainer.datamodule.test_table("test").iloc[g["index"]].reset_index(drop=True)
+        table = trainer.datamodule.test_table(name).iloc[g["index"]].reset_index(drop=True)
         scans = table["scan_id"].to_numpy()
         n = len(scans)
         region_p = g["probs"][:, : n_r * n_t].reshape(n, n_r, n_t)
@@ -78,12 +83,19 @@ class DaMILEvaluator(CollectingEvaluator):
         rank = prioritization(scan_p.max(1), scan_y.max(1) > 0)
         if rank:
             out["prioritization:any"] = rank
+        suffix, where = ("", "") if name == "test" else (f"_{name}", f", {name}")
         self.plot_curves(
             trainer,
             {
-                "roc_damil_types.png": (curves.get("type", {}), "Region level: types (Fig. 3)"),
-                "roc_damil_regions.png": (curves.get("region", {}), "Region level: regions (Fig. 3)"),
-                "roc_damil_scan.png": (curves.get("scan", {}), "Scan level"),
+                f"roc_damil_types{suffix}.png": (
+                    curves.get("type", {}),
+                    f"Region level: types (Fig. 3){where}",
+                ),
+                f"roc_damil_regions{suffix}.png": (
+                    curves.get("region", {}),
+                    f"Region level: regions (Fig. 3){where}",
+                ),
+                f"roc_damil_scan{suffix}.png": (curves.get("scan", {}), f"Scan level{where}"),
             },
         )
         pred = table[["scan_id", "patient_id"]].copy()
@@ -98,8 +110,8 @@ class DaMILEvaluator(CollectingEvaluator):
                 **{f"dice__{t}": g["dice"][:, j] for j, t in enumerate(space.types)},
             }
         )
-        self.write_predictions(trainer, "test", pd.concat([pred, scan, cells, truth], axis=1))
-        return {"test": out}
+        self.write_predictions(trainer, name, pd.concat([pred, scan, cells, truth], axis=1))
+        return out
 
     def headline(self) -> dict[str, Any]:
         keep = ("micro", "type:", "scan:", "dice:", "prioritization:any")

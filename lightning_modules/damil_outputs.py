@@ -111,7 +111,7 @@ def write_scan_outputs(
 
 
 class DaMILMapWriter(pl.Callback):
-    """Writes :func:`write_scan_outputs` for every test scan (``max_scans`` caps it; 0 = none)."""
+    """Writes :func:`write_scan_outputs` for every scan of every test set (``max_scans`` caps it; 0 = none)."""
 
     def __init__(self, output_dir: str, top_findings: int = 3, max_scans: int | None = None) -> None:
         self.output_dir = Path(output_dir)
@@ -127,7 +127,10 @@ class DaMILMapWriter(pl.Callback):
         if self.max_scans is not None and self.written >= self.max_scans:
             return
         dm = trainer.datamodule
-        preprocess, table = dm.preprocess_transform, dm.test_table("test")
+        name = dm.test_set_names[dataloader_idx]
+        preprocess, table = dm.preprocess_transform, dm.test_table(name)
+        # The internal test set's outputs in the run directory; a hold-out's under holdouts/<name>/.
+        out_dir = self.output_dir if name == "test" else self.output_dir / "holdouts" / name
         n_r, n_t = pl_module.n_regions, pl_module.n_types
         for k, index in enumerate(batch["index"].tolist()):
             # The cache keeps arrays, not MONAI's record of the applied operations: preprocess this test
@@ -142,7 +145,7 @@ class DaMILMapWriter(pl.Callback):
                 region_probs,
                 pl_module.space,
                 preprocess,
-                self.output_dir,
+                out_dir,
                 self.top,
             )
             self.written += 1

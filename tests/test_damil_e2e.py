@@ -95,6 +95,18 @@ def test_damil_demo_trains_evaluates_and_writes_maps(tmp_path, demo_data_dir):
 
 @pytest.mark.slow
 def test_damil_ddp_gloo_two_processes_evaluate_every_test_scan_once(tmp_path, demo_data_dir):
+    from datamodules.synthetic_ct_scans import demo_data_config
+
+    # The demo's phantoms (written once per session), with 5 patients' scans as a hold-out test set
+    # (the paper's prospective set): an odd number of scans, so DistributedSampler pads it too.
+    demo = demo_data_config(demo_data_dir, n_scans=160, register=False)
+    manifest = pd.read_csv(demo["manifest_path"])
+    for column in ("image", "voxel_mask", "region_mask"):  # relative to the demo manifest's folder
+        manifest[column] = [str(Path(demo["manifest_path"]).parent / v) for v in manifest[column]]
+    held = manifest[manifest["patient_id"].isin(sorted(manifest["patient_id"].unique())[:5])]
+    if len(held) % 2 == 0:
+        held = held.iloc[:-1]
+    held.to_csv(tmp_path / "prospective.csv", index=False)
     run_train(
         "experiment=damil_multiscale",
         "demo=true",
@@ -105,14 +117,23 @@ def test_damil_ddp_gloo_two_processes_evaluate_every_test_scan_once(tmp_path, de
         f"paths.data_dir={demo_data_dir}",
         "++data.demo.register=false",  # the phantoms' own region maps: no registration needed here
         "callbacks.evaluator.n_bootstrap=20",
+        f"+data.holdouts.prospective.manifest_path={tmp_path / 'prospective.csv'}",
+        f"+data.holdouts.prospective.labels_path={demo['labels_path']}",
     )
     run = _single_run(tmp_path)
     assert (run / "train_ddp_process_1.log").exists()  # the second rank ran
-    n_test = json.loads((run / "data_summary.json").read_text())["sizes"]["test"]
-    # Both ranks' test scans gathered, DistributedSampler padding removed: every scan exactly once.
-    predictions = pd.read_csv(run / "predictions_test.csv")
-    assert len(predictions) == predictions["scan_id"].nunique() == n_test
-    metrics = json.loads((run / "metrics.json").read_text())["test"]
-    assert metrics["micro"]["n"]["value"] == n_test * 17 * 4  # region x type cells
-    assert len(list((run / "maps").glob("*_abnormality.nii.gz"))) == n_test  # maps written by one rank
+    sizes = json.loads((run / "data_summary.json").read_text())["sizes"]
+    assert sizes["prospective"] == len(held)
+    splits = pd.read_csv(run / "splits.csv")
+    development = splits[splits["split"].isin(["train", "val", "test"])]
+    assert not set(development["patient_id"]) & set(held["patient_id"])  # hold-out patients left it
+    metrics = json.loads((run / "metrics.json").read_text())
+    # Both ranks' scans gathered, DistributedSampler padding removed: every scan exactly once, per set.
+    for name, maps in (("test", run / "maps"), ("prospective", run / "holdouts" / "prospective" / "maps")):
+        predictions = pd.read_csv(run / f"predictions_{name}.csv")
+        assert len(predictions) == predictions["scan_id"].nunique() == sizes[name], name
+        clear = int((predictions["unclear"] == 0).sum())  # region-level metrics leave unclear scans out
+        assert metrics[name]["micro"]["n"]["value"] == clear * 17 * 4  # region x type cells
+        assert len(list(maps.glob("*_abnormality.nii.gz"))) == sizes[name]  # maps written by one rank
+    assert set(pd.read_csv(run / "predictions_prospective.csv")["scan_id"]) == set(held["scan_id"])
     assert len(list(run.glob("csv/version_*"))) == 1

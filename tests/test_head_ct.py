@@ -230,6 +230,63 @@ def test_validated_scans_are_not_reread_until_their_files_change(ct_dir, tmp_pat
     assert calls == [str(data / "dicom" / "HCT00003")]  # only the changed scan is read again
 
 
+def _split_off_holdout(data, n_patients: int = 2):
+    """Move the scans of the first ``n_patients`` patients into a hold-out manifest and labels table
+    (``holdout.csv``, ``holdout_reports.csv``; the labels: every cell 1, unlike any development scan)."""
+    manifest = pd.read_csv(data / "manifest.csv")
+    chosen = sorted(manifest["patient_id"].unique())[:n_patients]
+    held = manifest[manifest["patient_id"].isin(chosen)]
+    held.to_csv(data / "holdout.csv", index=False)
+    reports = pd.read_csv(data / "reports.csv")
+    cells = SPACE.matrix_columns()
+    reports = reports[reports["report_id"].isin(held["report_id"])].assign(**dict.fromkeys(cells, 1))
+    reports.to_csv(data / "holdout_reports.csv", index=False)
+    return held
+
+
+def test_holdout_sets_leave_development_and_are_scored_as_their_own_test_sets(ct_dir, tmp_path):
+    data = tmp_path / "copy"
+    shutil.copytree(ct_dir, data)
+    held = _split_off_holdout(data)
+    # The development manifest still lists the hold-out patients' scans: they must leave it.
+    spec = {"manifest_path": str(data / "holdout.csv"), "labels_path": str(data / "holdout_reports.csv")}
+    dm = _datamodule(data, tmp_path, holdouts={"prospective": spec}, output_dir=str(tmp_path / "run"))
+    dm.setup()
+    assert dm.test_set_names == ["test", "prospective"] and len(dm.test_dataloader()) == 2
+    held_patients = set(held["patient_id"])
+    for name in ("train", "val", "test"):
+        assert not held_patients & set(dm.tables[name]["patient_id"]), name
+    assert sorted(dm.test_table("prospective")["scan_id"]) == sorted(held["scan_id"])
+    item = dm.datasets["prospective"][0]
+    assert item["region_labels"].min() == 1  # the hold-out's own labels table, not the development one
+    summary = dm.summary["holdouts"]["prospective"]
+    assert summary["n_scans"] == len(held) and summary["development_scans_removed"] == len(held)
+    splits = pd.read_csv(tmp_path / "run" / "splits.csv")
+    assert set(splits.loc[splits["split"] == "prospective", "id"]) == set(held["scan_id"])
+
+
+def test_bad_holdout_settings_name_the_key_and_the_fix(ct_dir, tmp_path):
+    data = tmp_path / "copy"
+    shutil.copytree(ct_dir, data)
+    _split_off_holdout(data)
+    with pytest.raises(ManifestError, match=r"data\.holdouts\.val: 'val' names a development split"):
+        _datamodule(data, tmp_path, holdouts={"val": {"manifest_path": str(data / "holdout.csv")}})
+    with pytest.raises(ManifestError, match=r"data\.holdouts\.pros needs a manifest_path"):
+        _datamodule(data, tmp_path, holdouts={"pros": {"labels_path": "x.csv"}})
+    with pytest.raises(ManifestError, match=r"unknown key\(s\) \['manifest'\]"):
+        _datamodule(data, tmp_path, holdouts={"pros": {"manifest_path": "a.csv", "manifest": "a.csv"}})
+    pd.read_csv(data / "holdout.csv").drop(columns=["voxel_mask"]).to_csv(data / "holdout.csv", index=False)
+    dm = _datamodule(
+        data,
+        tmp_path,
+        holdouts={
+            "pros": {"manifest_path": str(data / "holdout.csv"), "labels_path": str(data / "reports.csv")}
+        },
+    )
+    with pytest.raises(ManifestError, match=r"holdout\.csv \(data\.holdouts\.pros\): mask columns"):
+        dm.setup()
+
+
 def test_no_findings_reports_are_unknown_not_normal():
     manifest = pd.DataFrame(
         {"scan_id": ["a", "b"], "patient_id": ["p", "q"], "image": ["x", "y"], "report_id": ["r1", "r2"]}

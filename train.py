@@ -163,6 +163,8 @@ def main(cfg: DictConfig) -> float | None:
     task_overrides = [str(o) for o in OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)]
     try:
         if cfg.get("sweep") is not None:
+            if not cfg.train:  # a trial's value is a training metric: nothing to optimise in a test-only run
+                raise SystemExit("reportsup: a sweep trains its trials; drop train=false (or the sweep).")
             return run_sweep(cfg, run, command_line=task_overrides)
         return run(cfg, command_line=task_overrides)
     except (MissingMandatoryValue, InterpolationToMissingValueError) as err:

@@ -70,7 +70,8 @@ from datamodules.scan_manifest import (
 from datamodules.splits import SplitError, exclude_holdout_patients, split_patients
 
 DEVELOPMENT_SPLITS = ("train", "val", "test")
-CHECKED_COLUMN = "scan_check"  # written by reportsup-check-scans: "ok" rows need no re-validation
+CHECKED_COLUMN = "scan_check"  # written by reportsup-check-scans: rows passed by these checks need no
+CHECKED_OK = f"ok-v{VALIDATION_VERSION}"  # re-validation (an older version's "ok" is validated again)
 
 
 def source_stamp(path: str) -> str:
@@ -241,7 +242,7 @@ class HeadCTDataModule(L.LightningDataModule):
             record = {}
         n_known = len(record)
         for i, row in enumerate(manifest.itertuples(index=False)):
-            if self.validate_scans and checked[i] != "ok":
+            if self.validate_scans and checked[i] != CHECKED_OK:
                 stamp = source_stamp(row.image) if Path(row.image).exists() else None
                 if stamp is not None and record.get(str(row.image)) == stamp:
                     continue

@@ -25,7 +25,6 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from monai.data import MetaTensor
 from monai.metrics import compute_dice
 
 from datamodules.crossdl_labels import LabelSpace
@@ -40,12 +39,7 @@ from lightning_modules.damil_losses import DaMILLoss, downsample_labels, region_
 from lightning_modules.damil_network import DaMILNet
 from lightning_modules.damil_pooling import scan_predictions
 from lightning_modules.damil_schedules import halving_scheduler, segmentation_weight
-
-
-def plain_tensors(batch: Mapping[str, Any]) -> dict[str, Any]:
-    """MONAI MetaTensors as plain tensors: metadata would otherwise ride along into every loss and
-    logged metric (and into checkpoints, which then need MONAI classes to unpickle)."""
-    return {k: v.as_tensor() if isinstance(v, MetaTensor) else v for k, v in batch.items()}
+from lightning_modules.monai_batches import plain_tensors
 
 
 def localisation_dice(

@@ -24,10 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from datamodules.crossdl_labels import LabelSpace
-from lightning_modules.damil import ScanModelSteps, plain_tensors
+from lightning_modules.damil import ScanModelSteps
 from lightning_modules.damil_dice_threshold import check_dice_threshold
 from lightning_modules.damil_losses import positive_weights, weighted_bce
 from lightning_modules.damil_network import DaMILBackbone
+from lightning_modules.monai_batches import plain_tensors
 
 
 class RegionClassifierNet(nn.Module):

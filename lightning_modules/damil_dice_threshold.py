@@ -11,11 +11,12 @@ the metrics say so (``dice_threshold.source``).
 
 Why: a MIL-trained map is calibrated for its bag maximum (the scan score), not for its voxels. In our
 demo the lesion voxels peak around 0.2 (validation Dice 0.28 at 0.15, 0.02 at 0.5), and at 0.5 the
-test Dice of a run was 0 or a few hundredths depending on bf16 rounding.
+test Dice was 0 for every type in one run and 0.009 for one type in another (bf16 rounding moves it).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,10 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 from monai.metrics import compute_dice
+
+from lightning_modules.monai_batches import plain_tensors
 
 FROM_VALIDATION = "validation"
 # 0.05 steps: finer steps would fit the few validation scans of a small study, not the maps.
@@ -105,24 +109,46 @@ def choose_thresholds(
     return DiceThresholds(values, sources, best)
 
 
+def validation_batches(trainer: pl.Trainer, loader) -> int:
+    """How many validation batches the trainer's ``limit_val_batches`` (or ``fast_dev_run``) allows."""
+    limit = trainer.limit_val_batches
+    n = len(loader)
+    if isinstance(limit, int):
+        return min(limit, n)
+    return n if limit >= 1.0 else max(1, int(n * limit))
+
+
 def validation_thresholds(
     module: pl.LightningModule, trainer: pl.Trainer, fallback: float = 0.5
 ) -> DiceThresholds:
     """Thresholds chosen on the datamodule's validation loader with ``module.predict_scan``.
 
     Every rank reads the whole validation set (a plain loader, no distributed sampler), and rank 0's
-    choice is broadcast: bf16 rounding may differ between devices, the thresholds must not.
+    choice is broadcast: bf16 rounding may differ between devices, the thresholds must not. Batches are
+    prepared as Lightning's loops do (precision input conversion, then the device).
     """
-    loader = trainer.datamodule.val_dataloader()
+    dm = getattr(trainer, "datamodule", None)
+    if dm is None or not callable(getattr(dm, "val_dataloader", None)):
+        raise ValueError(
+            "model.dice_threshold=validation chooses the threshold on the validation scans, but this test "
+            "run has no datamodule with a val_dataloader; test through a DataModule, or give a number."
+        )
+    loader = dm.val_dataloader()
     sums = torch.zeros(len(THRESHOLD_GRID), module.n_types)
     counts = torch.zeros(module.n_types, dtype=torch.long)
-    for batch in loader:
+    for batch in itertools.islice(loader, validation_batches(trainer, loader)):
         if "voxel_mask" not in batch:
             break  # the data set has no voxel masks: every type keeps the fallback
-        batch = trainer.strategy.batch_to_device(batch)
-        with trainer.precision_plugin.val_step_context():
+        batch = trainer.strategy.batch_to_device(trainer.precision_plugin.convert_input(plain_tensors(batch)))
+        with trainer.precision_plugin.test_step_context():
             abnormality = module.predict_scan(batch)["abnormality"]
         s, c = dice_per_threshold(batch, abnormality)
         sums += s
         counts += c
-    return trainer.strategy.broadcast(choose_thresholds(sums, counts, fallback), src=0)
+    chosen = trainer.strategy.broadcast(choose_thresholds(sums, counts, fallback), src=0)
+    if all(source == "fixed" for source in chosen.sources):
+        rank_zero_warn(
+            f"model.dice_threshold=validation: no validation scan has voxel masks with a Dice above 0 at "
+            f"any threshold, so every type keeps the fixed {fallback} (metrics.json says so per type)."
+        )
+    return chosen

@@ -19,10 +19,12 @@ from lightning_modules.damil_dice_threshold import (
 N_TYPES = 2
 
 
-def _scan(lesion_value: float, with_type: tuple[bool, bool], index: int = 0) -> dict[str, torch.Tensor]:
-    """One 8^3 scan whose 'map' is 0.1 everywhere and ``lesion_value`` on a 2^3 cube (both types);
-    the voxel mask marks that cube for the types in ``with_type``."""
-    maps = torch.full((N_TYPES, 8, 8, 8), 0.1)
+def _scan(
+    lesion_value: float, with_type: tuple[bool, bool], index: int = 0, background: float = 0.1
+) -> dict[str, torch.Tensor]:
+    """One 8^3 scan whose 'map' is ``background`` everywhere and ``lesion_value`` on a 2^3 cube (both
+    types); the voxel mask marks that cube for the types in ``with_type``."""
+    maps = torch.full((N_TYPES, 8, 8, 8), background)
     maps[:, 2:4, 2:4, 2:4] = lesion_value
     mask = torch.zeros(N_TYPES, 8, 8, 8)
     for j, present in enumerate(with_type):
@@ -79,13 +81,13 @@ def test_a_bad_dice_threshold_names_the_key_and_the_choices(bad):
 
 
 class _MapIsTheImage(ScanModelSteps, pl.LightningModule):
-    """A 'model' whose abnormality map is its input: the thresholds are known in advance."""
+    """A 'model' whose abnormality map is its input times one weight: the thresholds are known."""
 
-    def __init__(self, dice_threshold: float | str) -> None:
+    def __init__(self, dice_threshold: float | str, scale: float = 1.0) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.n_types = N_TYPES
-        self.anchor = torch.nn.Parameter(torch.zeros(()))  # Lightning wants a parameter
+        self.scale = torch.nn.Parameter(torch.tensor(scale))
         self.test_dice: list[torch.Tensor] = []
 
     def on_test_batch_end(self, outputs, batch, batch_idx, dataloader_idx=0) -> None:
@@ -97,7 +99,7 @@ class _MapIsTheImage(ScanModelSteps, pl.LightningModule):
             "region_probs": torch.zeros(b, 1, N_TYPES),
             "scan_probs": batch["image"].flatten(2).amax(-1),
             "regions": torch.zeros(b, 1, 8, 8, 8),
-            "abnormality": batch["image"],
+            "abnormality": batch["image"] * self.scale,
         }
 
 
@@ -113,16 +115,19 @@ class _Scans(pl.LightningDataModule):
         return DataLoader(self.test, batch_size=2)
 
 
+def _trainer(**kw) -> pl.Trainer:
+    return pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, **kw)
+
+
 @pytest.mark.parametrize("setting", ["validation", 0.5])
-def test_testing_chooses_thresholds_on_validation_with_the_tested_weights(setting):
+def test_testing_chooses_thresholds_on_validation(setting):
     # Validation: type 0's lesions at 0.3 over a 0.1 background (best: 0.1, the lowest threshold that
     # the background does not exceed; ties go to the lowest);
     # type 1 never present in validation, so it keeps the fixed 0.5.
     val = [_scan(0.3, (True, False), i) for i in range(3)]
     test = [_scan(0.3, (True, True), i) for i in range(2)]
     module = _MapIsTheImage(setting)
-    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
-    trainer.test(module, datamodule=_Scans(val, test), verbose=False)
+    _trainer().test(module, datamodule=_Scans(val, test), verbose=False)
     chosen = module.dice_thresholds
     if setting == "validation":
         assert chosen.values == [0.1, 0.5] and chosen.sources == ["validation", "fixed"]
@@ -132,3 +137,38 @@ def test_testing_chooses_thresholds_on_validation_with_the_tested_weights(settin
     dice = torch.cat(module.test_dice).numpy()
     assert np.allclose(dice[:, 0], 1.0 if setting == "validation" else 0.0)
     assert np.allclose(dice[:, 1], 0.0)
+
+
+def test_thresholds_are_chosen_with_the_tested_checkpoints_weights(tmp_path):
+    val = [_scan(0.3, (True, False), i) for i in range(3)]
+    data = _Scans(val, val)
+    trained = _MapIsTheImage("validation", scale=2.0)  # maps: lesion 0.6, background 0.2
+    trainer = _trainer()
+    trainer.test(trained, datamodule=data, verbose=False)
+    trainer.save_checkpoint(tmp_path / "trained.ckpt")
+    fresh = _MapIsTheImage("validation", scale=1.0)  # its own maps would give 0.1
+    _trainer().test(fresh, datamodule=data, ckpt_path=str(tmp_path / "trained.ckpt"), verbose=False)
+    assert fresh.dice_thresholds.values[0] == 0.2
+
+
+def test_threshold_search_follows_limit_val_batches_and_skips_unannotated_scans():
+    # Batch 1 (2 scans): lesions at 0.3 over 0.1 -> best 0.1. Batches 2-3 (4 scans): lesions at 0.9
+    # over 0.5 -> Dice 1 only from 0.5 up; all six scans together: best 0.5 (mean 0.67 against 0.35).
+    val = [_scan(0.3, (True, False), i) for i in range(2)]
+    val += [_scan(0.9, (True, False), i, background=0.5) for i in range(2, 6)]
+    for limit, expected in ((1.0, 0.5), (1, 0.1)):
+        module = _MapIsTheImage("validation")
+        _trainer(limit_val_batches=limit).test(module, datamodule=_Scans(val, val[:2]), verbose=False)
+        assert module.dice_thresholds.values[0] == expected, limit  # limit 1: only the first batch
+    batch = _batch(*val[:2])
+    batch["has_voxel_mask"] = torch.tensor([True, False])
+    _, counts = dice_per_threshold(batch, batch["image"])
+    assert counts.tolist() == [1, 0]
+
+
+def test_validation_thresholds_without_a_datamodule_say_what_to_do():
+    test = [_scan(0.3, (True, True), i) for i in range(2)]
+    with pytest.raises(ValueError, match="model.dice_threshold=validation .* no datamodule"):
+        _trainer().test(
+            _MapIsTheImage("validation"), dataloaders=DataLoader(test, batch_size=2), verbose=False
+        )

@@ -242,6 +242,14 @@ def test_missing_data_and_offline_encoder_give_clear_errors(tmp_path, synthetic_
         check=False,
     )
     assert proc.returncode != 0 and "data.labels" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_train(
+        "experiment=alarm_binary",
+        "sweep=alarm_lr",
+        "train=false",
+        f"paths.output_dir={tmp_path}",
+        check=False,
+    )
+    assert proc.returncode != 0 and "drop train=false" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_crossdl_discretizer_demo_reaches_f1_09_and_its_checkpoint_labels_reports(tmp_path):

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from datamodules.crossdl_labels import LabelSpace
 from datamodules.dicom_series import ScanError, SeriesInfo, validate_scan
-from datamodules.head_ct import CHECKED_COLUMN
+from datamodules.head_ct import CHECKED_COLUMN, CHECKED_OK
 from datamodules.report_table import ReportTableError, read_table_file
 from datamodules.scan_manifest import read_scan_manifest, scan_labels
 from tools.resource_estimate import estimate_resources
@@ -102,7 +102,7 @@ def check_manifest(
                 }
             )
     checked = manifest.iloc[keep].copy()
-    checked[CHECKED_COLUMN] = "ok"
+    checked[CHECKED_COLUMN] = CHECKED_OK
     columns = ["scan_id", "patient_id", "image", "reason", "message"]
     return checked, pd.DataFrame(quarantine, columns=columns), voxels
 

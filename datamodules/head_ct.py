@@ -67,7 +67,7 @@ from datamodules.scan_manifest import (
     read_scan_manifest,
     scan_labels,
 )
-from datamodules.splits import SplitError, exclude_holdout_patients, split_patients
+from datamodules.splits import SplitError, check_run_split, exclude_holdout_patients, split_patients
 
 DEVELOPMENT_SPLITS = ("train", "val", "test")
 CHECKED_COLUMN = "scan_check"  # written by reportsup-check-scans: rows passed by these checks need no
@@ -294,8 +294,8 @@ class HeadCTDataModule(L.LightningDataModule):
             self._check_files(h_usable, mask_keys, spec["manifest_path"])
             held[name], held_manifests[name] = (h_usable, h_labels), h_manifest
             unknown = pd.concat([unknown, h_unknown.assign(holdout=name)], ignore_index=True)
-        # Paper (and ALARM's hold-outs): no scan of a hold-out patient trains or selects the model.
-        usable, removed = exclude_holdout_patients(usable, held_manifests)
+        # Split first, over every development patient, then remove the hold-out patients: adding a
+        # hold-out later (a test-only run of a trained model) moves no other patient to another split.
         mapping = split_patients(
             sorted(set(usable["patient_id"])),
             seed=int(self.split_cfg.get("seed", 0)),
@@ -303,6 +303,8 @@ class HeadCTDataModule(L.LightningDataModule):
             n_folds=self.split_cfg.get("n_folds"),
             fold=int(self.split_cfg.get("fold", 0)),
         )
+        # Paper (and ALARM's hold-outs): no scan of a hold-out patient trains or selects the model.
+        usable, removed = exclude_holdout_patients(usable, held_manifests)
         usable["split"] = usable["patient_id"].map(mapping)
         parts = {name: usable.loc[usable["split"] == name] for name in ("train", "val", "test")}
         if self.max_train_scans is not None:
@@ -419,11 +421,12 @@ class HeadCTDataModule(L.LightningDataModule):
         if self.output_dir is None or (self.trainer is not None and not self.trainer.is_global_zero):
             return
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        splits = self.output_dir / "splits.csv"
-        if not splits.exists():
-            usable.rename(columns={"scan_id": "id"})[["id", "patient_id", "split"]].to_csv(
-                splits, index=False
-            )
+        path = self.output_dir / "splits.csv"
+        splits = usable.rename(columns={"scan_id": "id"})[["id", "patient_id", "split"]]
+        if path.exists():  # a resumed or test-only run: the split it trained on, no hold-out it saw
+            check_run_split(path, splits)
+        else:
+            splits.to_csv(path, index=False)
         if len(unknown):
             unknown.to_csv(self.output_dir / "scans_without_labels.csv", index=False)
         (self.output_dir / "data_summary.json").write_text(json.dumps(self.summary, indent=2) + "\n")

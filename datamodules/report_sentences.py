@@ -16,7 +16,10 @@ sentences (seeded) for the training-size experiment (Fig. S2A). Training sentenc
 flipped with probability ``flip.probability`` (text and paired region labels).
 
 Test sets: ``sentence`` (sentence-level labels) and ``report`` (the test reports' Findings
-sentences, scored against their gold matrices after the max-merge of ``A = max_s r_s t_s^T``).
+sentences, scored against their gold matrices after the max-merge of ``A = max_s r_s t_s^T``), and
+one per hold-out (``holdouts``: ``{name: reports table with gold matrices}``, e.g. the paper's
+prospective set, Fig. S2H), scored as ``report``; every sentence and report of a hold-out patient
+leaves the development data before the split.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from datamodules.report_sections import (
 )
 from datamodules.report_table import ReportTableError, read_report_table
 from datamodules.reports import ReportDataset, TokenizedLoaders
-from datamodules.splits import SplitError, split_patients
+from datamodules.splits import SplitError, check_run_split, exclude_holdout_patients, split_patients
 from datamodules.text_flip import ENGLISH_SIDE_WORDS, LeftRightFlip
 
 SENTENCE_COLUMNS = ("sentence_id", "report_id", "patient_id", "text")
@@ -124,6 +127,7 @@ class ReportSentenceDataModule(TokenizedLoaders, pl.LightningDataModule):
         eval_batch_size: int = 64,
         num_workers: int = 0,
         output_dir: str | None = None,
+        holdouts: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__()
         if not sentences_path:
@@ -142,8 +146,17 @@ class ReportSentenceDataModule(TokenizedLoaders, pl.LightningDataModule):
         self.flip = LeftRightFlip(self.space, flip.get("word_map") or ENGLISH_SIDE_WORDS)
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.output_dir = Path(output_dir) if output_dir else None
+        self.holdout_paths = dict(holdouts or {})
+        for name, path in self.holdout_paths.items():
+            if name in ("train", "val", "sentence", "report"):
+                raise ReportTableError(
+                    f"data.holdouts.{name}: '{name}' names one of the internal sets; rename the hold-out."
+                )
+            if not path:
+                raise ReportTableError(f"data.holdouts.{name} has no path: give its reports table.")
         self.datasets: dict[str, Dataset] = {}
         self.tables: dict[str, pd.DataFrame] = {}
+        self.gold: dict[str, pd.DataFrame] = {}  # report-level test set -> its reports with gold matrices
         self.summary: dict[str, Any] = {}
 
     @property
@@ -167,9 +180,15 @@ class ReportSentenceDataModule(TokenizedLoaders, pl.LightningDataModule):
             reports = (
                 read_report_table(self.reports_path, gold, path_key="data.reports_path") if gold else probe
             )
+        holdouts = {
+            name: read_report_table(path, matrix_cols, path_key=f"data.holdouts.{name}")
+            for name, path in self.holdout_paths.items()
+        }
         patient_ids = set(sentences["patient_id"]) | (
             set(reports["patient_id"]) if reports is not None else set()
         )
+        # Split first, over every development patient, then remove the hold-out patients: adding a
+        # hold-out later (scoring a trained discretizer on a new set) moves no other patient.
         mapping = split_patients(
             sorted(patient_ids),
             seed=int(self.split_cfg.get("seed", 0)),
@@ -177,6 +196,11 @@ class ReportSentenceDataModule(TokenizedLoaders, pl.LightningDataModule):
             n_folds=self.split_cfg.get("n_folds"),
             fold=int(self.split_cfg.get("fold", 0)),
         )
+        # As the paper's prospective set and ALARM's hold-outs: no hold-out patient trains or selects.
+        sentences, removed_sentences = exclude_holdout_patients(sentences, holdouts)
+        removed_reports = {}
+        if reports is not None:
+            reports, removed_reports = exclude_holdout_patients(reports, holdouts)
         split = sentences["patient_id"].map(mapping)
         train = sentences.loc[split == "train"]
         if self.max_train_sentences is not None:
@@ -209,14 +233,32 @@ class ReportSentenceDataModule(TokenizedLoaders, pl.LightningDataModule):
             rows, missing = sentences_of_reports(
                 test_reports, self.language, self.findings_headers, self.end_headers
             )
-            self.tables["report"] = rows
-            self.tables["report_gold"] = test_reports
-            self.datasets["report"] = ReportDataset(rows, np.full((len(rows), len(self.labels)), np.nan))
+            self._add_report_set("report", test_reports, rows)
+        for name, table in holdouts.items():
+            rows, h_missing = sentences_of_reports(
+                table, self.language, self.findings_headers, self.end_headers
+            )
+            if rows.empty:
+                raise ReportTableError(
+                    f"{self.holdout_paths[name]} (data.holdouts.{name}): no report has a Findings section "
+                    f"(headers {self.findings_headers}); set data.findings_headers for these reports."
+                )
+            self._add_report_set(name, table, rows)
+            missing = pd.concat([missing, h_missing.assign(test_set=name)], ignore_index=True)
         self.summary = {
             "sentences_path": str(self.sentences_path),
             "reports_path": str(self.reports_path),
             "sizes": {k: len(v) for k, v in self.datasets.items()},
-            "report_level_test_reports": len(self.tables.get("report_gold", [])),
+            "report_level_test_reports": {name: len(gold) for name, gold in self.gold.items()},
+            "holdouts": {
+                name: {
+                    "path": str(self.holdout_paths[name]),
+                    "reports": len(table),
+                    "development_sentences_removed": removed_sentences[name],
+                    "development_reports_removed": removed_reports.get(name, 0),
+                }
+                for name, table in holdouts.items()
+            },
             "reports_without_findings": len(missing),
             "flip_probability": self.flip_probability,
             "max_train_sentences": self.max_train_sentences,
@@ -228,7 +270,7 @@ class ReportSentenceDataModule(TokenizedLoaders, pl.LightningDataModule):
                 f"{self.findings_headers}); listed in reports_without_findings.csv and not scored."
             )
         rank_zero_info(f"[reportsup] data: {json.dumps(self.summary['sizes'])}")
-        self._write_outputs(sentences, split, mapping, reports, missing)
+        self._write_outputs(sentences, split, mapping, reports, missing, holdouts)
 
     def _write_outputs(
         self,
@@ -237,6 +279,7 @@ class ReportSentenceDataModule(TokenizedLoaders, pl.LightningDataModule):
         mapping: Mapping[str, str],
         reports: pd.DataFrame | None,
         missing: pd.DataFrame,
+        holdouts: Mapping[str, pd.DataFrame],
     ) -> None:
         if self.output_dir is None or (self.trainer is not None and not self.trainer.is_global_zero):
             return
@@ -256,9 +299,16 @@ class ReportSentenceDataModule(TokenizedLoaders, pl.LightningDataModule):
                     }
                 )
             )
+        frames += [
+            pd.DataFrame({"id": table["report_id"], "patient_id": table["patient_id"], "split": name})
+            for name, table in holdouts.items()
+        ]
         path = self.output_dir / "splits.csv"
-        if not path.exists():
-            pd.concat(frames, ignore_index=True).to_csv(path, index=False)
+        splits = pd.concat(frames, ignore_index=True)
+        if path.exists():  # a resumed or test-only run: the split it trained on, no hold-out it saw
+            check_run_split(path, splits)
+        else:
+            splits.to_csv(path, index=False)
         if len(missing):
             missing.to_csv(self.output_dir / "reports_without_findings.csv", index=False)
         (self.output_dir / "data_summary.json").write_text(json.dumps(self.summary, indent=2))
@@ -269,9 +319,24 @@ class ReportSentenceDataModule(TokenizedLoaders, pl.LightningDataModule):
         self.setup()
         return self.tables["train"]["text"].tolist()
 
+    def _add_report_set(self, name: str, gold: pd.DataFrame, rows: pd.DataFrame) -> None:
+        """A report-level test set: its Findings sentences (labels unknown) and its gold matrices."""
+        self.tables[name] = rows
+        self.gold[name] = gold.reset_index(drop=True)
+        self.datasets[name] = ReportDataset(rows, np.full((len(rows), len(self.labels)), np.nan))
+
+    @property
+    def report_level_sets(self) -> list[str]:
+        """The test sets scored as report matrices: ``report`` and every hold-out."""
+        return list(self.gold)
+
+    def gold_table(self, name: str) -> pd.DataFrame:
+        """The reports (with gold matrices) of a report-level test set, indexed by ``report_index``."""
+        return self.gold[name]
+
     @property
     def test_set_names(self) -> list[str]:
-        return [n for n in ("sentence", "report") if n in self.datasets]
+        return [n for n in ("sentence", *self.gold) if n in self.datasets]
 
     def test_table(self, name: str) -> pd.DataFrame:
         return self.tables[name]

@@ -144,3 +144,34 @@ def exclude_holdout_patients(
         removed[name] = int((hit & keep).sum())
         keep &= ~hit
     return table.loc[keep].reset_index(drop=True), removed
+
+
+def check_run_split(path: str | Path, splits: pd.DataFrame) -> None:
+    """A run directory's ``splits.csv`` (columns ``id``, ``patient_id``, ``split``, written by the run
+    that trained) against the split computed now by a resumed or test-only run in that directory.
+
+    Refused: a row now in a development split (train/val/test) that was in another one, and a hold-out
+    patient who trained or selected the model (train/val in the file): its hold-out scores would be
+    flattering. Rows that left the development data for a hold-out, or hold-outs of new patients, pass:
+    scoring a trained model on a new set is what a test-only run with ``data.holdouts`` is for.
+    """
+    before = pd.read_csv(path, dtype=str, keep_default_na=False)
+    now = splits.astype(str)
+    old = before.drop_duplicates("id").set_index("id")["split"]
+    new = now.drop_duplicates("id").set_index("id")["split"]
+    common = new.index.intersection(old.index)
+    moved = [i for i in common if new[i] in SPLIT_NAMES and old[i] != new[i]]
+    if moved:
+        raise SplitError(
+            f"{path}: {len(moved)} row(s) are in another split than when this run started (e.g. "
+            f"{moved[0]!r}: {old[moved[0]]} -> {new[moved[0]]}); the seed, fractions or data changed. Resume "
+            "with the original data and data.split settings, or start a new run."
+        )
+    fitted = set(before.loc[before["split"].isin(("train", "val")), "patient_id"])
+    for name, rows in now[~now["split"].isin(SPLIT_NAMES)].groupby("split"):
+        seen = sorted(set(rows["patient_id"]) & fitted)
+        if seen:
+            raise SplitError(
+                f"data.holdouts.{name}: {len(seen)} patient(s) (e.g. {seen[0]!r}) trained or selected this "
+                f"run's model (train/val in {path}); a hold-out must be patients the model has not seen."
+            )

@@ -23,7 +23,8 @@ from lightning_modules.evaluation import CollectingEvaluator
 
 
 class DiscretizerEvaluator(CollectingEvaluator):
-    """Scores the ``sentence`` and ``report`` test sets of :class:`ReportSentenceDataModule`."""
+    """Scores the ``sentence`` and ``report`` test sets of :class:`ReportSentenceDataModule`, and its
+    hold-outs (``data.holdouts``) as ``report``."""
 
     def evaluate(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, gathered: dict[str, dict[str, np.ndarray]]
@@ -34,8 +35,9 @@ class DiscretizerEvaluator(CollectingEvaluator):
             metrics["sentence"] = self._sentences(
                 trainer, pl_module.labels, len(space.regions), gathered["sentence"]
             )
-        if "report" in gathered:
-            metrics["report"] = self._reports(trainer, space, gathered["report"])
+        for name in trainer.datamodule.report_level_sets:  # "report" and every hold-out
+            if name in gathered:
+                metrics[name] = self._reports(trainer, space, name, gathered[name])
         return metrics
 
     def headline(self) -> dict[str, Any]:
@@ -76,9 +78,9 @@ class DiscretizerEvaluator(CollectingEvaluator):
         self.write_predictions(trainer, "sentence", pred)
         return out
 
-    def _reports(self, trainer: pl.Trainer, space: LabelSpace, g: dict[str, np.ndarray]) -> dict:
-        sentences = trainer.datamodule.test_table("report").iloc[g["index"]]
-        gold_table = trainer.datamodule.test_table("report_gold")
+    def _reports(self, trainer: pl.Trainer, space: LabelSpace, name: str, g: dict[str, np.ndarray]) -> dict:
+        sentences = trainer.datamodule.test_table(name).iloc[g["index"]]
+        gold_table = trainer.datamodule.gold_table(name)
         n_r, n_t = len(space.regions), len(space.types)
         soft = report_matrices(
             sentences["report_index"].to_numpy(),
@@ -96,16 +98,23 @@ class DiscretizerEvaluator(CollectingEvaluator):
             yy, pp = gold[:, :, j].max(1), soft[:, :, j].max(1)
             if 0 < yy.sum() < len(yy):
                 out[f"scan:{t}"] = self.bootstrap(yy, pp, patients)
+        suffix, where = ("", "") if name == "report" else (f"_{name}", f", {name}")
         self.plot_curves(
             trainer,
             {
-                "roc_report_types.png": (curves.get("type", {}), "Report level: types (Fig. 2C)"),
-                "roc_report_regions.png": (curves.get("region", {}), "Report level: regions (Fig. 2D)"),
+                f"roc_report_types{suffix}.png": (
+                    curves.get("type", {}),
+                    f"Report level: types (Fig. 2C){where}",
+                ),
+                f"roc_report_regions{suffix}.png": (
+                    curves.get("region", {}),
+                    f"Report level: regions (Fig. 2D){where}",
+                ),
             },
         )
         pred = pd.DataFrame({"id": gold_table["report_id"].to_numpy()[scored], "patient_id": patients})
         cells = pd.DataFrame(
             soft.reshape(len(soft), -1), columns=[f"{c}_prob" for c in space.matrix_columns()]
         )
-        self.write_predictions(trainer, "report", pd.concat([pred, cells], axis=1))
+        self.write_predictions(trainer, name, pd.concat([pred, cells], axis=1))
         return out

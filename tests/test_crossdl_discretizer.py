@@ -211,3 +211,49 @@ def test_ct_dataset_writer_refuses_a_foreign_directory(tmp_path):
     (tmp_path / "mine.txt").write_text("user data")
     with pytest.raises(FileExistsError):
         write_ct_dataset(tmp_path, n_reports=20)
+
+
+def test_discretizer_holdouts_leave_development_and_are_report_level_test_sets(tmp_path):
+    from datamodules.report_sentences import ReportSentenceDataModule
+    from datamodules.synthetic_ct_reports import write_ct_dataset
+
+    paths = write_ct_dataset(tmp_path / "data", n_reports=300, seed=2)
+    reports = pd.read_csv(paths["ct_reports"])
+    held_patients = sorted(reports["patient_id"].unique())[:10]
+    held = reports[reports["patient_id"].isin(held_patients)]
+    held.to_csv(tmp_path / "prospective.csv", index=False)
+    dm = ReportSentenceDataModule(
+        str(paths["ct_sentences"]),
+        str(paths["ct_reports"]),
+        holdouts={"prospective": str(tmp_path / "prospective.csv")},
+        output_dir=str(tmp_path / "run"),
+    )
+    dm.setup()
+    assert dm.test_set_names == ["sentence", "report", "prospective"]
+    assert dm.report_level_sets == ["report", "prospective"]
+    for name in ("train", "val", "sentence"):  # sentence annotations of hold-out patients left too
+        assert not set(dm.tables[name]["patient_id"]) & set(held_patients), name
+    assert not set(dm.gold_table("report")["patient_id"]) & set(held_patients)
+    assert sorted(dm.gold_table("prospective")["report_id"]) == sorted(held["report_id"])
+    rows = dm.test_table("prospective")
+    assert set(rows["report_id"]) <= set(held["report_id"]) and rows["report_index"].max() < len(held)
+    summary = dm.summary["holdouts"]["prospective"]
+    assert summary["reports"] == len(held) and summary["development_reports_removed"] == len(held)
+    assert summary["development_sentences_removed"] > 0
+    splits = pd.read_csv(tmp_path / "run" / "splits.csv")
+    assert set(splits.loc[splits["split"] == "prospective", "id"]) == set(held["report_id"])
+    # Everyone else keeps the split they have without the hold-out.
+    ReportSentenceDataModule(
+        str(paths["ct_sentences"]), str(paths["ct_reports"]), output_dir=str(tmp_path / "run0")
+    ).setup()
+    before = pd.read_csv(tmp_path / "run0" / "splits.csv").drop_duplicates("id").set_index("id")["split"]
+    kept = splits[splits["split"] != "prospective"].drop_duplicates("id").set_index("id")["split"]
+    assert (before[kept.index] == kept).all()
+    with pytest.raises(ReportTableError, match=r"data\.holdouts\.report: 'report' names one of the internal"):
+        ReportSentenceDataModule(str(paths["ct_sentences"]), holdouts={"report": "x.csv"})
+    held.drop(columns=[SPACE.matrix_columns()[0]]).to_csv(tmp_path / "bad.csv", index=False)
+    bad = ReportSentenceDataModule(
+        str(paths["ct_sentences"]), str(paths["ct_reports"]), holdouts={"p": str(tmp_path / "bad.csv")}
+    )
+    with pytest.raises(ReportTableError, match=r"bad\.csv"):
+        bad.setup()

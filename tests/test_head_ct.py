@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 
@@ -27,6 +28,7 @@ from datamodules.head_ct import HeadCTDataModule
 from datamodules.head_phantom import render_phantom, voxel_matrix, write_nifti
 from datamodules.lesion_spec import Lesion, ScanSpec, abnormality_matrix, sample_scan_spec
 from datamodules.scan_manifest import ManifestError, scan_labels
+from datamodules.splits import SplitError
 from tests.conftest import SMALL_CT
 
 SPACE = LabelSpace()
@@ -170,10 +172,15 @@ def test_datamodule_gives_tensors_masks_labels_and_rates(ct_dir, tmp_path):
     split = pd.read_csv(tmp_path / "run" / "splits.csv")
     assert split.groupby("patient_id")["split"].nunique().max() == 1  # patient-level
 
-    # A second DataModule on the same run directory reuses the saved statistics (resume/inference).
-    again = _datamodule(ct_dir, tmp_path, output_dir=str(tmp_path / "run"), split={"seed": 1})
+    # A second DataModule on the same run directory reuses the saved statistics (resume/inference)...
+    stats_file = tmp_path / "run" / "intensity_stats.json"
+    stats_file.write_text(json.dumps({**json.loads(saved), "mean": 123.0}))
+    again = _datamodule(ct_dir, tmp_path, output_dir=str(tmp_path / "run"))
     again.setup()
-    assert again.stats == dm.stats
+    assert again.stats.mean == 123.0 and again.stats.std == dm.stats.std
+    # ... and refuses another split than the one the run trained on.
+    with pytest.raises(SplitError, match=r"splits\.csv: \d+ row\(s\) are in another split"):
+        _datamodule(ct_dir, tmp_path, output_dir=str(tmp_path / "run"), split={"seed": 1}).setup()
 
 
 def test_cache_hit_path_does_no_decoding(ct_dir, tmp_path):
@@ -230,7 +237,7 @@ def test_validated_scans_are_not_reread_until_their_files_change(ct_dir, tmp_pat
     assert calls == [str(data / "dicom" / "HCT00003")]  # only the changed scan is read again
 
 
-def _split_off_holdout(data, n_patients: int = 2):
+def _split_off_holdout(data, n_patients: int = 1):
     """Move the scans of the first ``n_patients`` patients into a hold-out manifest and labels table
     (``holdout.csv``, ``holdout_reports.csv``; the labels: every cell 1, unlike any development scan)."""
     manifest = pd.read_csv(data / "manifest.csv")
@@ -263,6 +270,13 @@ def test_holdout_sets_leave_development_and_are_scored_as_their_own_test_sets(ct
     assert summary["n_scans"] == len(held) and summary["development_scans_removed"] == len(held)
     splits = pd.read_csv(tmp_path / "run" / "splits.csv")
     assert set(splits.loc[splits["split"] == "prospective", "id"]) == set(held["scan_id"])
+    # The other patients keep the split they have without the hold-out (a hold-out added later to a
+    # test-only run of a trained model moves nobody into its test split).
+    _datamodule(data, tmp_path, output_dir=str(tmp_path / "run0")).setup()
+    before = pd.read_csv(tmp_path / "run0" / "splits.csv").set_index("id")["split"]
+    after = splits.set_index("id")["split"]
+    kept = after[after != "prospective"]
+    assert (before[kept.index] == kept).all()
 
 
 def test_bad_holdout_settings_name_the_key_and_the_fix(ct_dir, tmp_path):

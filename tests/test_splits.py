@@ -6,6 +6,7 @@ from datamodules.reports import ReportDataModule
 from datamodules.splits import (
     SplitError,
     assign_splits,
+    check_run_split,
     exclude_holdout_patients,
     patient_kfold,
     patient_split,
@@ -96,3 +97,27 @@ def test_datamodule_holdout_patients_never_in_train_val_test(synthetic_dir, tmp_
     splits = pd.read_csv(tmp_path / "splits.csv", dtype=str)
     assert list(splits.columns) == ["id", "patient_id", "split"]
     assert splits.groupby("patient_id")["split"].nunique().max() == 1
+
+
+def test_a_run_split_refuses_moved_rows_and_holdouts_of_seen_patients(tmp_path):
+    path = tmp_path / "splits.csv"
+    recorded = pd.DataFrame(
+        {
+            "id": ["a", "b", "c", "d"],
+            "patient_id": ["p", "q", "r", "s"],
+            "split": ["train", "val", "test", "test"],
+        }
+    )
+    recorded.to_csv(path, index=False)
+    check_run_split(path, recorded)  # the same split: fine
+    # A test-only run scoring a new set: a test patient left for the hold-out, new patients joined it.
+    later = pd.DataFrame(
+        {"id": ["a", "b", "c", "d", "x"], "patient_id": ["p", "q", "r", "s", "new"]},
+    ).assign(split=["train", "val", "test", "prospective", "prospective"])
+    check_run_split(path, later)
+    with pytest.raises(SplitError, match=r"1 row\(s\) are in another split .*'c': test -> val"):
+        check_run_split(path, later.assign(split=["train", "val", "val", "test", "prospective"]))
+    with pytest.raises(
+        SplitError, match=r"data\.holdouts\.prospective: 1 patient\(s\) \(e\.g\. 'q'\) trained"
+    ):
+        check_run_split(path, later.assign(split=["train", "prospective", "test", "test", "prospective"]))

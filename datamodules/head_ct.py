@@ -17,10 +17,10 @@
 * batch size 1 as the paper (configurable), workers and pinned memory configurable.
 
 Hold-out test sets (``holdouts``: ``{name: {manifest_path, labels_path}}``, or ``{name: manifest_path}``
-for a manifest with its own label columns; e.g. the paper's
-prospective set, or CQ500): every scan of a hold-out patient leaves the development data before the
-split (as ALARM's hold-outs, :mod:`datamodules.reports`), and each hold-out is scored as its own test
-set (``test/<name>/...``) with the model of the internal test set.
+for a manifest with its own label columns; e.g. the paper's prospective set, or CQ500): every scan of
+a hold-out patient leaves the development data (as ALARM's hold-outs, :mod:`datamodules.reports`), and
+each hold-out is scored as its own test set (``test/<name>/...``) by the model of the internal test
+set. The split is drawn before they leave, so a hold-out added later moves no other patient.
 
 Scans whose report has no Findings have unknown labels: they are listed in
 ``scans_without_labels.csv`` and left out, with a log line. Bad scans stop setup with one message
@@ -67,9 +67,14 @@ from datamodules.scan_manifest import (
     read_scan_manifest,
     scan_labels,
 )
-from datamodules.splits import SplitError, check_run_split, exclude_holdout_patients, split_patients
+from datamodules.splits import (
+    SPLIT_NAMES,
+    SplitError,
+    check_run_split,
+    exclude_holdout_patients,
+    split_patients,
+)
 
-DEVELOPMENT_SPLITS = ("train", "val", "test")
 CHECKED_COLUMN = "scan_check"  # written by reportsup-check-scans: rows passed by these checks need no
 CHECKED_OK = f"ok-v{VALIDATION_VERSION}"  # re-validation (an older version's "ok" is validated again)
 
@@ -179,7 +184,7 @@ class HeadCTDataModule(L.LightningDataModule):
         for name, spec in holdouts.items():
             if isinstance(spec, str | Path):  # a manifest with its own <region>__<type> label columns
                 spec = {"manifest_path": spec}
-            if name in DEVELOPMENT_SPLITS:
+            if name in SPLIT_NAMES:
                 raise ManifestError(
                     f"data.holdouts.{name}: '{name}' names a development split; give the hold-out another name."
                 )

@@ -19,7 +19,7 @@ Test sets: ``sentence`` (sentence-level labels) and ``report`` (the test reports
 sentences, scored against their gold matrices after the max-merge of ``A = max_s r_s t_s^T``), and
 one per hold-out (``holdouts``: ``{name: reports table with gold matrices}``, e.g. the paper's
 prospective set, Fig. S2H), scored as ``report``; every sentence and report of a hold-out patient
-leaves the development data before the split.
+leaves the development data, after the split is drawn (a hold-out added later moves no other patient).
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ class ReportSentenceDataModule(TokenizedLoaders, pl.LightningDataModule):
         self.output_dir = Path(output_dir) if output_dir else None
         self.holdout_paths = dict(holdouts or {})
         for name, path in self.holdout_paths.items():
-            if name in ("train", "val", "sentence", "report"):
+            if name in ("train", "val", "test", "sentence", "report"):
                 raise ReportTableError(
                     f"data.holdouts.{name}: '{name}' names one of the internal sets; rename the hold-out."
                 )

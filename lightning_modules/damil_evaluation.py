@@ -83,20 +83,14 @@ class DaMILEvaluator(CollectingEvaluator):
         rank = prioritization(scan_p.max(1), scan_y.max(1) > 0)
         if rank:
             out["prioritization:any"] = rank
-        suffix, where = ("", "") if name == "test" else (f"_{name}", f", {name}")
         self.plot_curves(
             trainer,
             {
-                f"roc_damil_types{suffix}.png": (
-                    curves.get("type", {}),
-                    f"Region level: types (Fig. 3){where}",
-                ),
-                f"roc_damil_regions{suffix}.png": (
-                    curves.get("region", {}),
-                    f"Region level: regions (Fig. 3){where}",
-                ),
-                f"roc_damil_scan{suffix}.png": (curves.get("scan", {}), f"Scan level{where}"),
+                "roc_damil_types.png": (curves.get("type", {}), "Region level: types (Fig. 3)"),
+                "roc_damil_regions.png": (curves.get("region", {}), "Region level: regions (Fig. 3)"),
+                "roc_damil_scan.png": (curves.get("scan", {}), "Scan level"),
             },
+            holdout=None if name == "test" else name,
         )
         pred = table[["scan_id", "patient_id"]].copy()
         pred["unclear"] = g["unclear"].astype(int)

@@ -98,19 +98,13 @@ class DiscretizerEvaluator(CollectingEvaluator):
             yy, pp = gold[:, :, j].max(1), soft[:, :, j].max(1)
             if 0 < yy.sum() < len(yy):
                 out[f"scan:{t}"] = self.bootstrap(yy, pp, patients)
-        suffix, where = ("", "") if name == "report" else (f"_{name}", f", {name}")
         self.plot_curves(
             trainer,
             {
-                f"roc_report_types{suffix}.png": (
-                    curves.get("type", {}),
-                    f"Report level: types (Fig. 2C){where}",
-                ),
-                f"roc_report_regions{suffix}.png": (
-                    curves.get("region", {}),
-                    f"Report level: regions (Fig. 2D){where}",
-                ),
+                "roc_report_types.png": (curves.get("type", {}), "Report level: types (Fig. 2C)"),
+                "roc_report_regions.png": (curves.get("region", {}), "Report level: regions (Fig. 2D)"),
             },
+            holdout=None if name == "report" else name,
         )
         pred = pd.DataFrame({"id": gold_table["report_id"].to_numpy()[scored], "patient_id": patients})
         cells = pd.DataFrame(

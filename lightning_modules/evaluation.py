@@ -130,9 +130,14 @@ class CollectingEvaluator(pl.Callback):
         res["n_positive"] = {"value": int(y.sum())}
         return res
 
-    def plot_curves(self, trainer: pl.Trainer, figures: dict[str, tuple[dict, str]]) -> None:
-        """One ROC figure per ``{file name: (curves, title)}`` under ``plots/``, logged as images."""
+    def plot_curves(
+        self, trainer: pl.Trainer, figures: dict[str, tuple[dict, str]], holdout: str | None = None
+    ) -> None:
+        """One ROC figure per ``{file name: (curves, title)}`` under ``plots/``, logged as images; a
+        hold-out test set's figures get its name in the file name (``<stem>_<holdout>.png``) and title."""
         for fname, (curves, title) in figures.items():
+            if holdout is not None:
+                fname, title = f"{fname.removesuffix('.png')}_{holdout}.png", f"{title}, {holdout}"
             if curves:
                 png = self.output_dir / "plots" / fname
                 keep_previous(png)

@@ -25,14 +25,13 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from monai.metrics import compute_dice
 
 from datamodules.crossdl_labels import LabelSpace
 from lightning_modules.damil_dice_threshold import (
     FROM_VALIDATION,
     check_dice_threshold,
     fixed_thresholds,
-    interpolated_maps,
+    localisation_dice,
     validation_thresholds,
 )
 from lightning_modules.damil_losses import DaMILLoss, downsample_labels, region_one_hot
@@ -40,24 +39,6 @@ from lightning_modules.damil_network import DaMILNet
 from lightning_modules.damil_pooling import scan_predictions
 from lightning_modules.damil_schedules import halving_scheduler, segmentation_weight
 from lightning_modules.monai_batches import plain_tensors
-
-
-def localisation_dice(
-    batch: Mapping[str, Any], abnormality: torch.Tensor, thresholds: torch.Tensor
-) -> torch.Tensor:
-    """(B, M) Dice of the maps (upsampled to the input grid) thresholded per type (``thresholds``: (M,))
-    against the voxel masks; NaN where a scan has no voxels of a type or no voxel mask (paper: Dice on
-    scans with the abnormality)."""
-    b, m = abnormality.shape[:2]
-    dice = torch.full((b, m), float("nan"), device=abnormality.device)
-    if "voxel_mask" not in batch:
-        return dice
-    maps = interpolated_maps(abnormality, batch["voxel_mask"].shape[2:])
-    binary = (maps > thresholds.to(maps).view(1, m, *([1] * (maps.ndim - 2)))).float()
-    values = compute_dice(binary, batch["voxel_mask"].float(), ignore_empty=True)
-    has = batch.get("has_voxel_mask", torch.ones(b, dtype=torch.bool, device=dice.device)).bool()
-    dice[has] = values[has].to(dice)
-    return dice
 
 
 def test_outputs(

@@ -56,22 +56,37 @@ def interpolated_maps(abnormality: torch.Tensor, size: tuple[int, ...]) -> torch
     return F.interpolate(abnormality.float(), size=size, mode="trilinear")
 
 
+def scan_dice(batch: Mapping[str, Any], maps: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """(B, M) Dice of ``maps`` (already on the voxel-mask grid) thresholded per type (``thresholds``:
+    (M,)); NaN where a scan has no voxels of a type or no voxel mask (paper: Dice on scans with the
+    abnormality)."""
+    b, m = maps.shape[:2]
+    dice = torch.full((b, m), float("nan"), device=maps.device)
+    binary = (maps > thresholds.to(maps).view(1, m, *([1] * (maps.ndim - 2)))).float()
+    values = compute_dice(binary, batch["voxel_mask"].float(), ignore_empty=True)
+    has = batch.get("has_voxel_mask", torch.ones(b, dtype=torch.bool, device=dice.device)).bool()
+    dice[has] = values[has].to(dice)
+    return dice
+
+
+def localisation_dice(
+    batch: Mapping[str, Any], abnormality: torch.Tensor, thresholds: torch.Tensor
+) -> torch.Tensor:
+    """:func:`scan_dice` of the abnormality maps upsampled to the input grid; all NaN without voxel masks."""
+    if "voxel_mask" not in batch:
+        return torch.full(abnormality.shape[:2], float("nan"), device=abnormality.device)
+    return scan_dice(batch, interpolated_maps(abnormality, batch["voxel_mask"].shape[2:]), thresholds)
+
+
 def dice_per_threshold(
     batch: Mapping[str, Any], abnormality: torch.Tensor, grid: np.ndarray = THRESHOLD_GRID
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed Dice (T, M) over the batch's scans that have voxels of a type, and their count (M,)."""
-    mask = batch["voxel_mask"].float()
-    present = mask.flatten(2).sum(-1) > 0  # (B, M): the paper scores only scans with the abnormality
-    if "has_voxel_mask" in batch:  # scans of a mixed data set without an annotation
-        present &= batch["has_voxel_mask"].bool().to(present.device)[:, None]
-    maps = interpolated_maps(abnormality, mask.shape[2:])
-    sums = torch.stack(
-        [
-            torch.where(present, compute_dice((maps > t).float(), mask, ignore_empty=True), 0.0).sum(0)
-            for t in grid
-        ]
-    )
-    return sums.cpu(), present.sum(0).cpu()
+    maps = interpolated_maps(abnormality, batch["voxel_mask"].shape[2:])  # once for the whole grid
+    m = maps.shape[1]
+    per_threshold = torch.stack([scan_dice(batch, maps, torch.full((m,), float(t))) for t in grid])
+    scored = torch.isfinite(per_threshold[0])
+    return torch.nan_to_num(per_threshold, nan=0.0).sum(1).cpu(), scored.sum(0).cpu()
 
 
 @dataclass

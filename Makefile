@@ -24,7 +24,7 @@ ct-demo: $(STAMP)
 	$(VENV)/bin/reportsup-check-scans $$d/data/manifest.csv --out-dir $$d/checked --labels $$d/data/reports.csv && \
 	$(VENV)/bin/reportsup-register-atlas $$d/checked/checked_manifest.csv --out-dir $$d/registered --max-iterations 64 \
 		--atlas average_ct=$$d/data/atlas/average_ct.nii.gz,$$d/data/atlas/average_ct_regions.nii.gz && \
-	$(PY) -m datamodules.head_ct $$d/registered/manifest_registered.csv --labels $$d/data/reports.csv \
+	$(PY) -m datamodules.crossdl.head_ct.datamodule $$d/registered/manifest_registered.csv --labels $$d/data/reports.csv \
 		--cache-dir $$d/cache --output-dir $$d/run
 
 # A one-node SLURM cluster (slurmctld, slurmd, munge; root on Linux) as the tests use it.

@@ -24,15 +24,15 @@ from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
-from analysis.summary import metrics_table
-from datamodules.report_table import ReportTableError
-from datamodules.splits import SplitError
-from lightning_modules.encoders import EncoderUnavailableError, TextEncoder
-from lightning_modules.evaluation import CollectingEvaluator, keep_previous
-from lightning_modules.label_manifest import CheckpointManifestError
-from lightning_modules.spine import PretrainedWeightsUnavailableError
-from tools.experiment_setup import apply_demo, register_all, requeued_checkpoint
-from tools.optuna_sweep import SweepConfigError, run_sweep
+from datamodules.common.tables import ReportTableError
+from lightning_modules.common.encoders import EncoderUnavailableError, TextEncoder
+from lightning_modules.common.evaluation import CollectingEvaluator, keep_previous
+from lightning_modules.common.label_manifest import CheckpointManifestError
+from lightning_modules.spine.image_module import PretrainedWeightsUnavailableError
+from reportsup.analysis.summary import metrics_table
+from reportsup.contracts.splits import SplitError
+from reportsup.runner.setup import apply_demo, register_all, requeued_checkpoint
+from reportsup.runner.sweep import SweepConfigError, run_sweep
 
 register_all()
 

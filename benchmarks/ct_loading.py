@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 from monai.data import PersistentDataset
 
-from datamodules.ct_transforms import IMAGE, PreprocessConfig, preprocessing
-from datamodules.dicom_series import write_dicom_series
-from datamodules.head_phantom import render_phantom
-from datamodules.lesion_spec import sample_scan_spec
+from datamodules.crossdl.head_ct.dicom_series import write_dicom_series
+from datamodules.crossdl.head_ct.transforms import IMAGE, PreprocessConfig, preprocessing
+from datamodules.synthetic.images.head_phantom import render_phantom
+from datamodules.synthetic.lesion_spec import sample_scan_spec
 
 
 def best_rate(fn, items, repeats: int) -> float:

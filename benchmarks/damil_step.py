@@ -23,7 +23,7 @@ def one_config(size: list[int], steps: int, checkpointing: bool, device: str, bf
     import numpy as np
     import torch
 
-    from lightning_modules.damil import DaMILModule
+    from lightning_modules.crossdl.damil.module import DaMILModule
 
     torch.manual_seed(0)
     module = DaMILModule(network={"gradient_checkpointing": checkpointing}).to(device)

@@ -13,8 +13,8 @@ import time
 
 import torch
 
-from datamodules.synthetic_ct_reports import generate_ct_tables
-from tools.discretize import Discretizer
+from datamodules.synthetic.text.ct_reports import generate_ct_tables
+from reportsup.discretize import Discretizer
 
 
 def main() -> None:

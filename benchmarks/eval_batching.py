@@ -16,10 +16,10 @@ import time
 import torch
 from torch.utils.data import DataLoader, SequentialSampler
 
-from datamodules.reports import LengthSortedSampler, ReportCollator, ReportDataset
-from datamodules.synthetic_mri_reports import generate_tables
-from lightning_modules.alarm import ALARMClassifier
-from lightning_modules.encoders import minilm_encoder
+from datamodules.common.reports import LengthSortedSampler, ReportCollator, ReportDataset
+from datamodules.synthetic.text.mri_reports import generate_tables
+from lightning_modules.alarm.module import ALARMClassifier
+from lightning_modules.common.encoders import minilm_encoder
 
 
 def _run(model: ALARMClassifier, loader: DataLoader) -> tuple[float, int, int]:

@@ -16,7 +16,7 @@ Paths, all on the same reports and the same weights:
 * **naive**: a plain Hugging Face loop: table order, pad every report to 512 tokens, batch 16, fp32,
   ``torch.no_grad``. It costs about a second per report on 2 CPU cores, so it runs on a random sample
   of ``--naive-reports`` (default 256) of the reports; its reports/s is a rate and the ratios are rates.
-* **reportsup-label** (``tools.bulk_label.label_archive``, the command's own function: chunk reading, row
+* **reportsup-label** (``reportsup.labelling.label_archive``, the command's own function: chunk reading, row
   checks, length-sorted batches with per-batch padding, ``inference_mode``, Parquet parts) in fp32 (the
   gain of length sorting alone), bf16 autocast (oneDNN: AMX / AVX512-BF16 where the CPU has them) and
   int8 dynamic quantisation, each on all ``--reports`` reports.
@@ -43,10 +43,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from datamodules.synthetic_mri_reports import generate_tables
-from lightning_modules.alarm import ALARMClassifier
-from lightning_modules.encoders import tiny_bert_encoder
-from tools.bulk_label import (
+from datamodules.synthetic.text.mri_reports import generate_tables
+from lightning_modules.alarm.module import ALARMClassifier
+from lightning_modules.common.encoders import tiny_bert_encoder
+from reportsup.labelling import (
     BATCH_TOKENS,
     ClassifierLabeller,
     compiled_model,

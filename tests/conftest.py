@@ -16,7 +16,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory) -> Path:
-    from datamodules.synthetic_mri_reports import write_synthetic_dataset
+    from datamodules.synthetic.text.mri_reports import write_synthetic_dataset
 
     out = tmp_path_factory.mktemp("synthetic")
     write_synthetic_dataset(out, n_reports=800, seed=0)
@@ -30,7 +30,7 @@ SMALL_CT = {"shape": (80, 80, 24), "spacing": (3.0, 3.0, 6.4)}
 @pytest.fixture(scope="session")
 def ct_dir(tmp_path_factory) -> Path:
     """A synthetic head-CT data set (DICOM + NIfTI, reports, atlas); tests that modify it copy it first."""
-    from datamodules.synthetic_ct_scans import write_ct_scan_dataset
+    from datamodules.synthetic.datasets.ct_scans import write_ct_scan_dataset
 
     return write_ct_scan_dataset(
         tmp_path_factory.mktemp("ct") / "data",
@@ -65,7 +65,7 @@ def spine_demo_data_dir(tmp_path_factory) -> Path:
 def tiny_encoder(synthetic_dir):
     import pandas as pd
 
-    from lightning_modules.encoders import tiny_bert_encoder
+    from lightning_modules.common.encoders import tiny_bert_encoder
 
     texts = pd.read_csv(synthetic_dir / "reports.csv")["text"].tolist()
     return tiny_bert_encoder(

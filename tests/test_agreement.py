@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.agreement import (
+from reportsup.analysis.agreement import (
     fleiss_kappa_from_matrix,
     fleiss_kappa_per_label,
     fleiss_kappa_table,
     rating_matrix,
 )
-from tools.agreement import main
+from reportsup.cli.agreement import main
 
 # Wikipedia "Fleiss' kappa" worked example: 10 subjects, 14 raters, 5 categories (counts per subject).
 WIKIPEDIA_COUNTS = [

@@ -11,14 +11,14 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis.interpretability import attention_html, plot_embedding_maps, tsne_map, word_weights
-from analysis.run_comparison import (
+from lightning_modules.alarm.word2vec_baseline import Word2VecBaseline
+from reportsup.analysis.interpretability import attention_html, plot_embedding_maps, tsne_map, word_weights
+from reportsup.analysis.run_comparison import (
     compare_experiments,
     comparison_markdown,
     delong_across_test_sets,
     load_run,
 )
-from lightning_modules.word2vec_baseline import Word2VecBaseline
 
 NORMAL = ["no abnormality is seen", "normal appearances of the brain", "no mass and no haemorrhage"]
 ABNORMAL = [
@@ -141,7 +141,7 @@ def test_test_sets_of_one_run_are_compared_unpaired_when_disjoint(tmp_path):
 def test_two_settings_of_one_experiment_compare_as_two_groups_and_repeats_pool(tmp_path):
     """reportsup-compare answers "which encoder is best" without a second experiment file: runs of one
     experiment that differ in an override are two groups; their split seeds pool into repeats."""
-    from tools.compare_runs import compare_dirs
+    from reportsup.cli.compare_runs import compare_dirs
 
     asah = pd.read_csv("tests/data/pROC_aSAH.csv")
     ids = [f"R{i}" for i in range(len(asah))]
@@ -183,12 +183,12 @@ def test_two_settings_of_one_experiment_compare_as_two_groups_and_repeats_pool(t
 
 
 def test_attention_page_selects_errors_with_the_metrics_threshold_rule():
-    from tools.attention_map import select_reports
+    from reportsup.cli.attention_map import select_reports
 
     reports = pd.DataFrame(
         {"id": ["a", "b", "c", "d"], "y": [0, 1, 0, 1], "prob": [0.7, 0.7, 0.95, 0.69], "text": ["x"] * 4}
     )
-    # threshold 0.7: prob == threshold is negative, as in analysis.metrics (prob > threshold)
+    # threshold 0.7: prob == threshold is negative, as in reportsup.analysis.metrics (prob > threshold)
     chosen = select_reports(reports, "errors", threshold=0.7)
     # most confident error first, confidence measured from the threshold (c 0.25, d 0.01, b 0)
     assert chosen["id"].tolist() == ["c", "d", "b"]
@@ -196,7 +196,7 @@ def test_attention_page_selects_errors_with_the_metrics_threshold_rule():
 
 
 def test_setting_labels_tell_apart_settings_within_an_experiment_only():
-    from analysis.run_comparison import setting_labels
+    from reportsup.analysis.run_comparison import setting_labels
 
     runs = [
         ("alarm", {"seed=0", "trainer.max_epochs=2"}),

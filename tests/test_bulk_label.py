@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from lightning_modules.alarm import ALARMClassifier
-from tools.bulk_label import label_archive, main, token_budget_batches
+from lightning_modules.alarm.module import ALARMClassifier
+from reportsup.labelling import label_archive, main, token_budget_batches
 
 
 def _checkpoint(tiny_encoder, path, seed=0):
@@ -125,7 +125,7 @@ def test_a_killed_labelling_process_resumes_and_every_id_is_labelled_once(
     big.to_parquet(path)
     ckpt = _checkpoint(tiny_encoder, tmp_path / "a.ckpt")
     out = tmp_path / "labels"
-    cmd = [sys.executable, "-m", "tools.bulk_label", str(ckpt), str(path), str(out), "--chunk-size", "200"]
+    cmd = [sys.executable, "-m", "reportsup.labelling", str(ckpt), str(path), str(out), "--chunk-size", "200"]
     proc = subprocess.Popen([*cmd, "--no-progress"], env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.monotonic() + 120
     while len(list(out.glob("part-*.parquet"))) < 2 and time.monotonic() < deadline and proc.poll() is None:
@@ -212,7 +212,7 @@ def test_bf16_autocast_on_cpu_stays_close_to_fp32_and_records_its_agreement(tiny
 
 
 def test_one_process_per_gpu_takes_the_gpu_of_its_local_rank(monkeypatch):
-    from tools import bulk_label
+    from reportsup import labelling as bulk_label
 
     monkeypatch.setattr(bulk_label.torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(bulk_label.torch.cuda, "device_count", lambda: 4)

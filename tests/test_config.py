@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from tools.experiment_setup import PROJECT_ROOT, command_line_values, register_all
+from reportsup.runner.setup import PROJECT_ROOT, command_line_values, register_all
 
 register_all()
 EXPERIMENTS = sorted(p.stem for p in (PROJECT_ROOT / "experiments").glob("*.yaml"))
@@ -106,7 +106,7 @@ def test_command_line_values_skip_group_choices_and_hydra_keys():
 
 
 def test_demo_keeps_an_encoder_chosen_on_the_command_line(tmp_path):
-    from tools.experiment_setup import apply_demo
+    from reportsup.runner.setup import apply_demo
 
     overrides = ["experiment=alarm_binary", "encoder=minilm", f"paths.data_dir={tmp_path}", "demo=true"]
     cfg = _compose(*overrides)
@@ -179,7 +179,7 @@ def test_2steps_without_the_1step_checkpoint_refuses_to_start_instead_of_trainin
 def test_auto_precision_uses_cpu_bf16_only_where_asked_and_amx_exists(monkeypatch):
     import torch
 
-    from tools.experiment_setup import auto_precision
+    from reportsup.runner.setup import auto_precision
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for amx, expected in ((True, "bf16-mixed"), (False, "32-true")):

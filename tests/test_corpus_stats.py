@@ -8,7 +8,7 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from analysis.corpus_stats import (
+from reportsup.analysis.corpus_stats import (
     corpus_statistics,
     corpus_statistics_by_group,
     tokenize,
@@ -16,7 +16,7 @@ from analysis.corpus_stats import (
     yules_i,
     yules_k,
 )
-from tools.corpus_stats import main
+from reportsup.cli.corpus_stats import main
 
 PARAGRAPH = (
     "MRI head with and without contrast. There is a 2.3 cm enhancing mass in the left frontal lobe with "

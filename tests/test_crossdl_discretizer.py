@@ -7,17 +7,17 @@ import pandas as pd
 import pytest
 import torch
 
-from datamodules.crossdl_labels import REGIONS, TYPES, LabelSpace, report_matrices
-from datamodules.report_sections import (
+from datamodules.common.report_sections import (
     MissingFindingsError,
     extract_findings,
     findings_sentences,
     split_sentences,
 )
-from datamodules.report_sentences import read_sentence_table
-from datamodules.report_table import ReportTableError
-from datamodules.synthetic_ct_reports import generate_ct_tables, write_ct_dataset
-from datamodules.text_flip import LeftRightFlip, symmetric_word_map
+from datamodules.common.tables import ReportTableError
+from datamodules.crossdl.sentences.datamodule import read_sentence_table
+from datamodules.crossdl.sentences.text_flip import LeftRightFlip, symmetric_word_map
+from datamodules.synthetic.text.ct_reports import generate_ct_tables, write_ct_dataset
+from reportsup.contracts.labels.crossdl import REGIONS, TYPES, LabelSpace, report_matrices
 
 SPACE = LabelSpace()
 
@@ -146,8 +146,8 @@ def test_malformed_sentence_tables(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    from lightning_modules.discretizer import DiscretizerModule
-    from lightning_modules.encoders import tiny_bert_encoder
+    from lightning_modules.common.encoders import tiny_bert_encoder
+    from lightning_modules.crossdl.discretizer.module import DiscretizerModule
 
     tmp = tmp_path_factory.mktemp("disc")
     texts = generate_ct_tables(100, seed=1)["ct_sentences"]["text"].tolist()
@@ -176,7 +176,7 @@ def tiny_checkpoint(tmp_path_factory):
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
 def test_discretize_command_output_round_trips_into_the_schema(tmp_path, tiny_checkpoint, suffix):
-    from tools.discretize import discretize_file
+    from reportsup.discretize import discretize_file
 
     reports = generate_ct_tables(120, seed=5)["ct_reports"][["report_id", "patient_id", "scan_id", "text"]]
     reports.loc[len(reports)] = ["R_nofind", "P_x", "S_x", "Report to follow."]
@@ -214,8 +214,8 @@ def test_ct_dataset_writer_refuses_a_foreign_directory(tmp_path):
 
 
 def test_discretizer_holdouts_leave_development_and_are_report_level_test_sets(tmp_path):
-    from datamodules.report_sentences import ReportSentenceDataModule
-    from datamodules.synthetic_ct_reports import write_ct_dataset
+    from datamodules.crossdl.sentences.datamodule import ReportSentenceDataModule
+    from datamodules.synthetic.text.ct_reports import write_ct_dataset
 
     paths = write_ct_dataset(tmp_path / "data", n_reports=300, seed=2)
     reports = pd.read_csv(paths["ct_reports"])

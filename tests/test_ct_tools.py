@@ -12,9 +12,9 @@ import pydicom
 import pytest
 from torch import nn
 
-from datamodules.synthetic_ct_scans import write_ct_scan_dataset
-from tools import check_scans, register_atlas
-from tools.resource_estimate import activation_bytes, cached_item_bytes, estimate_resources
+from datamodules.synthetic.datasets.ct_scans import write_ct_scan_dataset
+from reportsup.cli import check_scans, register_atlas
+from reportsup.runner.resources import activation_bytes, cached_item_bytes, estimate_resources
 
 
 def _break_scans(data):
@@ -183,7 +183,7 @@ def test_forty_dicom_phantoms_through_check_register_and_datamodule(tmp_path):
     )
     assert np.mean(dices) >= 0.8
 
-    from datamodules.head_ct import HeadCTDataModule
+    from datamodules.crossdl.head_ct.datamodule import HeadCTDataModule
 
     dm = HeadCTDataModule(
         str(registered / "manifest_registered.csv"),

@@ -9,22 +9,22 @@ import pandas as pd
 import pytest
 import torch
 
-from datamodules.crossdl_labels import LabelSpace
-from lightning_modules.damil_losses import (
+from lightning_modules.crossdl.damil.losses import (
     DaMILLoss,
     positive_weights,
     released_code_rates,
     segmentation_loss,
     weighted_bce,
 )
-from lightning_modules.damil_network import DaMILNet
-from lightning_modules.damil_pooling import (
+from lightning_modules.crossdl.damil.network import DaMILNet
+from lightning_modules.crossdl.damil.pooling import (
     max_mil_pooling,
     multiscale_region_predictions,
     topk_counts,
     topk_mil_pooling,
 )
-from lightning_modules.damil_schedules import lr_factor, segmentation_weight
+from lightning_modules.crossdl.damil.schedules import lr_factor, segmentation_weight
+from reportsup.contracts.labels.crossdl import LabelSpace
 
 SPACE = LabelSpace()
 
@@ -168,7 +168,7 @@ def test_region_predictions_follow_a_left_right_flip():
 @pytest.mark.parametrize("variant", ["paper", "released_code"])
 def test_model_overfits_two_scans(variant):
     torch.manual_seed(0)
-    from lightning_modules.damil import DaMILModule
+    from lightning_modules.crossdl.damil.module import DaMILModule
 
     module = DaMILModule(network={"base_filters": 4, "depth": 4}, variant=variant, lambda_min=0.01)
     image = torch.randn(2, 1, 16, 16, 16)
@@ -199,7 +199,7 @@ def test_model_overfits_two_scans(variant):
 
 
 def test_cq500_reads_map_to_types_by_majority(tmp_path):
-    from datamodules.cq500_labels import cq500_scan_labels
+    from datamodules.crossdl.head_ct.cq500 import cq500_scan_labels
 
     rows = []
     for name, iph, sdh in (("CQ500-CT-0", (1, 1, 0), (0, 0, 0)), ("CQ500-CT-1", (1, 0, 0), (0, 1, 1))):

@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from lightning_modules.damil import ScanModelSteps, localisation_dice
-from lightning_modules.damil_dice_threshold import (
+from lightning_modules.crossdl.damil.dice_threshold import (
     THRESHOLD_GRID,
     check_dice_threshold,
     choose_thresholds,
     dice_per_threshold,
 )
+from lightning_modules.crossdl.damil.module import ScanModelSteps, localisation_dice
 
 N_TYPES = 2
 

@@ -95,7 +95,7 @@ def test_damil_demo_trains_evaluates_and_writes_maps(tmp_path, demo_data_dir):
 
 @pytest.mark.slow
 def test_damil_ddp_gloo_two_processes_evaluate_every_test_scan_once(tmp_path, demo_data_dir):
-    from datamodules.synthetic_ct_scans import demo_data_config
+    from datamodules.synthetic.datasets.ct_scans import demo_data_config
 
     # The demo's phantoms (written once per session), with 5 patients' scans as a hold-out test set
     # (the paper's prospective set): an odd number of scans, so DistributedSampler pads it too.

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from datamodules.report_table import ReportTableError
-from datamodules.reports import ReportDataModule
+from datamodules.common.reports import ReportDataModule
+from datamodules.common.tables import ReportTableError
 
 
 def _table(tmp_path, with_prob=False):

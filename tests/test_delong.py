@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from scipy.stats import mannwhitneyu
 
-from analysis.delong import (
+from reportsup.analysis.delong import (
     auc_ci_bootstrap,
     auc_ci_delong,
     compare_aucs,

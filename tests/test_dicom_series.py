@@ -15,7 +15,7 @@ from pydicom.dataset import validate_file_meta
 from pydicom.encaps import encapsulate
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, RLELossless
 
-from datamodules.dicom_series import (
+from datamodules.crossdl.head_ct.dicom_series import (
     MONAI_DICOM_READER_ARGS,
     ScanError,
     SeriesInfo,

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lightning_modules.encoders import (
+from lightning_modules.common.encoders import (
     EncoderUnavailableError,
     TextEncoder,
     minilm_encoder,
@@ -38,7 +38,7 @@ def test_minilm_loads_offline_and_round_trips_through_its_manifest():
 
 
 def test_tiny_tokenizer_sees_only_the_training_texts(tmp_path):
-    from lightning_modules.encoders import tiny_bert_encoder
+    from lightning_modules.common.encoders import tiny_bert_encoder
 
     train = ["the ventricles are normal"] * 20
     enc = tiny_bert_encoder(
@@ -71,8 +71,8 @@ def test_tiny_tokenizer_vocabulary_is_identical_across_processes():
     import sys
 
     code = (
-        "import hashlib, json; from datamodules.synthetic_mri_reports import generate_tables; "
-        "from lightning_modules.encoders import train_wordpiece_tokenizer; "
+        "import hashlib, json; from datamodules.synthetic.text.mri_reports import generate_tables; "
+        "from lightning_modules.common.encoders import train_wordpiece_tokenizer; "
         "t = train_wordpiece_tokenizer(generate_tables(300)['reports']['text'].tolist(), 500); "
         "print(hashlib.sha256(json.dumps(sorted(t.get_vocab().items())).encode()).hexdigest())"
     )

@@ -11,8 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
-from datamodules.crossdl_labels import LabelSpace
-from datamodules.ct_transforms import (
+from datamodules.crossdl.head_ct.datamodule import HeadCTDataModule
+from datamodules.crossdl.head_ct.dicom_series import write_dicom_series
+from datamodules.crossdl.head_ct.manifest import ManifestError, scan_labels
+from datamodules.crossdl.head_ct.transforms import (
     IMAGE,
     MATRIX,
     REGION_MASK,
@@ -23,12 +25,10 @@ from datamodules.ct_transforms import (
     preprocessing,
     region_label_flip_lut,
 )
-from datamodules.dicom_series import write_dicom_series
-from datamodules.head_ct import HeadCTDataModule
-from datamodules.head_phantom import render_phantom, voxel_matrix, write_nifti
-from datamodules.lesion_spec import Lesion, ScanSpec, abnormality_matrix, sample_scan_spec
-from datamodules.scan_manifest import ManifestError, scan_labels
-from datamodules.splits import SplitError
+from datamodules.synthetic.images.head_phantom import render_phantom, voxel_matrix, write_nifti
+from datamodules.synthetic.lesion_spec import Lesion, ScanSpec, abnormality_matrix, sample_scan_spec
+from reportsup.contracts.labels.crossdl import LabelSpace
+from reportsup.contracts.splits import SplitError
 from tests.conftest import SMALL_CT
 
 SPACE = LabelSpace()
@@ -210,7 +210,7 @@ def test_bad_scan_stops_setup_with_its_name(ct_dir, tmp_path):
 
 
 def test_validated_scans_are_not_reread_until_their_files_change(ct_dir, tmp_path, monkeypatch):
-    import datamodules.head_ct as head_ct
+    import datamodules.crossdl.head_ct.datamodule as head_ct
 
     data = tmp_path / "copy"
     shutil.copytree(ct_dir, data)
@@ -323,7 +323,7 @@ def test_no_findings_reports_are_unknown_not_normal():
 def test_phantoms_written_by_worker_processes_equal_the_sequential_ones(tmp_path):
     import nibabel as nib
 
-    from datamodules.synthetic_ct_scans import generate_ct_scans
+    from datamodules.synthetic.datasets.ct_scans import generate_ct_scans
 
     small = dict(shape=(48, 48, 12), spacing=(4.0, 4.0, 10.0), formats=("nifti",), n_reference_atlases=0)
     generate_ct_scans(tmp_path / "one", 3, seed=3, workers=1, progress=False, **small)

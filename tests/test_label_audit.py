@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.label_audit import (
+from reportsup.analysis.label_audit import (
     LabelAuditError,
     audit_labeller,
     conflicting_duplicates,
@@ -16,7 +16,7 @@ from analysis.label_audit import (
     similar_pairs,
     tfidf_vectors,
 )
-from tools.label_audit import main
+from reportsup.cli.label_audit import main
 
 # Ten gold reports, four positive. At threshold 0.5 (positive when prob > 0.5):
 #   R1-R3 0.9, 0.8, 0.6 -> tp = 3;  R4 0.2 -> fn = 1
@@ -60,8 +60,8 @@ def test_audit_matches_hand_counts_and_kappa_formula():
 
 
 def test_audit_agrees_with_run_metrics_threshold_convention():
-    # Same numbers as metrics.json (analysis.metrics, torchmetrics: prob > threshold), incl. the 0.5 tie.
-    from analysis.metrics import binary_metrics
+    # Same numbers as metrics.json (reportsup.analysis.metrics, torchmetrics: prob > threshold), incl. the 0.5 tie.
+    from reportsup.analysis.metrics import binary_metrics
 
     row = audit_labeller(_predictions(), _gold(), ["abnormal"], gold_id_column="report_id").iloc[0]
     ref = binary_metrics(np.array(GOLD_Y), np.array(PROBS), 0.5)

@@ -5,9 +5,9 @@ import pytest
 from scipy import stats
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score, roc_auc_score
 
-from analysis.metrics import binary_metrics, patient_bootstrap_ci
-from analysis.summary import summarize_runs
-from tools.summarize import summarize_multirun
+from reportsup.analysis.metrics import binary_metrics, patient_bootstrap_ci
+from reportsup.analysis.summary import summarize_runs
+from reportsup.cli.summarize import summarize_multirun
 
 
 def _data(n=300, seed=0):
@@ -79,6 +79,6 @@ def test_repeat_intervals_of_proportions_stay_in_unit_interval():
 
 
 def test_plot_file_names_are_safe():
-    from lightning_modules.evaluation import safe_filename
+    from lightning_modules.common.evaluation import safe_filename
 
     assert safe_filename("ich/sah") == "ich_sah" and safe_filename("Finding X") == "Finding_X"

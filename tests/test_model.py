@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lightning_modules.alarm import ALARMClassifier
-from lightning_modules.label_manifest import CheckpointManifestError
-from lightning_modules.losses import masked_bce_with_logits
-from lightning_modules.pooling import AttentionPooling
+from lightning_modules.alarm.module import ALARMClassifier
+from lightning_modules.common.label_manifest import CheckpointManifestError
+from lightning_modules.common.losses import masked_bce_with_logits
+from lightning_modules.common.pooling import AttentionPooling
 
 
 def _model(encoder, labels=("abnormal",)):

@@ -3,7 +3,7 @@ import json
 import pandas as pd
 import pytest
 
-from datamodules.report_table import ReportTableError, read_report_table
+from datamodules.common.tables import ReportTableError, read_report_table
 
 GOOD = "report_id,patient_id,text,abnormal\nr1,p1,Normal study.,0\nr2,p2,Acute infarct.,1\nr3,p3,Unclear.,\n"
 

@@ -25,7 +25,7 @@ COMMON = (
     "trainer.devices=2",
     "data.demo.n_reports=600",
     "callbacks.evaluator.n_bootstrap=50",
-    "+callbacks.parameter_digest._target_=lightning_modules.ddp_checks.ParameterDigest",
+    "+callbacks.parameter_digest._target_=lightning_modules.common.ddp_checks.ParameterDigest",
     "+callbacks.parameter_digest.output_dir=${paths.run_dir}",
 )
 
@@ -150,7 +150,7 @@ def test_generated_sbatch_script_runs_a_two_rank_job(slurm_env, tmp_path):
         [
             sys.executable,
             "-m",
-            "tools.sbatch_script",
+            "reportsup.runner.sbatch",
             *overrides,
             "launcher=slurm_cpu",
             "trainer.max_epochs=1",

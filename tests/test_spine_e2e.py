@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_modules.spine import state_digest
+from lightning_modules.spine.image_module import state_digest
 from tests.conftest import ROOT, SPINE_TEST_SESSIONS
 
 pytestmark = pytest.mark.slow

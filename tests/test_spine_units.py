@@ -12,12 +12,12 @@ from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from analysis.youden import youden_cutoff
-from datamodules.radiographs import fuse_views, read_radiograph, resize_view
-from datamodules.spine_xray import SpineDataError, pair_views
-from lightning_modules.losses import balanced_class_weights, class_weighted_bce_with_logits
-from lightning_modules.occlusion import occlusion_maps
-from lightning_modules.spine_evaluation import strict_threshold
+from datamodules.spine.datamodule import SpineDataError, pair_views
+from datamodules.spine.radiographs import fuse_views, read_radiograph, resize_view
+from lightning_modules.common.losses import balanced_class_weights, class_weighted_bce_with_logits
+from lightning_modules.common.occlusion import occlusion_maps
+from lightning_modules.spine.evaluation import strict_threshold
+from reportsup.analysis.youden import youden_cutoff
 
 
 def _dicom(path, pixels: np.ndarray, photometric: str, window: tuple[float, float] | None = None):
@@ -155,7 +155,7 @@ def test_views_table_errors_name_the_session_and_rows(tmp_path):
 
 
 def test_init_checkpoint_folder_resolves_to_the_run_of_the_same_finding(tmp_path):
-    from lightning_modules.spine import SpineResNet, state_digest
+    from lightning_modules.spine.image_module import SpineResNet, state_digest
 
     paths = {}
     for finding in ("scoliosis", "fractures"):
@@ -177,7 +177,7 @@ def test_init_checkpoint_folder_resolves_to_the_run_of_the_same_finding(tmp_path
 
 
 def test_flip_views_coronal_keeps_the_sagittal_view_front_to_back():
-    from datamodules.spine_xray import ViewAugmentation
+    from datamodules.spine.datamodule import ViewAugmentation
 
     views = torch.arange(2 * 4 * 6, dtype=torch.float32).reshape(2, 4, 6) / 48
     quiet = {"blur_probability": 0.0, "contrast_probability": 0.0, "noise_sigma": 0.0}

@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datamodules.reports import ReportDataModule
-from datamodules.splits import (
+from datamodules.common.reports import ReportDataModule
+from reportsup.contracts.splits import (
     SplitError,
     assign_splits,
     check_run_split,

@@ -61,7 +61,7 @@ def test_alarm_vs_word2vec_repeats_compare_with_delong_and_draw_the_figures(tmp_
     assert all(0 <= t["p_value"] <= 1 and not t["paired"] for t in across)
 
     out = tmp_path / "cmp"
-    _command("tools.compare_runs", str(alarm), str(w2v), "--out", str(out))
+    _command("reportsup.cli.compare_runs", str(alarm), str(w2v), "--out", str(out))
     comparison = json.loads((out / "comparison.json").read_text())
     tests = comparison["delong"]["alarm_baseline_word2vec_10x"]
     assert len(tests) == 2 * 3 and all(t["paired"] and 0 <= t["p_value"] <= 1 for t in tests)
@@ -78,14 +78,24 @@ def test_alarm_vs_word2vec_repeats_compare_with_delong_and_draw_the_figures(tmp_
     assert (out / "comparison.html").exists() and (out / "plots" / "roc_image_label_abnormal.png").exists()
     assert "| alarm_baseline_word2vec_10x | 2 |" in md and "repeats p < 0.05" in md
     with pytest.raises(AssertionError, match="not empty"):
-        _command("tools.compare_runs", str(alarm), str(w2v), "--out", str(out))  # nothing is overwritten
+        _command(
+            "reportsup.cli.compare_runs", str(alarm), str(w2v), "--out", str(out)
+        )  # nothing is overwritten
 
     png = tmp_path / "fig4.png"
     _command(
-        "tools.embedding_map", "--alarm", str(alarm / "0"), "--word2vec", str(w2v / "0"), "--out", str(png)
+        "reportsup.cli.embedding_map",
+        "--alarm",
+        str(alarm / "0"),
+        "--word2vec",
+        str(w2v / "0"),
+        "--out",
+        str(png),
     )
     assert png.stat().st_size > 20_000 and png.with_suffix(".csv").exists()
     page = tmp_path / "fig5.html"
-    _command("tools.attention_map", str(alarm / "0"), "--select", "all", "--limit", "5", "--out", str(page))
+    _command(
+        "reportsup.cli.attention_map", str(alarm / "0"), "--select", "all", "--limit", "5", "--out", str(page)
+    )
     text = page.read_text()
     assert text.count("<section>") == 5 and "rgba(220, 38, 38" in text and "probability" in text

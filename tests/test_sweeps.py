@@ -1,4 +1,4 @@
-"""Optuna sweeps declared in sweeps/ (tools/optuna_sweep.py): validation-only objectives, failed
+"""Optuna sweeps declared in sweeps/ (reportsup/runner/sweep.py): validation-only objectives, failed
 trials recorded, continuation on rerun, pruning, and the best trial as a ready experiment."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
+from reportsup.runner.setup import PROJECT_ROOT, register_all
+from reportsup.runner.sweep import SweepConfigError, check_sweep, run_sweep, storage_for, sweep_dir
 from tests.conftest import run_train
-from tools.experiment_setup import PROJECT_ROOT, register_all
-from tools.optuna_sweep import SweepConfigError, check_sweep, run_sweep, storage_for, sweep_dir
 
 register_all()
 
@@ -158,7 +158,7 @@ def test_sweep_trials_log_to_wandb_as_sweep_jobs_with_trial_tags(tmp_path):
 
 
 def test_wandb_report_is_built_without_a_server():
-    from tools.wandb_report import build_report
+    from reportsup.cli.wandb_report import build_report
 
     report = build_report(
         "lab",
@@ -244,7 +244,7 @@ def test_two_parallel_workers_share_one_journal_study(tmp_path):
 
 
 def test_sweep_status_counts_each_state(tmp_path, capsys):
-    from tools.optuna_sweep import main as status
+    from reportsup.runner.sweep import main as status
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.create_study(study_name="s", storage=storage)

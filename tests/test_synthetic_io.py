@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from datamodules.synthetic_io import MARKER, write_once
+from datamodules.synthetic.writing import MARKER, write_once
 
 
 def _slow_write(folder: Path) -> None:

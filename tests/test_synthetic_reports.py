@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import balanced_accuracy_score
 
-from analysis.keyword_baseline import keyword_rule
-from datamodules.alarm_labels import GRANULAR_CATEGORIES
-from datamodules.synthetic_mri_reports import NEGATION, compose_report, generate_tables
+from datamodules.synthetic.text.mri_reports import NEGATION, compose_report, generate_tables
+from reportsup.analysis.keyword_baseline import keyword_rule
+from reportsup.contracts.labels.alarm import GRANULAR_CATEGORIES
 
 
 def test_same_seed_same_tables_other_seed_other_tables():

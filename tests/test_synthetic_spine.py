@@ -1,4 +1,4 @@
-"""The synthetic lumbar-spine data set (datamodules/synthetic_spine.py): sessions and their two truths,
+"""The synthetic lumbar-spine data set (datamodules/synthetic/datasets/spine.py): sessions and their two truths,
 Italian reports, radiograph phantoms that show every finding, and the written files (Figure 1 roles)."""
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import pydicom
 import pytest
 from PIL import Image
 
-from datamodules.radiographs import read_radiograph
-from datamodules.spine_findings import FINDINGS, VIEWS
-from datamodules.synthetic_spine import (
+from datamodules.spine.radiographs import read_radiograph
+from datamodules.synthetic.datasets.spine import (
     FINDING_VIEWS,
     MAX_VALUE,
     demo_data_config,
@@ -27,6 +26,7 @@ from datamodules.synthetic_spine import (
     write_report,
     write_spine_dataset,
 )
+from reportsup.contracts.labels.spine import FINDINGS, VIEWS
 
 SEED = 1
 IMAGE_COLUMNS = [f"{f}_image" for f in FINDINGS]

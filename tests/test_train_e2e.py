@@ -281,7 +281,7 @@ def test_crossdl_discretizer_demo_reaches_f1_09_and_its_checkpoint_labels_report
     ):
         assert (run / name).exists(), name
     (ckpt,) = list((run / "checkpoints").glob("best-*.ckpt"))
-    from datamodules.synthetic_ct_reports import generate_ct_tables
+    from datamodules.synthetic.text.ct_reports import generate_ct_tables
 
     reports = generate_ct_tables(400, seed=11)["ct_reports"]
     reports[["report_id", "patient_id", "scan_id", "text"]].to_csv(tmp_path / "new.csv", index=False)
@@ -289,7 +289,7 @@ def test_crossdl_discretizer_demo_reaches_f1_09_and_its_checkpoint_labels_report
         [
             sys.executable,
             "-m",
-            "tools.discretize",
+            "reportsup.discretize",
             str(ckpt),
             str(tmp_path / "new.csv"),
             str(tmp_path / "labels.parquet"),
@@ -306,7 +306,7 @@ def test_crossdl_discretizer_demo_reaches_f1_09_and_its_checkpoint_labels_report
     agreement = (labels.loc[ok, gold.columns].to_numpy() == gold.to_numpy()).mean()
     assert agreement > 0.99  # cell-wise agreement of pseudo labels with the lesion specification
     # the same checkpoint through the resumable bulk labeller gives the same matrices
-    from tools.bulk_label import label_archive
+    from reportsup.labelling import label_archive
 
     label_archive(ckpt, tmp_path / "new.csv", tmp_path / "bulk", chunk_size=150, progress=False)
     bulk = pd.concat([pd.read_parquet(p) for p in sorted((tmp_path / "bulk").glob("part-*.parquet"))])

@@ -1,1 +1,0 @@
-"""Statistics, metrics, plots and run summaries: pure functions of arrays, tables and files (no Lightning)."""

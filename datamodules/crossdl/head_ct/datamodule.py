@@ -1,0 +1,507 @@
+"""HeadCTDataModule: head-CT scans, masks and abnormality matrices for the DaMIL analyzer
+(Liu et al. 2023, STAR Methods "CT image preprocessing", "Image analyzer architecture and training").
+
+* reads a scan manifest (:mod:`datamodules.crossdl.head_ct.manifest`) and its labels (``reportsup-discretize``
+  output or ground-truth matrices), splits by patient (DESIGN.md), optionally subsamples the training
+  scans (``max_train_scans``, for training-size curves);
+* preprocessing as the paper (:mod:`datamodules.crossdl.head_ct.transforms`), cached on disk with MONAI's
+  :class:`~monai.data.PersistentDataset` in ``cache_dir/<hash of the preprocessing config>``: after the
+  first epoch no DICOM is decoded again; an item is re-cached when its files change (size/mtime);
+* z-scoring with the mean/std of all training voxels, computed once, written to
+  ``intensity_stats.json`` in the run directory and reused from there (or from ``intensity_stats``);
+* per item: ``image`` (1, H, W, D), ``region_mask`` (1, H, W, D; 0 = none, i + 1 = region i) when the
+  manifest has one, ``voxel_mask`` (M, H, W, D) + ``has_voxel_mask``, ``abnormality`` (regions x types,
+  incl. other/unclear), ``region_labels`` (17 x 4), ``scan_labels`` (4: union over all regions),
+  ``unclear`` (the paper zeroes the MIL losses of such scans), ``scan_id``, ``patient_id``;
+* ``positive_rates`` = f_ij over the training split (the DaMIL loss's positive weights);
+* batch size 1 as the paper (configurable), workers and pinned memory configurable.
+
+Hold-out test sets (``holdouts``: ``{name: {manifest_path, labels_path}}``, or ``{name: manifest_path}``
+for a manifest with its own label columns; e.g. the paper's prospective set, or CQ500): every scan of
+a hold-out patient leaves the development data (as ALARM's hold-outs, :mod:`datamodules.common.reports`), and
+each hold-out is scored as its own test set (``test/<name>/...``) by the model of the internal test
+set. The split is drawn before they leave, so a hold-out added later moves no other patient.
+
+Scans whose report has no Findings have unknown labels: they are listed in
+``scans_without_labels.csv`` and left out, with a log line. Bad scans stop setup with one message
+listing them; ``reportsup-check-scans`` quarantines them up front.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from monai.data import PersistentDataset, list_data_collate
+from monai.transforms import Compose
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.common.tables import read_table_file
+from datamodules.crossdl.head_ct.dicom_series import VALIDATION_VERSION, ScanError, validate_scan
+from datamodules.crossdl.head_ct.manifest import (
+    ManifestError,
+    ScanLabels,
+    positive_rates,
+    read_scan_manifest,
+    scan_labels,
+)
+from datamodules.crossdl.head_ct.transforms import (
+    IMAGE,
+    MATRIX,
+    REGION_MASK,
+    VOXEL_MASK,
+    IntensityStats,
+    PreprocessConfig,
+    augmentation,
+    intensity_stats,
+    normalization,
+    preprocessing,
+)
+from reportsup.contracts.labels.crossdl import LabelSpace
+from reportsup.contracts.splits import (
+    SPLIT_NAMES,
+    SplitError,
+    check_run_split,
+    exclude_holdout_patients,
+    split_patients,
+)
+
+CHECKED_COLUMN = "scan_check"  # written by reportsup-check-scans: rows passed by these checks need no
+CHECKED_OK = f"ok-v{VALIDATION_VERSION}"  # re-validation (an older version's "ok" is validated again)
+
+
+def source_stamp(path: str) -> str:
+    """Size and modification time of a file, or of every file in a DICOM folder: part of the cache key."""
+    p = Path(path)
+    if p.is_dir():
+        entries = sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in p.iterdir() if e.is_file())
+        return hashlib.sha256(repr(entries).encode()).hexdigest()[:16]
+    st = p.stat()
+    return f"{st.st_size}-{st.st_mtime_ns}"
+
+
+class HeadCTDataset(Dataset):
+    """Cached preprocessed volumes + this split's labels, then augmentation and z-scoring."""
+
+    def __init__(self, cached: Dataset, records: Sequence[dict], transform) -> None:
+        self.cached, self.records, self.transform = cached, list(records), transform
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = {
+            **{k: v for k, v in self.cached[i].items() if not k.endswith("stamp")},  # stamps: cache keys only
+            **{k: (v.clone() if torch.is_tensor(v) else v) for k, v in self.records[i].items()},
+        }
+        item = self.transform(item)
+        item["region_labels"] = item[MATRIX][: item.pop("n_regions")]
+        item["index"] = i
+        if "has_voxel_mask" in self.records[i] and VOXEL_MASK not in item:
+            item[VOXEL_MASK] = torch.zeros(
+                (self.records[i]["n_types"], *item[IMAGE].shape[1:]), dtype=torch.uint8
+            )
+        item.pop("n_types", None)
+        return item
+
+
+class HeadCTDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        manifest_path: str | None,
+        labels_path: str | None = None,
+        label_space: Mapping[str, Any] | None = None,
+        region_mask_column: str | None = "region_mask",
+        voxel_mask_column: str | None = "voxel_mask",
+        spatial_size: Sequence[int] = (160, 160, 80),
+        window: Sequence[float] = (-10.0, 80.0),
+        crop_margin: int = 0,
+        cache_dir: str | None = None,
+        split: Mapping[str, Any] | None = None,
+        max_train_scans: int | None = None,
+        train_fraction: float = 1.0,
+        flip_probability: float = 0.5,
+        rotate_degrees: float = 15.0,
+        intensity_stats: Mapping[str, float] | None = None,
+        validate_scans: bool = True,
+        min_slices: int = 10,
+        batch_size: int = 1,
+        eval_batch_size: int = 1,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        output_dir: str | None = None,
+        holdouts: Mapping[str, str | Mapping[str, str | None]] | None = None,
+    ) -> None:
+        super().__init__()
+        if not manifest_path:
+            raise ManifestError(
+                "data.manifest_path is not set: point it at your scan manifest (scan_id, patient_id, image, "
+                "report_id) or run with demo=true."
+            )
+        self.manifest_path, self.labels_path = Path(manifest_path), labels_path
+        self.space = LabelSpace.from_config(**(label_space or {}))
+        self.region_mask_column, self.voxel_mask_column = region_mask_column, voxel_mask_column
+        self.preprocess = PreprocessConfig(
+            tuple(int(s) for s in spatial_size),
+            float(window[0]),
+            float(window[1]),
+            int(crop_margin),
+            len(self.space.types),
+        )
+        self.cache_dir = Path(cache_dir) if cache_dir else self.manifest_path.parent / ".reportsup_cache"
+        self.split_cfg = dict(split or {})
+        self.max_train_scans = max_train_scans
+        if not 0 < train_fraction <= 1:
+            raise SplitError(f"data.train_fraction={train_fraction} must be in (0, 1].")
+        self.train_fraction = float(train_fraction)
+        self.flip_probability, self.rotate_degrees = float(flip_probability), float(rotate_degrees)
+        self.given_stats = dict(intensity_stats) if intensity_stats else None
+        self.validate_scans, self.min_slices = validate_scans, min_slices
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.output_dir = Path(output_dir) if output_dir else None
+        self.holdouts = self._check_holdouts(holdouts or {})
+        self.datasets: dict[str, Dataset] = {}
+        self.tables: dict[str, pd.DataFrame] = {}
+        self.stats: IntensityStats | None = None
+        self.positive_rates: np.ndarray | None = None
+        self.scan_positive_rates: np.ndarray | None = None
+        self.summary: dict[str, Any] = {}
+
+    # ----------------------------------------------------------------- reading and checking
+    @staticmethod
+    def _check_holdouts(holdouts: Mapping[str, Any]) -> dict[str, dict[str, str | None]]:
+        checked = {}
+        for name, spec in holdouts.items():
+            if isinstance(spec, str | Path):  # a manifest with its own <region>__<type> label columns
+                spec = {"manifest_path": spec}
+            if name in SPLIT_NAMES:
+                raise ManifestError(
+                    f"data.holdouts.{name}: '{name}' names a development split; give the hold-out another name."
+                )
+            if not isinstance(spec, Mapping) or not spec.get("manifest_path"):
+                raise ManifestError(
+                    f"data.holdouts.{name} needs a manifest_path (and optionally labels_path), e.g. "
+                    f"data.holdouts.{name}.manifest_path=prospective/manifest.csv"
+                )
+            unknown = set(spec) - {"manifest_path", "labels_path"}
+            if unknown:
+                raise ManifestError(
+                    f"data.holdouts.{name}: unknown key(s) {sorted(unknown)}; use manifest_path and labels_path."
+                )
+            checked[name] = {
+                "manifest_path": str(spec["manifest_path"]),
+                "labels_path": spec.get("labels_path"),
+            }
+        return checked
+
+    def _labelled_manifest(
+        self, manifest_path: str | Path, labels_path: str | None
+    ) -> tuple[pd.DataFrame, pd.DataFrame, ScanLabels, pd.DataFrame]:
+        """(manifest, usable rows with ``row_index`` into the labels, labels, rows with unknown labels)."""
+        manifest = read_scan_manifest(manifest_path)
+        labels_table = read_table_file(Path(labels_path)) if labels_path else None
+        labels = scan_labels(manifest, self.space, labels_table, source=str(labels_path or manifest_path))
+        unknown = manifest.loc[~labels.known, ["scan_id", "patient_id"]]
+        manifest = manifest.assign(row_index=np.arange(len(manifest)))
+        return manifest, manifest.loc[labels.known].reset_index(drop=True), labels, unknown
+
+    def _mask_keys(self, manifest: pd.DataFrame, source: str | Path | None = None) -> dict[str, str]:
+        keys = {}
+        for key, column in ((REGION_MASK, self.region_mask_column), (VOXEL_MASK, self.voxel_mask_column)):
+            if column and column in manifest.columns:
+                keys[key] = column
+        if REGION_MASK in keys:
+            empty = manifest.index[manifest[keys[REGION_MASK]] == ""]
+            if len(empty):
+                raise ManifestError(
+                    f"{source or self.manifest_path}: column '{keys[REGION_MASK]}' is empty for scan "
+                    f"{manifest.at[empty[0], 'scan_id']!r} ({len(empty)} scan(s)); run reportsup-register-atlas "
+                    "or remove those scans (a failed registration is listed in its registration_report.csv)."
+                )
+        return keys
+
+    def _check_files(
+        self, manifest: pd.DataFrame, mask_keys: Mapping[str, str], source: str | Path | None = None
+    ) -> None:
+        source = source or self.manifest_path
+        problems = []
+        checked = manifest.get(CHECKED_COLUMN, pd.Series([""] * len(manifest))).astype(str).to_numpy()
+        # Scans that passed validation before and whose files are unchanged since (same sizes and
+        # modification times, :func:`source_stamp`) are not re-read: re-reading every header is 3 s per
+        # run for 160 DICOM series, minutes for an archive. A changed or deleted file is validated again,
+        # and so is every scan when the checks change (the validator's version is in the file name).
+        record_path = self.cache_dir / f"validated_scans_v{VALIDATION_VERSION}_min{self.min_slices}.json"
+        try:
+            record = json.loads(record_path.read_text()) if record_path.exists() else {}
+        except (OSError, ValueError):  # unreadable (e.g. a full disk cut it): validate everything again
+            record = {}
+        n_known = len(record)
+        for i, row in enumerate(manifest.itertuples(index=False)):
+            if self.validate_scans and checked[i] != CHECKED_OK:
+                stamp = source_stamp(row.image) if Path(row.image).exists() else None
+                if stamp is not None and record.get(str(row.image)) == stamp:
+                    continue
+                try:
+                    validate_scan(row.image, min_slices=self.min_slices)
+                    record[str(row.image)] = source_stamp(row.image)
+                except ScanError as err:
+                    problems.append(f"{row.scan_id}: {err}")
+            for column in mask_keys.values():
+                value = getattr(row, column)
+                if value and not Path(value).exists():
+                    problems.append(f"{row.scan_id}: {column} file {value} does not exist")
+        if len(record) > n_known:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            # written aside and renamed: DDP ranks writing at once never leave a torn file
+            partial = record_path.with_name(f"{record_path.name}.{os.getpid()}.tmp")
+            partial.write_text(json.dumps(record))
+            os.replace(partial, record_path)
+        if problems:
+            shown = "\n  ".join(problems[:5])
+            raise ManifestError(
+                f"{source}: {len(problems)} scan(s) cannot be used:\n  {shown}"
+                f"{chr(10) + '  ...' if len(problems) > 5 else ''}\nRun `reportsup-check-scans "
+                f"{source} --out-dir DIR` to quarantine them and use DIR/checked_manifest.csv instead."
+            )
+
+    # ----------------------------------------------------------------- setup
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        manifest, usable, labels, unknown = self._labelled_manifest(self.manifest_path, self.labels_path)
+        mask_keys = self._mask_keys(manifest)
+        self._check_files(usable, mask_keys)
+        held: dict[str, tuple[pd.DataFrame, ScanLabels]] = {}
+        held_manifests: dict[str, pd.DataFrame] = {}
+        for name, spec in self.holdouts.items():
+            h_manifest, h_usable, h_labels, h_unknown = self._labelled_manifest(
+                spec["manifest_path"], spec["labels_path"]
+            )
+            source = f"{spec['manifest_path']} (data.holdouts.{name})"
+            h_keys = self._mask_keys(h_manifest, source)
+            if h_keys != mask_keys:  # one preprocessing for every set
+                raise ManifestError(
+                    f"{source}: mask columns {sorted(h_keys.values())} differ from the development manifest's "
+                    f"{sorted(mask_keys.values())}; add the same columns (a voxel_mask cell may be empty)."
+                )
+            if h_usable.empty:
+                raise SplitError(f"{source}: no scan has known labels.")
+            self._check_files(h_usable, mask_keys, spec["manifest_path"])
+            held[name], held_manifests[name] = (h_usable, h_labels), h_manifest
+            unknown = pd.concat([unknown, h_unknown.assign(holdout=name)], ignore_index=True)
+        # Split first, over every development patient, then remove the hold-out patients: adding a
+        # hold-out later (a test-only run of a trained model) moves no other patient to another split.
+        mapping = split_patients(
+            sorted(set(usable["patient_id"])),
+            seed=int(self.split_cfg.get("seed", 0)),
+            fractions=self.split_cfg.get("fractions", (0.6, 0.2, 0.2)),
+            n_folds=self.split_cfg.get("n_folds"),
+            fold=int(self.split_cfg.get("fold", 0)),
+        )
+        # Paper (and ALARM's hold-outs): no scan of a hold-out patient trains or selects the model.
+        usable, removed = exclude_holdout_patients(usable, held_manifests)
+        usable["split"] = usable["patient_id"].map(mapping)
+        parts = {name: usable.loc[usable["split"] == name] for name in ("train", "val", "test")}
+        if self.max_train_scans is not None:
+            if self.max_train_scans > len(parts["train"]):
+                raise SplitError(
+                    f"data.max_train_scans={self.max_train_scans} but the training split has only "
+                    f"{len(parts['train'])} scans."
+                )
+            parts["train"] = parts["train"].sample(
+                n=self.max_train_scans, random_state=int(self.split_cfg.get("seed", 0))
+            )
+        if self.train_fraction < 1:  # whole patients, so the training-size curve stays patient-level
+            patients = sorted(set(parts["train"]["patient_id"]))
+            rng = np.random.default_rng(int(self.split_cfg.get("seed", 0)))
+            n_keep = max(1, round(self.train_fraction * len(patients)))
+            chosen = set(rng.choice(patients, size=n_keep, replace=False))
+            parts["train"] = parts["train"][parts["train"]["patient_id"].isin(chosen)]
+        for name, part in parts.items():
+            if part.empty:
+                raise SplitError(
+                    f"the {name} split of {self.manifest_path} has no scans: add scans or change data.split."
+                )
+        part_labels = dict.fromkeys(parts, labels)
+        for name, (h_usable, h_labels) in held.items():
+            parts[name], part_labels[name] = h_usable.assign(split=name), h_labels
+        cache = self.cache_dir / self.preprocess.key()
+        cache.mkdir(parents=True, exist_ok=True)
+        (cache / "preprocessing.json").write_text(
+            json.dumps(self.preprocess.__dict__, default=str, indent=2) + "\n"
+        )
+        pre = preprocessing(self.preprocess, tuple(mask_keys))
+        self.preprocess_transform = pre  # inverted to write predicted maps in each scan's geometry
+        cached = {}
+        for name, part in parts.items():
+            items = []
+            for row in part.itertuples(index=False):
+                item = {IMAGE: row.image, "stamp": source_stamp(row.image)}
+                for key, column in mask_keys.items():
+                    value = getattr(row, column)
+                    if value:
+                        item[key] = value
+                        item[f"{key}_stamp"] = source_stamp(value)
+                items.append(item)
+            cached[name] = PersistentDataset(items, transform=pre, cache_dir=cache)
+        self.stats = self._intensity_stats(cached["train"])
+        train_rows = parts["train"]["row_index"].to_numpy()
+        self.positive_rates = positive_rates(labels.matrix[train_rows], len(self.space.anatomical_regions))
+        self.scan_positive_rates = np.nanmean(labels.scan[train_rows], axis=0).astype(np.float32)
+        norm = normalization(self.stats.mean, self.stats.std)
+        aug = augmentation(self.space, self.flip_probability, self.rotate_degrees, tuple(mask_keys))
+        for name, part in parts.items():
+            records = [
+                self._record(row, part_labels[name], VOXEL_MASK in mask_keys)
+                for row in part.itertuples(index=False)
+            ]
+            transform = Compose([aug, norm]) if name == "train" else norm
+            self.datasets[name] = HeadCTDataset(cached[name], records, transform)
+            self.tables[name] = part.drop(columns=["row_index"]).reset_index(drop=True)
+        self.summary = {
+            "manifest_path": str(self.manifest_path),
+            "labels_path": str(self.labels_path),
+            "sizes": {k: len(v) for k, v in self.datasets.items()},
+            "scans_without_labels": len(unknown),
+            "cache_dir": str(cache),
+            "preprocessing": {k: v for k, v in self.preprocess.__dict__.items() if k != "extra"},
+            "intensity_stats": self.stats.__dict__,
+            "masks": mask_keys,
+            "holdouts": {
+                name: {**spec, "n_scans": len(held[name][0]), "development_scans_removed": removed[name]}
+                for name, spec in self.holdouts.items()
+            },
+            "positive_rates_train": dict(
+                zip(self.space.anatomical_regions, self.positive_rates.round(4).tolist(), strict=True)
+            ),
+        }
+        rank_zero_info(f"[reportsup] head CT data: {json.dumps(self.summary['sizes'])}, cache {cache}")
+        if len(unknown):
+            rank_zero_info(
+                f"[reportsup] {len(unknown)} scan(s) have reports without Findings (unknown labels): "
+                "listed in scans_without_labels.csv and not used."
+            )
+        self._write_outputs(pd.concat([usable, *(parts[name] for name in held)], ignore_index=True), unknown)
+
+    def _record(self, row, labels, has_voxel_masks: bool) -> dict[str, Any]:
+        i = row.row_index
+        n_regions = len(self.space.anatomical_regions)
+        record = {
+            MATRIX: torch.tensor(labels.matrix[i]),
+            "scan_labels": torch.tensor(labels.scan[i]),
+            "unclear": bool(labels.unclear[i]),
+            "scan_id": row.scan_id,
+            "patient_id": row.patient_id,
+            "n_regions": n_regions,
+        }
+        if has_voxel_masks:
+            record["has_voxel_mask"] = bool(getattr(row, self.voxel_mask_column))
+            record["n_types"] = len(self.space.types)
+        return record
+
+    def _intensity_stats(self, train: Dataset) -> IntensityStats:
+        saved = self.output_dir / "intensity_stats.json" if self.output_dir else None
+        if self.given_stats:
+            stats = IntensityStats(float(self.given_stats["mean"]), float(self.given_stats["std"]), 0, 0)
+        elif saved is not None and saved.exists():
+            stats = IntensityStats.load(saved)  # a resumed run keeps its normalisation
+        else:
+            stats = intensity_stats(train)
+        if saved is not None and not saved.exists() and (self.trainer is None or self.trainer.is_global_zero):
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            stats.save(saved)
+        return stats
+
+    def _write_outputs(self, usable: pd.DataFrame, unknown: pd.DataFrame) -> None:
+        if self.output_dir is None or (self.trainer is not None and not self.trainer.is_global_zero):
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        path = self.output_dir / "splits.csv"
+        splits = usable.rename(columns={"scan_id": "id"})[["id", "patient_id", "split"]]
+        if path.exists():  # a resumed or test-only run: the split it trained on, no hold-out it saw
+            check_run_split(path, splits)
+        else:
+            splits.to_csv(path, index=False)
+        if len(unknown):
+            unknown.to_csv(self.output_dir / "scans_without_labels.csv", index=False)
+        (self.output_dir / "data_summary.json").write_text(json.dumps(self.summary, indent=2) + "\n")
+
+    @property
+    def test_set_names(self) -> list[str]:
+        return ["test", *self.holdouts]
+
+    def test_table(self, name: str) -> pd.DataFrame:
+        """Rows of a test set in dataset order (scan_id, patient_id, paths, split)."""
+        return self.tables[name]
+
+    # ----------------------------------------------------------------- loaders
+    def _loader(self, name: str, shuffle: bool, batch_size: int) -> DataLoader:
+        return DataLoader(
+            self.datasets[name],
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            collate_fn=list_data_collate,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True, self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False, self.eval_batch_size)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        """One loader per test set, in :attr:`test_set_names` order (``dataloader_idx``)."""
+        return [self._loader(name, False, self.eval_batch_size) for name in self.test_set_names]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m datamodules.crossdl.head_ct.datamodule MANIFEST``: set the DataModule up once and describe what training gets."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Dry-run the head-CT DataModule on a manifest.")
+    parser.add_argument("manifest")
+    parser.add_argument("--labels", help="labels table (e.g. reportsup-discretize output)")
+    parser.add_argument("--region-mask-column", default="region_mask")
+    parser.add_argument("--spatial-size", type=int, nargs=3, default=[160, 160, 80])
+    parser.add_argument("--cache-dir")
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--output-dir", help="where intensity_stats.json, splits.csv, data_summary.json go")
+    args = parser.parse_args(argv)
+    dm = HeadCTDataModule(
+        args.manifest,
+        labels_path=args.labels,
+        region_mask_column=args.region_mask_column,
+        spatial_size=args.spatial_size,
+        cache_dir=args.cache_dir,
+        num_workers=args.num_workers,
+        output_dir=args.output_dir,
+    )
+    try:
+        dm.setup()
+    except (ManifestError, SplitError) as err:
+        raise SystemExit(f"error: {err}") from None
+    print(f"splits: {dm.summary['sizes']}; cache: {dm.summary['cache_dir']}")
+    print(f"intensity stats (train): mean {dm.stats.mean:.3f}, std {dm.stats.std:.3f}")
+    batch = next(iter(dm.train_dataloader()))
+    for key, value in batch.items():
+        if torch.is_tensor(value):
+            print(f"  {key}: {tuple(value.shape)} {str(value.dtype).removeprefix('torch.')}")
+    rates = dm.positive_rates
+    print(f"positive rates f_ij: {int((rates > 0).sum())} of {rates.size} cells > 0, max {rates.max():.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,292 @@
+"""Synthetic head-CT reports written from lesion specifications (Liu et al. 2023, Tables S4, S5).
+
+Each scan's :class:`~datamodules.synthetic.lesion_spec.ScanSpec` is turned into a report with a ``Findings:``
+and an ``Impression:`` section. Findings hold one sentence per lesion in the typical wording of
+Tables S4/S5 ("hematoma", "edema", "crescent-shaped high density under the left frontal cranial
+plate", "mixed density", "subarachnoid", "fluid density"), several regions per sentence ("in the
+left frontal and temporal lobes"), bilateral findings, other-region ("cerebral falx") and
+unclear-region ("surgery area", "left hemisphere") locations, and normal template sentences that
+radiologists repeat across reports, including negations ("No abnormal density in the brain
+parenchyma") and look-alikes that are *not* labels by the paper's definitions (calcification).
+The Impression repeats diagnoses with region words, so reading beyond Findings would mislabel.
+
+Labels follow from the specification, never from the text: a lesion sentence gets exactly the
+lesion's regions and its family's types; every other sentence gets none. The report's gold matrix
+is :func:`~datamodules.synthetic.lesion_spec.abnormality_matrix` of its spec. About 1 % of reports have no
+Findings section (e.g. "Report to follow."), to exercise that error path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+
+from datamodules.synthetic.lesion_spec import Lesion, ScanSpec, abnormality_matrix, sample_scan_spec
+from datamodules.synthetic.writing import write_once
+from reportsup.contracts.labels.crossdl import LabelSpace
+
+REGION_WORDS: dict[str, tuple[str, ...]] = {
+    "frontal_lobe": ("frontal lobe", "frontal white matter", "frontal cortex"),
+    "parietal_lobe": ("parietal lobe", "parietal white matter"),
+    "temporal_lobe": ("temporal lobe", "temporal cortex"),
+    "occipital_lobe": ("occipital lobe",),
+    "centrum_ovale": ("centrum ovale",),
+    "basal_ganglia": (
+        "basal ganglia region",
+        "external capsule",
+        "internal capsule",
+        "lenticular nucleus",
+        "caudate nucleus",
+    ),
+    "lateral_ventricle": (
+        "lateral ventricle",
+        "anterior horn of the lateral ventricle",
+        "posterior horn of the lateral ventricle",
+    ),
+    "cerebellum": ("cerebellar hemisphere", "cerebellum"),
+    "brain_stem": ("brain stem", "pons", "midbrain", "medulla oblongata"),
+}
+EXTRA_SPACE = {
+    "subdural_hematoma": ("under the {side}{region} cranial plate", "in the {side}{region} subdural space"),
+    "epidural_hematoma": ("in the {side}{region} epidural space", "under the {side}{region} cranial plate"),
+    "subarachnoid": ("in the {side}{region} sulci", "in the {side}{region} subarachnoid space"),
+    "mixed_extra": ("under the {side}{region} cranial plate",),
+    "effusion": ("under the {side}{region} cranial plate", "in the {side}{region} subdural space"),
+}
+TEMPLATES: dict[str, tuple[str, ...]] = {
+    "hematoma": (
+        "There is a patchy high density shadow {loc}, about {size} mm in diameter, consistent with a hematoma.",
+        "A hematoma is seen {loc}.",
+        "A hyperdense focus is seen {loc}, hemorrhage considered.",
+    ),
+    "hematoma_with_edema": (
+        "There is a hyperdensity area with clear boundary {loc}, with an irregular hypodensity area in the periphery.",
+        "A hematoma is seen {loc} with surrounding edema.",
+    ),
+    "mixed_intra": (
+        "Mixed density shadow is seen {loc}.",
+        "There is a mixed density lesion {loc}, about {size} mm.",
+    ),
+    "edema": (
+        "Patchy low density shadow is seen {loc}, edema considered.",
+        "Decreased density is seen {loc}.",
+    ),
+    "softening": (
+        "A softening lesion with fluid density is seen {loc}.",
+        "There is a hypodense area {loc} with clear margins.",
+    ),
+    "subdural_hematoma": (
+        "A crescent-shaped high density shadow is seen {loc}, consistent with a subdural hematoma.",
+        "Subdural hematoma {loc}, with a maximum thickness of about {size} mm.",
+    ),
+    "epidural_hematoma": ("A biconvex high density is seen {loc}, epidural hematoma considered.",),
+    "subarachnoid": ("Linear high density is seen {loc}, suggesting subarachnoid hemorrhage.",),
+    "intraventricular": ("High density is seen {loc}, consistent with intraventricular hemorrhage.",),
+    "mixed_extra": ("A crescent-shaped mixed density is seen {loc}.",),
+    "effusion": ("Crescent-shaped fluid density is seen {loc}, subdural effusion considered.",),
+}
+IMPRESSION = {
+    "hematoma": "intracerebral hematoma",
+    "hematoma_with_edema": "intracerebral hemorrhage with edema",
+    "mixed_intra": "mixed density lesion",
+    "edema": "cerebral edema",
+    "softening": "encephalomalacia",
+    "subdural_hematoma": "subdural hematoma",
+    "epidural_hematoma": "epidural hematoma",
+    "subarachnoid": "subarachnoid hemorrhage",
+    "intraventricular": "intraventricular hemorrhage",
+    "mixed_extra": "chronic subdural hematoma",
+    "effusion": "subdural effusion",
+}
+# Normal sentences, repeated across reports as radiologists reuse templates; none carries a label.
+NORMAL_ALWAYS_SAFE = (
+    "The ventricular system is normal in size and shape.",
+    "The midline structures are centered.",
+    "No abnormality of the skull is seen.",
+    "The sulci and cisterns are not widened.",
+    "Calcification is seen in the bilateral basal ganglia.",  # not a hyperdensity label (Table S5)
+    "Physiological calcification of the pineal gland.",
+)
+NORMAL_IF_NO_INTRA = (
+    "No abnormal density in the brain parenchyma.",
+    "The gray-white matter boundary is clear.",
+)
+NORMAL_IF_NO_EXTRA = ("No abnormal density under the cranial plate.", "No extracerebral collection is seen.")
+FINDINGS_HEADERS = ("Findings:", "FINDINGS:", "Findings:\n")
+NO_FINDINGS_TEXTS = ("Report to follow.", "Impression: see previous report.", "Examination cancelled.")
+
+
+def _join(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def _side_groups(regions: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """[(side prefix, [base region, ...])] with 'bilateral ' where both sides of a base are named."""
+    bases: dict[str, set[str]] = {}
+    for r in regions:
+        side, _, base = r.partition("_") if r.startswith(("left_", "right_")) else ("", "", r)
+        bases.setdefault(base, set()).add(side)
+    groups: dict[str, list[str]] = {}
+    for base, sides in bases.items():
+        prefix = (
+            "bilateral "
+            if sides == {"left", "right"}
+            else (f"{next(iter(sides))} " if "" not in sides else "")
+        )
+        groups.setdefault(prefix, []).append(base)
+    return list(groups.items())
+
+
+def location_phrase(lesion: Lesion, rng: random.Random) -> str:
+    """Where the lesion is, in report words: 'in the left frontal and temporal lobes', 'under the
+    bilateral frontal cranial plate', 'in the cerebral falx'."""
+    if lesion.location_text:
+        return f"in the {lesion.location_text}"
+    parts = []
+    for prefix, bases in _side_groups(lesion.regions):
+        if lesion.family in EXTRA_SPACE:
+            names = [b.replace("_lobe", "") for b in bases]
+            template = rng.choice(EXTRA_SPACE[lesion.family])
+            parts.append(template.format(side=prefix, region=_join(names)))
+        else:
+            words = [rng.choice(REGION_WORDS[b]) for b in bases]
+            plural = "s" if prefix == "bilateral " or len(words) > 1 else ""
+            if len(words) > 1 and all(w.endswith(" lobe") for w in words):
+                phrase = _join([w.removesuffix(" lobe") for w in words]) + " lobe" + ("s" if plural else "")
+            else:
+                phrase = _join(words) + (plural if len(words) == 1 and prefix == "bilateral " else "")
+            parts.append(f"in the {prefix}{phrase}")
+    return _join(parts)
+
+
+def lesion_sentence(lesion: Lesion, rng: random.Random) -> str:
+    text = rng.choice(TEMPLATES[lesion.family]).format(
+        loc=location_phrase(lesion, rng), size=int(lesion.size_mm)
+    )
+    return text[0].upper() + text[1:]
+
+
+def write_report(spec: ScanSpec, rng: random.Random, space: LabelSpace) -> tuple[str, list[dict]]:
+    """The report text and its Findings sentences with their labels (region and type vectors)."""
+    if rng.random() < 0.01:
+        return rng.choice(NO_FINDINGS_TEXTS), []
+    sentences: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = []
+    for lesion in spec.lesions:
+        sentences.append((lesion_sentence(lesion, rng), lesion.regions, lesion.types))
+    has_intra = any(t.startswith("intra") for les in spec.lesions for t in les.types)
+    has_extra = any(t.startswith("extra") for les in spec.lesions for t in les.types)
+    normals = list(NORMAL_ALWAYS_SAFE)
+    normals += [] if has_intra else list(NORMAL_IF_NO_INTRA)
+    normals += [] if has_extra else list(NORMAL_IF_NO_EXTRA)
+    for text in rng.sample(normals, k=min(len(normals), rng.randint(2, 5))):
+        sentences.append((text, (), ()))
+    if spec.post_operative:
+        sentences.append(("Postoperative changes of the skull are seen.", (), ()))
+    rng.shuffle(sentences)
+    findings = " ".join(s for s, _, _ in sentences)
+    impression = (
+        "; ".join(sorted({IMPRESSION[les.family] for les in spec.lesions})) or "no obvious abnormality"
+    )
+    if spec.lesions and not spec.lesions[0].location_text:
+        impression = f"{location_phrase(spec.lesions[0], rng).removeprefix('in the ')} {impression}"
+    text = f"{rng.choice(FINDINGS_HEADERS)} {findings}\nImpression: {impression[0].upper() + impression[1:]}."
+    rows = [
+        {
+            "text": s,
+            **{r: int(r in regions) for r in space.regions},
+            **{t: int(t in types) for t in space.types},
+        }
+        for s, regions, types in sentences
+    ]
+    return text, rows
+
+
+def generate_ct_tables(
+    n_reports: int = 2000,
+    seed: int = 0,
+    annotated_fraction: float = 0.5,
+    abnormal_rate: float = 0.6,
+    space: LabelSpace | None = None,
+) -> dict[str, pd.DataFrame | list]:
+    """Reports (with gold matrices), the sentence-annotation table of a subset of patients, and the specs.
+
+    ``annotated_fraction`` of patients have their report sentences annotated (the paper annotated a
+    small portion of its reports: 4,807 sentences); the rest are the unlabelled reports to discretize.
+    """
+    space = space or LabelSpace()
+    rng = random.Random(seed)
+    reports, sentences, specs = [], [], []
+    patient = 0
+    while len(reports) < n_reports:
+        pid = f"CTP{patient:06d}"
+        annotated = rng.random() < annotated_fraction
+        for _ in range(rng.choices((1, 2, 3), weights=(0.6, 0.3, 0.1))[0]):
+            if len(reports) >= n_reports:
+                break
+            rid = f"CT{len(reports):07d}"
+            spec = sample_scan_spec(f"S{len(reports):07d}", pid, rng, abnormal_rate)
+            text, rows = write_report(spec, rng, space)
+            matrix = abnormality_matrix(spec, space).reshape(-1)
+            reports.append(
+                {
+                    "report_id": rid,
+                    "scan_id": spec.scan_id,
+                    "patient_id": pid,
+                    "text": text,
+                    **dict(zip(space.matrix_columns(), matrix.tolist(), strict=True)),
+                }
+            )
+            specs.append({"report_id": rid, **asdict(spec)})
+            if annotated:
+                for k, row in enumerate(rows):
+                    sentences.append(
+                        {"sentence_id": f"{rid}_s{k:02d}", "report_id": rid, "patient_id": pid, **row}
+                    )
+        patient += 1
+    return {
+        "ct_reports": pd.DataFrame(reports),
+        "ct_sentences": pd.DataFrame(sentences),
+        "lesion_specs": specs,
+    }
+
+
+def write_ct_dataset(out_dir: str | Path, n_reports: int = 2000, seed: int = 0, **kwargs) -> dict[str, Path]:
+    """Write ``ct_reports.csv``, ``ct_sentences.csv`` and ``lesion_specs.jsonl``; reuse an identical earlier write."""
+    out = Path(out_dir)
+    signature = f"reportsup synthetic_ct_reports n_reports={n_reports} seed={seed} {sorted(kwargs.items())}\n"
+    names = {
+        "ct_reports": out / "ct_reports.csv",
+        "ct_sentences": out / "ct_sentences.csv",
+        "lesion_specs": out / "lesion_specs.jsonl",
+    }
+
+    def write(folder: Path) -> None:
+        tables = generate_ct_tables(n_reports=n_reports, seed=seed, **kwargs)
+        tables["ct_reports"].to_csv(names["ct_reports"], index=False)
+        tables["ct_sentences"].to_csv(names["ct_sentences"], index=False)
+        names["lesion_specs"].write_text("".join(json.dumps(s) + "\n" for s in tables["lesion_specs"]))
+
+    write_once(out, signature, write)
+    return names
+
+
+def demo_data_config(data_dir: str | Path, n_reports: int = 1500, seed: int = 0) -> dict:
+    """``data.*`` values for ``demo=true``: synthetic sentence annotations and reports with gold matrices."""
+    paths = write_ct_dataset(Path(data_dir) / f"synthetic_ct_reports_n{n_reports}_s{seed}", n_reports, seed)
+    return {"sentences_path": str(paths["ct_sentences"]), "reports_path": str(paths["ct_reports"])}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Write synthetic head-CT report tables (Cross-DL schema).")
+    parser.add_argument("out_dir")
+    parser.add_argument("--n-reports", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    for name, path in write_ct_dataset(args.out_dir, args.n_reports, args.seed).items():
+        print(f"{name}: {path}")

@@ -1,0 +1,240 @@
+"""Test-set evaluation callback: predictions, metrics with bootstrap CIs, ROC plots (DESIGN.md run directory).
+
+For every test set the DataModule names (the internal ``report_label`` split and each hold-out) and
+every label: AUROC, accuracy, balanced accuracy, sensitivity, specificity and F1 at the threshold,
+each with a patient-level bootstrap 95 % CI (Wood et al. 2021, Tables 3-4). Writes
+``predictions_<set>.csv``, ``metrics.json`` and ``plots/roc_<label>.png``; logs ``test/<set>/<label>/<metric>``
+to every logger, and to W&B also the predictions tables and ROC images. Under DDP the predictions of
+all ranks are gathered and de-duplicated (DistributedSampler pads) before rank 0 scores them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.loggers import WandbLogger
+
+from reportsup.analysis.metrics import confusion_counts, patient_bootstrap_ci
+from reportsup.analysis.plots import plot_confusion, plot_roc
+
+_STARTED = time.strftime("%Y%m%d-%H%M%S")
+
+
+def keep_previous(path: Path) -> None:
+    """A file about to be rewritten (a resumed run tested again) is kept as ``<stem>.<time of this
+    process's start><suffix>``: one timestamp for everything one run sets aside."""
+    if path.exists():
+        path.rename(path.with_name(f"{path.stem}.{_STARTED}{path.suffix}"))
+
+
+def safe_filename(name: str) -> str:
+    """A label name usable as a file name ('ich/sah' -> 'ich_sah')."""
+    return re.sub(r"[^\w.-]+", "_", name)
+
+
+class CollectingEvaluator(pl.Callback):
+    """Collects ``test_step`` outputs of every test dataloader; subclasses score them in ``evaluate``.
+
+    Under DDP the outputs of all ranks are gathered and de-duplicated by dataset index
+    (DistributedSampler pads) so that rank 0 scores every test item exactly once.
+    """
+
+    def __init__(
+        self,
+        output_dir: str,
+        threshold: float = 0.5,
+        n_bootstrap: int = 1000,
+        ci: float = 0.95,
+        seed: int = 0,
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.threshold = threshold
+        self.n_bootstrap = n_bootstrap
+        self.ci = ci
+        self.seed = seed
+        self._buffers: dict[int, list[dict[str, torch.Tensor]]] = {}
+        self.metrics: dict[str, Any] = {}
+
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._buffers = {}
+
+    def on_test_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        kept = {k: v.detach() for k, v in outputs.items() if not k.startswith("_")}  # "_": per-batch only
+        self._buffers.setdefault(dataloader_idx, []).append(kept)
+
+    def _gathered(self, pl_module: pl.LightningModule, idx: int) -> dict[str, np.ndarray]:
+        parts = self._buffers.get(idx, [])
+        local = {k: torch.cat([p[k] for p in parts]) for k in parts[0]} if parts else {}
+        if pl_module.trainer.world_size > 1:
+            local = {k: pl_module.all_gather(v).flatten(0, 1) for k, v in local.items()}
+        index = local["index"].cpu().numpy()
+        _, first = np.unique(index, return_index=True)
+        return {k: v.cpu().numpy()[first] for k, v in local.items()}
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        names = trainer.datamodule.test_set_names
+        gathered = {name: self._gathered(pl_module, i) for i, name in enumerate(names)}
+        if trainer.is_global_zero:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            self.metrics = self.evaluate(trainer, pl_module, gathered)
+            path = self.output_dir / "metrics.json"
+            keep_previous(path)
+            path.write_text(json.dumps(self.metrics, indent=2))
+            flat = {
+                f"test/{name}/{label}/{metric}": fields["value"]
+                for name, per_label in self.metrics.items()
+                for label, per_metric in per_label.items()
+                for metric, fields in per_metric.items()
+            }
+            for logger in trainer.loggers:
+                logger.log_metrics(flat, step=trainer.global_step)
+
+    def evaluate(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, gathered: dict[str, dict[str, np.ndarray]]
+    ) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def headline(self) -> dict[str, Any]:
+        """The metrics printed at the end of a run (all of them unless a subclass picks)."""
+        return self.metrics
+
+    def bootstrap(
+        self, y: np.ndarray, p: np.ndarray, patients: np.ndarray, threshold: float | None = None
+    ) -> dict[str, dict[str, float]]:
+        res = patient_bootstrap_ci(
+            y.astype(int),
+            p,
+            patients,
+            threshold=self.threshold if threshold is None else threshold,
+            n_bootstrap=self.n_bootstrap,
+            ci=self.ci,
+            seed=self.seed,
+        )
+        res["n"] = {"value": int(len(y))}
+        res["n_positive"] = {"value": int(y.sum())}
+        return res
+
+    def plot_curves(
+        self, trainer: pl.Trainer, figures: dict[str, tuple[dict, str]], holdout: str | None = None
+    ) -> None:
+        """One ROC figure per ``{file name: (curves, title)}`` under ``plots/``, logged as images; a
+        hold-out test set's figures get its name in the file name (``<stem>_<holdout>.png``) and title."""
+        for fname, (curves, title) in figures.items():
+            if holdout is not None:
+                fname, title = f"{fname.removesuffix('.png')}_{holdout}.png", f"{title}, {holdout}"
+            if curves:
+                png = self.output_dir / "plots" / fname
+                keep_previous(png)
+                plot_roc(curves, png, title=title)
+                log_image(trainer, f"roc/{fname.removesuffix('.png')}", png)
+
+    def write_predictions(self, trainer: pl.Trainer, name: str, table: pd.DataFrame) -> None:
+        path = self.output_dir / f"predictions_{name}.csv"
+        keep_previous(path)
+        table.to_csv(path, index=False)
+        log_table(trainer, f"predictions/{name}", table)
+
+
+class TestSetEvaluator(CollectingEvaluator):
+    """Per test set and label: metrics with patient-bootstrap CIs, predictions and ROC plots (ALARM).
+
+    With ``confusion_matrix`` also the TP/TN/FP/FN counts in ``metrics.json`` and a confusion-matrix PNG
+    per test set and label (spine study, Tables 1-3 and Figures 3-4).
+    """
+
+    def __init__(self, *args: Any, confusion_matrix: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.confusion_matrix = confusion_matrix
+
+    def score(
+        self,
+        trainer: pl.Trainer,
+        name: str,
+        label: str,
+        y: np.ndarray,
+        p: np.ndarray,
+        patients: np.ndarray,
+        threshold: float | None = None,
+    ) -> dict[str, Any]:
+        """Metrics of one label on one test set (known targets only) at ``threshold`` (default
+        ``self.threshold``); ``name`` also names the confusion-matrix file."""
+        threshold = self.threshold if threshold is None else threshold
+        res = self.bootstrap(y, p, patients, threshold)
+        if self.confusion_matrix:
+            counts = confusion_counts(y, p, threshold)
+            res.update({k: {"value": v} for k, v in counts.items()})
+            png = self.output_dir / "plots" / f"confusion_{safe_filename(name)}_{safe_filename(label)}.png"
+            keep_previous(png)
+            plot_confusion(counts, png, title=f"{label} ({name}, cut-off {threshold:.3g})")
+            log_image(trainer, f"confusion/{name}/{label}", png)
+        return res
+
+    def evaluate(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, gathered: dict[str, dict[str, np.ndarray]]
+    ) -> dict[str, Any]:
+        labels: list[str] = list(pl_module.labels)
+        metrics: dict[str, Any] = {}
+        roc_curves: dict[str, dict[str, tuple]] = {lb: {} for lb in labels}
+        for name, g in gathered.items():
+            table = trainer.datamodule.test_table(name).iloc[g["index"]]
+            id_column = getattr(trainer.datamodule, "id_column", "report_id")  # session_id for images
+            pred = pd.DataFrame(
+                {"id": table[id_column].to_numpy(), "patient_id": table["patient_id"].to_numpy()}
+            )
+            metrics[name] = {}
+            for j, label in enumerate(labels):
+                y, p = g["targets"][:, j], g["probs"][:, j]
+                pred[f"{label}_true"] = pd.array(np.where(np.isnan(y), pd.NA, y), dtype="Int64")
+                pred[f"{label}_prob"] = p
+                known = ~np.isnan(y)
+                if not known.any():
+                    continue
+                res = self.score(
+                    trainer, name, label, y[known], p[known], pred["patient_id"].to_numpy()[known]
+                )
+                metrics[name][label] = res
+                if 0 < y[known].sum() < known.sum():
+                    auc = res["auroc"]
+                    roc_curves[label][name] = (
+                        y[known].astype(int),
+                        p[known],
+                        auc["value"],
+                        auc["ci_low"],
+                        auc["ci_high"],
+                    )
+            self.write_predictions(trainer, name, pred)
+        for label, curves in roc_curves.items():
+            if curves:
+                png = self.output_dir / "plots" / f"roc_{safe_filename(label)}.png"
+                keep_previous(png)
+                plot_roc(curves, png, title=f"ROC: {label}")
+                log_image(trainer, f"roc/{label}", png)
+        return metrics
+
+
+def log_table(trainer: pl.Trainer, key: str, table: pd.DataFrame) -> None:
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_table(key=key, dataframe=table)
+
+
+def log_image(trainer: pl.Trainer, key: str, png: Path) -> None:
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key=key, images=[str(png)])

@@ -1,0 +1,167 @@
+"""What every text model of reportsup shares: a :class:`TextEncoder`, partial optimizer/scheduler from
+config, and a label manifest saved in and checked against every checkpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+from torchmetrics.classification import BinaryAUROC
+
+from lightning_modules.common.encoders import TextEncoder
+from lightning_modules.common.label_manifest import build_manifest, check_manifest
+
+
+class LabelClassifier(pl.LightningModule):
+    """What reportsup's classifiers share, text or image: labels in output order, a partial optimizer and
+    scheduler from config, a decision threshold, and the train/validation steps around the model's own
+    :meth:`compute_loss` (logging ``train/loss`` and ``val/loss``, the checkpoint criterion)."""
+
+    def __init__(
+        self,
+        labels: Sequence[str],
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        threshold: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.labels = list(labels)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.threshold = threshold
+
+    # -- steps shared by the classifiers --------------------------------------------------------
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loss, logits)`` of a batch; each model defines its paper's loss."""
+        raise NotImplementedError
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, _ = self.compute_loss(batch)
+        self.log(
+            "train/loss",
+            loss,
+            on_step=True,
+            on_epoch=True,
+            prog_bar=True,
+            sync_dist=True,
+            batch_size=len(batch["index"]),
+        )
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss, logits = self.compute_loss(batch)
+        self.log(
+            "val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(batch["index"])
+        )
+        self.update_validation_metrics(batch, logits)
+
+    def update_validation_metrics(self, batch: dict[str, torch.Tensor], logits: torch.Tensor) -> None:
+        """Hook for validation metrics beyond the loss (none by default)."""
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer), "interval": "epoch"},
+        }
+
+
+class ReportModel(LabelClassifier):
+    """Base class of the text models: a :class:`TextEncoder` and a label manifest saved in and checked
+    against every checkpoint. Subclasses set :attr:`TASK`, :attr:`REBUILD_KWARGS` and call ``super().__init__``."""
+
+    TASK: ClassVar[str] = "report_model"
+    #: constructor arguments that :meth:`from_checkpoint` restores from the manifest's ``model_hparams``
+    REBUILD_KWARGS: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        encoder: TextEncoder,
+        labels: Sequence[str],
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        threshold: float = 0.5,
+    ) -> None:
+        super().__init__(labels, optimizer, scheduler, threshold)
+        self.encoder = encoder
+
+    def test_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, torch.Tensor]:
+        logits = self(batch["input_ids"], batch["attention_mask"])
+        return {"index": batch["index"], "probs": torch.sigmoid(logits.float()), "targets": batch["targets"]}
+
+    # -- label manifest ----------------------------------------------------------------------
+    def manifest_extra(self) -> dict[str, Any]:
+        """Task-specific manifest entries (e.g. the Cross-DL label space); subclasses extend."""
+        return {"model_hparams": {k: self.hparams[k] for k in self.REBUILD_KWARGS if k in self.hparams}}
+
+    def label_manifest(self) -> dict[str, Any]:
+        return build_manifest(
+            self.TASK, self.labels, self.encoder.manifest(), self.threshold, extra=self.manifest_extra()
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["label_manifest"] = self.label_manifest()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_manifest(checkpoint.get("label_manifest"), self.label_manifest())
+
+    @classmethod
+    def rebuild_kwargs(cls, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Constructor arguments (besides encoder and optimizer) recovered from a manifest."""
+        return {"labels": manifest["labels"], **manifest.get("model_hparams", {})}
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> ReportModel:
+        """Rebuild a trained model from its checkpoint alone (no hub download): encoder architecture and
+        tokenizer from the label manifest, weights from the state dict. Unpickles the file: load only
+        checkpoints you trust."""
+        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+        manifest = checkpoint.get("label_manifest")
+        check_manifest(manifest, manifest or {}, where=str(path))
+        if manifest["task"] != cls.TASK:
+            check_manifest(manifest, {**manifest, "task": cls.TASK}, where=str(path))
+        model = cls(
+            encoder=TextEncoder.from_manifest(manifest["encoder"]),
+            optimizer=torch.optim.Adam,
+            **cls.rebuild_kwargs(manifest),
+        )
+        model.on_load_checkpoint(checkpoint)
+        model.load_state_dict(checkpoint["state_dict"])
+        return model.eval()
+
+
+class ValidationAUROC:
+    """Mixin for report classifiers: per-label validation AUROC on the known targets, logged as
+    ``val/<label>/auroc`` (several labels) and their mean ``val/auroc``. Call :meth:`init_validation_auroc`
+    in ``__init__`` after ``self.labels`` is set."""
+
+    def init_validation_auroc(self) -> None:
+        self.val_auroc = nn.ModuleList([BinaryAUROC() for _ in self.labels])
+
+    def update_validation_metrics(self, batch: dict[str, torch.Tensor], logits: torch.Tensor) -> None:
+        probs = torch.sigmoid(logits.float())
+        for j, metric in enumerate(self.val_auroc):
+            known = ~torch.isnan(batch["targets"][:, j])
+            if known.any():
+                metric.update(probs[known, j], batch["targets"][known, j].long())
+
+    def on_validation_epoch_end(self) -> None:
+        values = []
+        for label, metric in zip(self.labels, self.val_auroc, strict=True):
+            if metric.update_count:
+                value = metric.compute()
+                values.append(value)
+                if len(self.labels) > 1:
+                    self.log(f"val/{label}/auroc", value, sync_dist=True)
+            metric.reset()
+        if values:
+            # already synchronised by torchmetrics; sync_dist only silences Lightning's DDP warning
+            self.log("val/auroc", torch.stack(values).mean(), prog_bar=True, sync_dist=True)

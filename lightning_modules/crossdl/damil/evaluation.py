@@ -1,0 +1,122 @@
+"""Evaluation of the DaMIL analyzer (Liu et al. 2023, "Quantification and statistical analysis",
+Figs. 3-5, Table S6):
+
+* AUROC of every region x type cell (Table S6); per type micro-averaged over the 17 regions; per region
+  (left/right merged) micro-averaged over the 4 types; all cells (:mod:`reportsup.analysis.matrix_metrics`);
+* scan-level AUROC per type (scan score = maximum of the abnormality map; label = union over all
+  regions incl. other/unclear);
+* 95 % CIs by bootstrap resampling scans (n = 1000 by default);
+* localisation: Dice of the thresholded abnormality maps against voxel masks, per type, only on scans
+  that have that type (the paper's 40 annotated scans; here every phantom has voxel ground truth), with
+  the threshold used and where it came from (:mod:`~lightning_modules.crossdl.damil.dice_threshold`);
+* prioritization: a one-sided Wilcoxon rank-sum test that scans with an abnormality score higher than
+  scans without, per type and for "any" (Figure 5, S5).
+
+Region-level metrics leave out scans whose ``unclear`` label is positive (their region labels are
+incomplete; the released code skips them too); the scan-level metrics keep them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+
+from lightning_modules.common.evaluation import CollectingEvaluator
+from reportsup.analysis.matrix_metrics import prioritization, score_matrices
+
+
+class DaMILEvaluator(CollectingEvaluator):
+    def evaluate(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, gathered: dict[str, dict[str, np.ndarray]]
+    ) -> dict[str, Any]:
+        """Every test set: the internal ``test`` split and each hold-out (``data.holdouts``)."""
+        return {name: self.score_set(trainer, pl_module, name, g) for name, g in gathered.items()}
+
+    def score_set(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, name: str, g: dict[str, np.ndarray]
+    ) -> dict[str, Any]:
+        space = pl_module.space
+        n_r, n_t = pl_module.n_regions, pl_module.n_types
+        table = trainer.datamodule.test_table(name).iloc[g["index"]].reset_index(drop=True)
+        scans = table["scan_id"].to_numpy()
+        n = len(scans)
+        region_p = g["probs"][:, : n_r * n_t].reshape(n, n_r, n_t)
+        region_y = g["targets"][:, : n_r * n_t].reshape(n, n_r, n_t)
+        scan_p, scan_y = g["probs"][:, n_r * n_t :], g["targets"][:, n_r * n_t :]
+        clear = g["unclear"] < 0.5
+        thresholds = (
+            pl_module.dice_thresholds
+        )  # set at test start (lightning_modules.crossdl.damil.dice_threshold)
+        # Full label-space rows (other/unclear have no region prediction: NaN, never scored).
+        rows = [space.regions.index(r) for r in space.anatomical_regions]
+        gold = np.full((n, len(space.regions), n_t), np.nan)
+        prob = np.zeros((n, len(space.regions), n_t))
+        gold[:, rows], prob[:, rows] = region_y, region_p
+        out, curves = score_matrices(
+            gold[clear], prob[clear], scans[clear], space, self.bootstrap, cells=True
+        )
+        for j, t in enumerate(space.types):
+            if 0 < scan_y[:, j].sum() < n:
+                out[f"scan:{t}"] = self.bootstrap(scan_y[:, j], scan_p[:, j], scans)
+                curves.setdefault("scan", {})[t] = (
+                    scan_y[:, j].astype(int),
+                    scan_p[:, j],
+                    out[f"scan:{t}"]["auroc"]["value"],
+                    out[f"scan:{t}"]["auroc"]["ci_low"],
+                    out[f"scan:{t}"]["auroc"]["ci_high"],
+                )
+            dice = g["dice"][:, j]
+            finite = dice[np.isfinite(dice)]
+            if len(finite):
+                out[f"dice:{t}"] = {
+                    "dice": {"value": float(finite.mean()), "n_scans": int(len(finite))},
+                    "dice_threshold": {
+                        "value": thresholds.values[j],
+                        "source": thresholds.sources[j],
+                        "validation_dice": thresholds.validation_dice[j],
+                    },
+                }
+            rank = prioritization(scan_p[:, j], scan_y[:, j] > 0)
+            if rank:
+                out[f"prioritization:{t}"] = rank
+        rank = prioritization(scan_p.max(1), scan_y.max(1) > 0)
+        if rank:
+            out["prioritization:any"] = rank
+        self.plot_curves(
+            trainer,
+            {
+                "roc_damil_types.png": (curves.get("type", {}), "Region level: types (Fig. 3)"),
+                "roc_damil_regions.png": (curves.get("region", {}), "Region level: regions (Fig. 3)"),
+                "roc_damil_scan.png": (curves.get("scan", {}), "Scan level"),
+            },
+            holdout=None if name == "test" else name,
+        )
+        pred = table[["scan_id", "patient_id"]].copy()
+        pred["unclear"] = g["unclear"].astype(int)
+        cols = [f"{r}__{t}" for r in space.anatomical_regions for t in space.types]
+        cells = pd.DataFrame(region_p.reshape(n, -1), columns=[f"{c}_prob" for c in cols])
+        truth = pd.DataFrame(region_y.reshape(n, -1), columns=[f"{c}_true" for c in cols])
+        scan = pd.DataFrame(
+            {
+                **{f"scan__{t}_prob": scan_p[:, j] for j, t in enumerate(space.types)},
+                **{f"scan__{t}_true": scan_y[:, j] for j, t in enumerate(space.types)},
+                **{f"dice__{t}": g["dice"][:, j] for j, t in enumerate(space.types)},
+            }
+        )
+        self.write_predictions(trainer, name, pd.concat([pred, scan, cells, truth], axis=1))
+        return out
+
+    def headline(self) -> dict[str, Any]:
+        keep = ("micro", "type:", "scan:", "dice:", "prioritization:any")
+        wanted = ("auroc", "dice", "dice_threshold", "p_value", "n", "n_positive", "n_scans")
+        return {
+            name: {
+                label: {m: f for m, f in per_metric.items() if m in wanted}
+                for label, per_metric in per_label.items()
+                if label.startswith(keep)
+            }
+            for name, per_label in self.metrics.items()
+        }

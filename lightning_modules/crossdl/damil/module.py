@@ -1,0 +1,273 @@
+"""DaMIL image analyzer as a LightningModule (Liu et al. 2023, "Image analyzer architecture and
+training", "Ablation study").
+
+Training as the paper: Adam lr 5e-4 halved every epoch from the 3rd (:mod:`damil_schedules`), batch 1,
+``lambda * L_s + L_ra + alpha * L_sa`` with lambda 1 -> 0.01 halving per epoch and alpha 0.1
+(:mod:`damil_losses`), best checkpoint by the validation region-level MIL loss (``val/region_mil``),
+early stopping patience 3 (callbacks config). ``variant: released_code`` switches the losses, the
+network's abnormality activation and the schedule to the released Keras code's choices.
+
+Ablations (Table S2) as options: ``mil_mode: static`` (C: bags from the atlas coarse segmentation
+instead of the predicted one), ``inference_regions: atlas`` (D: DaMIL-trained, atlas segmentation at
+inference), ``supervision: scan`` (scan-level labels only), ``single_region`` (train the MIL loss of one
+region only), and the network's ``n_scales: 1`` (single scale).
+
+``test_step`` returns, per scan, the region x type probabilities of the final (finest) scale, the
+scan-level probabilities (max of each abnormality map), the labels, and the Dice of the thresholded
+abnormality maps against voxel masks (MONAI), for :class:`~lightning_modules.crossdl.damil.evaluation.DaMILEvaluator`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+
+from lightning_modules.common.monai_batches import plain_tensors
+from lightning_modules.crossdl.damil.dice_threshold import (
+    FROM_VALIDATION,
+    check_dice_threshold,
+    fixed_thresholds,
+    localisation_dice,
+    validation_thresholds,
+)
+from lightning_modules.crossdl.damil.losses import DaMILLoss, downsample_labels, region_one_hot
+from lightning_modules.crossdl.damil.network import DaMILNet
+from lightning_modules.crossdl.damil.pooling import scan_predictions
+from lightning_modules.crossdl.damil.schedules import halving_scheduler, segmentation_weight
+from reportsup.contracts.labels.crossdl import LabelSpace
+
+
+def test_outputs(
+    batch: Mapping[str, Any], pred: Mapping[str, torch.Tensor], dice_thresholds: torch.Tensor
+) -> dict:
+    """What :class:`~lightning_modules.crossdl.damil.evaluation.DaMILEvaluator` collects per scan, plus the maps
+    for :class:`~lightning_modules.crossdl.damil.outputs.DaMILMapWriter` ("_" keys are not collected: memory)."""
+    b = len(batch["image"])
+    return {
+        "index": batch["index"],
+        "probs": torch.cat([pred["region_probs"].reshape(b, -1), pred["scan_probs"]], 1).float(),
+        "targets": torch.cat([batch["region_labels"].reshape(b, -1), batch["scan_labels"]], 1).float(),
+        "unclear": batch["unclear"].float(),
+        "dice": localisation_dice(batch, pred["abnormality"], dice_thresholds),
+        "_abnormality": pred["abnormality"],
+        "_regions": pred["regions"],
+    }
+
+
+class ScanModelSteps:
+    """Logging, test step and the paper's optimizer shared by :class:`DaMILModule` and the ablation
+    classifiers (:mod:`lightning_modules.crossdl.damil.ablations`); the host defines ``predict_scan``."""
+
+    def log_losses(
+        self, stage: str, losses: Mapping[str, torch.Tensor], n: int, sync_dist: bool = True
+    ) -> None:
+        for key, value in losses.items():
+            self.log(
+                f"{stage}/{key}",
+                value,
+                on_step=stage == "train" and key == "loss",
+                on_epoch=True,
+                prog_bar=stage == "val" and key == "region_mil",
+                batch_size=n,
+                sync_dist=sync_dist,
+            )
+
+    def on_test_start(self) -> None:
+        """Fix the Dice thresholds for this test run (:mod:`~lightning_modules.crossdl.damil.dice_threshold`):
+        the configured number, or per type the best on the validation scans with the tested weights."""
+        chosen = self.hparams.dice_threshold
+        if chosen == FROM_VALIDATION:
+            self.dice_thresholds = validation_thresholds(self, self.trainer)
+        else:
+            self.dice_thresholds = fixed_thresholds(chosen, self.n_types)
+
+    def test_step(
+        self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, torch.Tensor]:
+        batch = plain_tensors(batch)
+        thresholds = self.dice_thresholds.tensor(self.device)
+        return test_outputs(batch, self.predict_scan(batch), thresholds)
+
+    def halving_adam(self) -> dict[str, Any]:
+        """Adam, lr halved every epoch from ``lr_halving_start_epoch`` (paper)."""
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        schedule = halving_scheduler(
+            optimizer, self.hparams.lr_halving_start_epoch, self.hparams.halve_in_start_epoch
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
+
+
+class DaMILModule(ScanModelSteps, pl.LightningModule):
+    def __init__(
+        self,
+        label_space: Mapping[str, Any] | None = None,
+        network: Mapping[str, Any] | None = None,
+        variant: str = "paper",
+        lr: float = 5e-4,
+        lr_halving_start_epoch: int = 3,
+        halve_in_start_epoch: bool = True,
+        scheduler: str = "halving",
+        plateau_patience: int = 2,
+        lambda_start: float = 1.0,
+        lambda_decay: float = 0.5,
+        lambda_min: float = 0.01,
+        alpha: float = 0.1,
+        region_weight: float = 1.0,
+        threshold: float = 0.5,
+        k_scale: float = 1.0,
+        k_min: int = 1,
+        k_region_map: str = "previous",
+        eps: float = 1e-3,
+        mask_scan_loss_for_unclear: bool = True,
+        detach_region_maps: bool = True,
+        mil_mode: str = "dynamic",
+        inference_regions: str = "predicted",
+        supervision: str = "region",
+        single_region: str | None = None,
+        dice_threshold: float | str = 0.5,
+    ) -> None:
+        super().__init__()
+        check_dice_threshold(dice_threshold)
+        self.save_hyperparameters()
+        self.space = LabelSpace.from_config(**(label_space or {}))
+        self.n_regions, self.n_types = len(self.space.anatomical_regions), len(self.space.types)
+        net_cfg = dict(network or {})
+        if variant == "released_code":
+            net_cfg.setdefault("abnormality_activation", "softmax")
+        self.net = DaMILNet(self.n_regions, self.n_types, **net_cfg)
+        for name, value, allowed in (
+            ("variant", variant, ("paper", "released_code")),
+            ("scheduler", scheduler, ("halving", "plateau")),
+            ("mil_mode", mil_mode, ("dynamic", "static")),
+            ("inference_regions", inference_regions, ("predicted", "atlas")),
+            ("supervision", supervision, ("region", "scan")),
+        ):
+            if value not in allowed:
+                raise ValueError(f"model.{name}={value!r}; choose one of {allowed}.")
+        if single_region is not None and single_region not in self.space.anatomical_regions:
+            raise ValueError(
+                f"model.single_region={single_region!r} is not one of {self.space.anatomical_regions}."
+            )
+        # Placeholder rates; filled from the training split in setup() and saved with the checkpoint.
+        self.criterion = DaMILLoss(
+            np.full((self.n_regions, self.n_types), 0.5),
+            np.full(self.n_types, 0.5),
+            variant=variant,
+            alpha=alpha,
+            region_weight=region_weight if variant == "paper" else 0.2,
+            eps=eps,
+            threshold=threshold,
+            k_scale=k_scale,
+            k_min=k_min,
+            k_region_map=k_region_map,
+            mask_scan_loss_for_unclear=mask_scan_loss_for_unclear,
+            detach_region_maps=detach_region_maps,
+        )
+        if variant == "released_code":
+            self.criterion.alpha = 0.02
+        self.region_mask = torch.ones(self.n_regions, 1)
+        if single_region is not None:
+            self.region_mask = torch.zeros(self.n_regions, 1)
+            self.region_mask[self.space.anatomical_regions.index(single_region)] = 1
+
+    # ----------------------------------------------------------------- set-up from the training split
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if stage == "fit" and dm is not None and getattr(dm, "positive_rates", None) is not None:
+            from lightning_modules.crossdl.damil.losses import positive_weights, released_code_rates
+
+            rates = dm.positive_rates
+            paper = self.hparams.variant == "paper"
+            table = rates if paper else released_code_rates(rates)
+            self.criterion.pos_weight.copy_(positive_weights(table, self.hparams.eps if paper else 1e-8))
+            self.criterion.scan_pos_weight.copy_(positive_weights(dm.scan_positive_rates, 1e-8))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The z-scoring statistics of the training split travel with the weights (inference elsewhere).
+        dm = getattr(self.trainer, "datamodule", None)
+        stats = getattr(dm, "stats", None)
+        if stats is not None:
+            checkpoint["intensity_stats"] = {"mean": stats.mean, "std": stats.std}
+        if getattr(dm, "preprocess", None) is not None:  # reportsup-damil-predict preprocesses the same way
+            checkpoint["preprocessing"] = {k: v for k, v in vars(dm.preprocess).items() if k != "extra"}
+
+    def forward(self, image: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return self.net(image)
+
+    @property
+    def seg_weight(self) -> float:
+        return segmentation_weight(
+            self.current_epoch, self.hparams.lambda_start, self.hparams.lambda_decay, self.hparams.lambda_min
+        )
+
+    def atlas_regions(self, batch: Mapping[str, Any], outputs) -> list[torch.Tensor]:
+        """The atlas coarse segmentation as one-hot bags on each output grid (static MIL, ablations C/D)."""
+        if "region_mask" not in batch:
+            raise ValueError("mil_mode=static / inference_regions=atlas need data.region_mask_column.")
+        return [
+            region_one_hot(downsample_labels(batch["region_mask"], s.shape[2:]), self.n_regions).to(s.dtype)
+            for s, _ in outputs
+        ]
+
+    def _losses(self, batch: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], list]:
+        batch = plain_tensors(batch)
+        outputs = self(batch["image"])
+        override = self.atlas_regions(batch, outputs) if self.hparams.mil_mode == "static" else None
+        labels = batch["region_labels"].float()
+        # Single-region ablation: only that region's bags enter the region-level MIL loss.
+        cell_mask = self.region_mask.to(labels) if self.hparams.single_region is not None else None
+        losses = self.criterion(
+            outputs,
+            batch.get("region_mask"),
+            labels,
+            batch["scan_labels"].float(),
+            batch["unclear"],
+            self.seg_weight,
+            override,
+            cell_mask,
+        )
+        if self.hparams.supervision == "scan":
+            losses["loss"] = (
+                self.seg_weight * losses["segmentation"] + self.criterion.alpha * losses["scan_mil"]
+            )
+        return losses, outputs
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        losses, _ = self._losses(batch)
+        n = len(batch["image"])
+        self.log_losses("train", losses, n)
+        self.log("train/lambda", self.seg_weight, on_epoch=True, on_step=False, batch_size=n)
+        return losses["loss"]
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        losses, _ = self._losses(batch)
+        self.log_losses("val", losses, len(batch["image"]))
+
+    # ----------------------------------------------------------------- inference
+    def predict_scan(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """Final-scale region x type probabilities, scan probabilities and the final maps."""
+        batch = plain_tensors(batch)
+        outputs = self(batch["image"])
+        override = None
+        if self.hparams.mil_mode == "static" or self.hparams.inference_regions == "atlas":
+            override = self.atlas_regions(batch, outputs)
+        region = self.criterion.region_predictions(outputs, override)[-1]
+        scan = scan_predictions(outputs)[-1]
+        s, d = outputs[-1]
+        return {"region_probs": region, "scan_probs": scan, "regions": s, "abnormality": d}
+
+    def configure_optimizers(self) -> Any:
+        if self.hparams.scheduler == "plateau" or self.hparams.variant == "released_code":
+            optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, factor=0.5, patience=self.hparams.plateau_patience
+            )
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": plateau, "monitor": "val/region_mil", "interval": "epoch"},
+            }
+        return self.halving_adam()

@@ -1,0 +1,1 @@
+"""One thin argparse module per ``reportsup-*`` console script; nothing imports this package."""

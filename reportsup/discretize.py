@@ -1,0 +1,235 @@
+"""``reportsup-discretize``: apply a trained Cross-DL discretizer to a report table, streamed in chunks.
+
+    reportsup-discretize outputs/crossdl_discretizer/<run>/checkpoints/best-epoch03.ckpt \\
+        reports.csv pseudo_labels.parquet [--batch-size 256] [--chunk-size 5000] [--probabilities]
+
+Input: CSV, Parquet or JSONL with ``report_id`` and ``text`` (``patient_id``, ``scan_id`` and any
+``image`` column are passed through). Output (CSV or Parquet, by suffix), one row per report, in input
+order: the pass-through columns, ``status`` (``ok`` / ``no_findings``), ``n_sentences``, the binary
+abnormality matrix A = max_s r_s t_s^T after thresholding (Liu et al. 2023) as 76 columns
+``<region>__<type>``, the scan-level labels ``scan__<type>`` (union over all regions incl. other and
+unclear), and ``unclear`` (the paper zeroes the MIL losses of such scans); with ``--probabilities``
+also the soft matrix as ``<region>__<type>_prob``. A report without a Findings section gets
+``status=no_findings`` and empty labels: it stays visible in the output and is counted at the end.
+Sentence splitting (language, headers) comes from the checkpoint's label manifest. An existing output
+file is never overwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from tqdm.auto import tqdm
+
+from datamodules.common.report_sections import (
+    DEFAULT_END_HEADERS,
+    DEFAULT_FINDINGS_HEADERS,
+    MissingFindingsError,
+    findings_sentences,
+)
+from datamodules.common.tables import ReportTableError, count_rows, read_chunks
+from lightning_modules.crossdl.discretizer.module import DiscretizerModule
+from reportsup.contracts.labels.crossdl import LabelSpace, report_matrices
+
+PASS_THROUGH = ("report_id", "patient_id", "scan_id", "image")
+
+
+class Discretizer:
+    """A trained discretizer applied to whole reports: Findings -> sentences -> r, t -> matrices."""
+
+    def __init__(
+        self, checkpoint: str | Path, batch_size: int = 256, device: str | None = None, dedupe: bool = True
+    ) -> None:
+        self.model = DiscretizerModule.from_checkpoint(checkpoint)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model.to(self.device)
+        self.space: LabelSpace = self.model.space
+        splitting = dict(self.model.hparams.get("sentence_splitting") or {})
+        self.language = splitting.get("language", "en")
+        self.findings_headers = splitting.get("findings_headers") or list(DEFAULT_FINDINGS_HEADERS)
+        self.end_headers = splitting.get("end_headers") or list(DEFAULT_END_HEADERS)
+        self.batch_size = batch_size
+        self.dedupe = dedupe
+
+    def sentence_probabilities(self, sentences: Sequence[str]) -> np.ndarray:
+        """(S, regions + types) probabilities. Radiologists reuse template sentences ("The midline
+        structures are centered."), so each distinct sentence is scored once (``dedupe``)."""
+        if not self.dedupe:
+            return self._score(sentences)
+        unique, inverse = np.unique(np.asarray(sentences, dtype=object), return_inverse=True)
+        return self._score(list(unique))[inverse]
+
+    @torch.inference_mode()
+    def _score(self, sentences: Sequence[str]) -> np.ndarray:
+        """Model probabilities, longest sentences batched together (little padding)."""
+        out = np.zeros((len(sentences), len(self.model.labels)), dtype=np.float32)
+        order = np.argsort([-len(s) for s in sentences], kind="stable")
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            batch = {
+                k: v.to(self.device)
+                for k, v in self.model.encoder.tokenize([sentences[i] for i in idx]).items()
+            }
+            out[idx] = torch.sigmoid(self.model(**batch).float()).cpu().numpy()
+        return out
+
+    def label_chunk(self, chunk: pd.DataFrame, probabilities: bool = False) -> pd.DataFrame:
+        missing = [c for c in ("report_id", "text") if c not in chunk.columns]
+        if missing:
+            raise ReportTableError(f"input table: missing column(s) {missing}; found {list(chunk.columns)}.")
+        sentences, owner, n_sentences, status = [], [], [], []
+        for i, text in enumerate(chunk["text"].astype(str)):
+            try:
+                found = findings_sentences(text, self.language, self.findings_headers, self.end_headers)
+                status.append("ok")
+            except MissingFindingsError:
+                found = []
+                status.append("no_findings")
+            sentences.extend(found)
+            owner.extend([i] * len(found))
+            n_sentences.append(len(found))
+        n_r = len(self.space.regions)
+        probs = (
+            self.sentence_probabilities(sentences)
+            if sentences
+            else np.zeros((0, len(self.model.labels)), np.float32)
+        )
+        hard = report_matrices(
+            np.asarray(owner), probs[:, :n_r], probs[:, n_r:], len(chunk), threshold=self.model.threshold
+        )
+        out = chunk[[c for c in PASS_THROUGH if c in chunk.columns]].reset_index(drop=True)
+        out["status"], out["n_sentences"] = status, n_sentences
+        no_findings = np.array(status) != "ok"
+        cells = pd.DataFrame(
+            hard.reshape(len(chunk), -1).astype("int8"), columns=self.space.matrix_columns()
+        ).astype("Int8")
+        scan = pd.DataFrame(
+            hard.max(axis=1).astype("int8"), columns=[f"scan__{t}" for t in self.space.types]
+        ).astype("Int8")
+        unclear = pd.Series(
+            hard[:, self.space.regions.index(self.space.unclear)].max(axis=1).astype("int8"), name="unclear"
+        ).astype("Int8")
+        parts = [out, cells, scan, unclear]
+        if probabilities:
+            soft = report_matrices(
+                np.asarray(owner), probs[:, :n_r], probs[:, n_r:], len(chunk), threshold=None
+            )
+            parts.append(
+                pd.DataFrame(
+                    soft.reshape(len(chunk), -1), columns=[f"{c}_prob" for c in self.space.matrix_columns()]
+                )
+            )
+        result = pd.concat(parts, axis=1)
+        label_cols = [c for c in result.columns if c not in (*PASS_THROUGH, "status", "n_sentences")]
+        result.loc[no_findings, label_cols] = pd.NA  # no Findings: unknown, not "normal"
+        return result
+
+
+class ChunkWriter:
+    """Appends chunks to a CSV or Parquet file (one Parquet row group per chunk)."""
+
+    def __init__(self, path: Path) -> None:
+        if path.suffix.lower() not in (".csv", ".parquet"):
+            raise ReportTableError(f"{path}: write .csv or .parquet.")
+        self.path, self._parquet, self._first = path, None, True
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if self.path.suffix.lower() == ".csv":
+            frame.to_csv(self.path, mode="w" if self._first else "a", header=self._first, index=False)
+        else:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if self._parquet is None:
+                self._parquet = pq.ParquetWriter(self.path, table.schema)
+            self._parquet.write_table(table.cast(self._parquet.schema))
+        self._first = False
+
+    def close(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+
+
+def discretize_file(
+    checkpoint: str | Path,
+    input_path: str | Path,
+    output_path: str | Path,
+    batch_size: int = 256,
+    chunk_size: int = 5000,
+    probabilities: bool = False,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Label every report of ``input_path`` into ``output_path``; returns counts and reports per second."""
+    input_path, output_path = Path(input_path), Path(output_path)
+    if output_path.exists():
+        raise FileExistsError(f"{output_path} exists; choose a new output file (nothing is overwritten).")
+    if not input_path.exists():
+        raise FileNotFoundError(f"{input_path}: input table not found.")
+    discretizer = Discretizer(checkpoint, batch_size=batch_size)
+    writer = ChunkWriter(output_path)
+    counts = {"reports": 0, "no_findings": 0, "sentences": 0}
+    start = time.perf_counter()
+    bar = tqdm(total=count_rows(input_path), unit="report", disable=not progress, desc="discretize")
+    try:
+        for chunk in read_chunks(input_path, chunk_size):
+            labelled = discretizer.label_chunk(chunk, probabilities)
+            writer.write(labelled)
+            counts["reports"] += len(labelled)
+            counts["no_findings"] += int((labelled["status"] != "ok").sum())
+            counts["sentences"] += int(labelled["n_sentences"].sum())
+            bar.update(len(labelled))
+    finally:
+        writer.close()
+        bar.close()
+    counts["seconds"] = time.perf_counter() - start
+    counts["reports_per_second"] = counts["reports"] / max(counts["seconds"], 1e-9)
+    return counts
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
+    parser.add_argument("checkpoint")
+    parser.add_argument("input", help="reports table: .csv, .parquet or .jsonl")
+    parser.add_argument("output", help="new .csv or .parquet file")
+    parser.add_argument("--batch-size", type=int, default=256, help="sentences per forward pass")
+    parser.add_argument("--chunk-size", type=int, default=5000, help="reports read and written at a time")
+    parser.add_argument("--probabilities", action="store_true", help="also write the soft matrix")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        counts = discretize_file(
+            args.checkpoint,
+            args.input,
+            args.output,
+            args.batch_size,
+            args.chunk_size,
+            args.probabilities,
+            progress=not args.no_progress,
+        )
+    except (ReportTableError, FileExistsError, FileNotFoundError) as err:
+        raise SystemExit(f"reportsup-discretize: {err}") from None
+    print(
+        f"labelled {counts['reports']} reports ({counts['sentences']} Findings sentences) in "
+        f"{counts['seconds']:.1f} s = {counts['reports_per_second']:.1f} reports/s -> {args.output}",
+        file=sys.stderr,
+    )
+    if counts["no_findings"]:
+        print(
+            f"{counts['no_findings']} report(s) have no Findings section: status=no_findings, labels empty.",
+            file=sys.stderr,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -8,8 +8,6 @@ tests (tests/testthat/test-roc.test.R, test-var.R, test-ci.auc.R), 15 significan
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -24,8 +22,9 @@ from reportsup.analysis.delong import (
     delong_unpaired_test,
     structural_components,
 )
+from tests.conftest import ROOT
 
-ASAH = pd.read_csv(Path(__file__).parent / "data" / "pROC_aSAH.csv")
+ASAH = pd.read_csv(ROOT / "tests" / "data" / "pROC_aSAH.csv")
 Y = ASAH["poor_outcome"].to_numpy()
 
 

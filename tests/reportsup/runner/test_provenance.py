@@ -1,0 +1,107 @@
+"""provenance.json: the fields are present and true (git commit and dirty tree, versions, host, SLURM)."""
+
+from __future__ import annotations
+
+import json
+import platform
+import socket
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from reportsup.contracts.run_dir import PROVENANCE_JSON, read_json
+from reportsup.runner.provenance import collect_provenance, cpu_info, git_state, write_provenance
+from reportsup.version import __version__
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # never find a repository above tmp_path
+    repo = tmp_path / "clone"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    (repo / "train.py").write_text("print('v1')\n")
+    _git(repo, "add", "train.py")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-q", "-m", "v1")
+    return repo
+
+
+def test_commit_is_head_and_the_dirty_flag_follows_edits(repo):
+    clean = git_state(repo)
+    assert clean["commit"] == _git(repo, "rev-parse", "HEAD").strip()
+    assert clean["dirty"] is False and clean["changes"] == []
+    (repo / "train.py").write_text("print('v2')\n")
+    dirty = git_state(repo)
+    assert dirty["commit"] == clean["commit"] and dirty["dirty"] is True
+    assert dirty["changes"] == [" M train.py"]
+
+
+def test_outside_a_repository_the_commit_is_null_with_a_reason(tmp_path, monkeypatch):
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    state = git_state(tmp_path)
+    assert state["commit"] is None and state["dirty"] is None
+    assert "not a usable git repository" in state["reason"] and "not a git repository" in state["reason"]
+
+
+def test_without_git_the_commit_is_null_with_a_reason(repo, monkeypatch):
+    monkeypatch.setenv("PATH", "")  # no git executable to be found
+    state = git_state(repo)
+    assert state == {"commit": None, "dirty": None, "repo": str(repo), "reason": "git is not installed"}
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n"
+        "flags\t\t: fpu sse4_2 avx2 fma avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n"
+        "processor\t: 1\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: fpu\n"
+    )
+    info = cpu_info(cpuinfo)
+    assert info["model"] == "Intel(R) Xeon(R) Platinum 8480+"
+    assert info["flags"] == ["avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"]
+    assert 1 <= info["usable_cpus"] <= info["logical_cpus"]
+
+
+def test_train_py_writes_a_true_provenance_json(repo, tmp_path, monkeypatch):
+    """As train.py does at the start of a run: collect (clone, start time, this job's overrides), write."""
+    import torch
+
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    started = datetime(2026, 12, 2, 18, 0, 0, tzinfo=UTC)
+    run_dir = tmp_path / "outputs" / "alarm_binary" / "2026-12-02_18-00-00"
+    path = write_provenance(run_dir, collect_provenance(repo, started, overrides=["seed=1", "demo=true"]))
+    assert path == run_dir / PROVENANCE_JSON
+    prov = read_json(path)
+    assert json.loads(path.read_text()) == prov
+    assert prov["started"] == "2026-12-02T18:00:00+00:00"
+    assert prov["git"]["commit"] == _git(repo, "rev-parse", "HEAD").strip() and prov["git"]["dirty"] is False
+    assert prov["reportsup_version"] == __version__
+    assert prov["overrides"] == ["seed=1", "demo=true"] and prov["command_line"] == sys.argv
+    assert prov["hostname"] == socket.gethostname()
+    assert prov["slurm"]["job_id"] == "4242" and prov["slurm"]["array_task_id"] == "3"
+    assert prov["python"]["version"] == platform.python_version()
+    assert torch.__version__.startswith(prov["packages"]["torch"])
+    for name in (
+        "lightning",
+        "transformers",
+        "monai",
+        "torchmetrics",
+        "hydra-core",
+        "optuna",
+        "numpy",
+        "pandas",
+    ):
+        assert prov["packages"][name], name  # installed: a version string, not null
+    assert prov["gpu"]["devices"] == (
+        [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        if torch.cuda.is_available()
+        else []
+    )

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from reportsup.analysis.agreement import fleiss_kappa_per_label, kappa_markdown
-from reportsup.cli.corpus_stats import read_table, require_columns
+from reportsup.cli.common import read_table, require_columns
 
 PROG = "reportsup-agreement"
 

@@ -15,10 +15,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from datamodules.common.run_reports import best_checkpoint, run_test_reports
+from datamodules.common.run_reports import run_test_reports
 from datamodules.common.tables import ReportTableError
 from lightning_modules.alarm.module import ALARMClassifier
 from reportsup.analysis.interpretability import attention_html, attention_page, word_weights
+from reportsup.contracts.run_dir import attention_page_html, best_checkpoint
 
 
 def select_reports(
@@ -87,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (FileNotFoundError, ReportTableError, ValueError) as err:
         raise SystemExit(f"reportsup-attention: {err}") from None
     kind = "chosen" if args.ids else args.select
-    out = Path(args.out or Path(args.run_dir) / f"attention_{args.test_set}_{label}_{kind}.html")
+    out = Path(args.out or Path(args.run_dir) / attention_page_html(args.test_set, label, kind))
     if out.exists():
         raise SystemExit(f"reportsup-attention: {out} exists; choose another --out (nothing is overwritten).")
     title = f"Attention: {label}, {args.test_set}, {kind} ({len(chosen)} reports, {ckpt.name})"

@@ -33,6 +33,7 @@ from reportsup.analysis.run_comparison import (
     group_runs,
     scored_predictions,
 )
+from reportsup.cli.common import COMPARE_GROUP
 
 
 def compare_dirs(
@@ -110,9 +111,6 @@ def roc_figures(groups: dict[str, list[Run]], out: Path) -> str:
             lines.append(f"![ROC {test_set} {label}]({png.relative_to(out)})")
             lines.append("")
     return "\n".join(lines)
-
-
-COMPARE_GROUP = "reportsup-compare"  # the W&B group of comparison runs (reportsup-wandb-report --comparisons)
 
 
 def comparison_rows(comparison: dict) -> list[dict]:

@@ -16,38 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from datamodules.common.tables import ReportTableError, read_table_file
 from reportsup.analysis.corpus_stats import corpus_statistics_by_group, statistics_markdown, tokenize
+from reportsup.cli.common import read_table, require_columns, row_list
 
 PROG = "reportsup-corpus-stats"
-SHOW_ROWS = 10  # how many offending row numbers a message names
-
-
-def read_table(path: Path, prog: str = PROG) -> pd.DataFrame:
-    """Read CSV, Parquet or JSONL by extension; every failure becomes ``SystemExit`` naming the file."""
-    if not path.is_file():
-        raise SystemExit(f"{prog}: {path}: no such file. Give the path of a .csv, .parquet or .jsonl table.")
-    try:
-        return read_table_file(path)
-    except ReportTableError as err:
-        raise SystemExit(f"{prog}: {err}") from None
-
-
-def require_columns(table: pd.DataFrame, options: dict[str, str], path: Path, prog: str = PROG) -> None:
-    """``SystemExit`` naming each missing column with its option (``{column: "--option"}``) and the
-    columns the table has."""
-    missing = [f"'{c}' ({option})" for c, option in options.items() if c not in table.columns]
-    if missing:
-        raise SystemExit(
-            f"{prog}: {path}: no column {', '.join(missing)}; the table has "
-            f"{', '.join(repr(str(c)) for c in table.columns)}. Give the right column name with that option."
-        )
-
-
-def row_list(rows: Sequence[int]) -> str:
-    """``"3, 7, 12"`` or ``"3, 7, ... (+40 more)"`` for data rows numbered from 1."""
-    shown = ", ".join(str(r) for r in rows[:SHOW_ROWS])
-    return shown + (f", ... (+{len(rows) - SHOW_ROWS} more)" if len(rows) > SHOW_ROWS else "")
 
 
 def empty_text_rows(texts: pd.Series) -> list[int]:
@@ -72,12 +44,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
 
-    table = read_table(args.table)
+    table = read_table(args.table, prog=PROG)
     site = args.site_column
     if site is None and "site" in table.columns:
         site = "site"
     options = {args.text_column: "--text-column"} | ({site: "--site-column"} if site else {})
-    require_columns(table, options, args.table)
+    require_columns(table, options, args.table, PROG)
     if table.empty:
         raise SystemExit(f"{PROG}: {args.table}: the table has no rows.")
 

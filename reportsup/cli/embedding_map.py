@@ -20,6 +20,7 @@ from datamodules.common.run_reports import best_checkpoint, run_test_reports
 from datamodules.common.tables import ReportTableError
 from lightning_modules.alarm.module import ALARMClassifier
 from lightning_modules.alarm.word2vec_baseline import Word2VecBaseline
+from lightning_modules.common.checkpoints import UnsafeCheckpointError
 from reportsup.analysis.interpretability import plot_embedding_maps, tsne_map
 
 
@@ -40,6 +41,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--test-set", default="report_label")
     parser.add_argument("--label", default=None, help="default: the ALARM model's first label")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow unpickling the word2vec baseline's fitted models (only for a run you trust)",
+    )
     parser.add_argument("--out", default=None, help="default: <alarm run>/embeddings_<set>_<label>.png")
     args = parser.parse_args(argv)
     try:
@@ -49,9 +55,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         texts = reports["text"].tolist()
         panels = {"ALARM (attention-pooled report vectors)": tsne_map(alarm_vectors(alarm, texts), args.seed)}
         if args.word2vec:
-            baseline = Word2VecBaseline.from_checkpoint(best_checkpoint(args.word2vec))
+            baseline = Word2VecBaseline.from_checkpoint(
+                best_checkpoint(args.word2vec), trust_checkpoint=args.trust_checkpoint
+            )
             panels["mean word2vec vectors"] = tsne_map(baseline.features.mean_vectors(texts), args.seed)
-    except (FileNotFoundError, ReportTableError, ValueError) as err:
+    except (FileNotFoundError, ReportTableError, ValueError, UnsafeCheckpointError) as err:
         raise SystemExit(f"reportsup-embeddings: {err}") from None
     out = Path(args.out or Path(args.alarm) / f"embeddings_{args.test_set}_{label}.png")
     if out.exists():

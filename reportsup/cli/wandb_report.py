@@ -68,7 +68,7 @@ def build_report(
         wr.PanelGrid(runsets=runsets, panels=[*bars, *media, wr.RunComparer(diff_only="split")]),
     ]
     if comparison_figures:
-        from reportsup.cli.compare_runs import COMPARE_GROUP
+        from reportsup.cli.common import COMPARE_GROUP
 
         compare_runs = wr.Runset(
             entity=entity,

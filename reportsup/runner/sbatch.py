@@ -18,10 +18,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from reportsup.runner.setup import PROJECT_ROOT, register_all
+from reportsup.runner.setup import PROJECT_ROOT
 
 
 def sbatch_script(cfg: DictConfig, overrides: Sequence[str]) -> str:
@@ -75,18 +74,3 @@ def sbatch_script(cfg: DictConfig, overrides: Sequence[str]) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    overrides = list(sys.argv[1:] if argv is None else argv)
-    register_all()
-    try:
-        with initialize_config_dir(str(Path(PROJECT_ROOT) / "configs"), version_base="1.3"):
-            cfg = compose("train", overrides=overrides)
-        print(sbatch_script(cfg, overrides))
-    except ValueError as err:
-        raise SystemExit(f"reportsup-sbatch: {err}") from None
-
-
-if __name__ == "__main__":
-    main()

@@ -34,7 +34,6 @@ storage opens in optuna-dashboard (``optuna-dashboard sqlite:///<sweep folder>/s
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import logging
@@ -327,38 +326,3 @@ def study_table(
     return study_name, study.trials_dataframe(
         attrs=("number", "value", "state", "params", "user_attrs", "duration")
     )
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``reportsup-sweep-status SWEEP_FOLDER_OR_STORAGE_URL [--study NAME]``: trials by state."""
-    parser = argparse.ArgumentParser(description="Show the trials of an Optuna sweep by state.")
-    parser.add_argument("where", help="a sweep folder (holds study.db or journal.log) or a storage URL")
-    parser.add_argument("--study", default=None)
-    args = parser.parse_args(argv)
-    where = Path(args.where)
-    if where.is_dir():
-        if (where / "study.db").exists():
-            storage: Any = f"sqlite:///{where / 'study.db'}"
-        elif (where / "journal.log").exists():
-            storage = storage_for("journal", where)
-        else:
-            raise SystemExit(f"reportsup-sweep-status: {where} holds neither study.db nor journal.log.")
-    elif "://" in args.where:
-        storage = args.where
-    else:
-        raise SystemExit(f"reportsup-sweep-status: {where} is neither a sweep folder nor a storage URL.")
-    try:
-        name, table = study_table(storage, args.study)
-    except (ValueError, KeyError) as err:
-        raise SystemExit(f"reportsup-sweep-status: {err}") from None
-    counts = table["state"].value_counts() if len(table) else pd.Series(dtype=int)
-    print(
-        f"study {name}: "
-        + ", ".join(f"{counts.get(s, 0)} {s.lower()}" for s in ("RUNNING", "COMPLETE", "PRUNED", "FAIL"))
-    )
-    with pd.option_context("display.max_rows", 200, "display.width", 200, "display.max_colwidth", 60):
-        print(table.to_string(index=False))
-
-
-if __name__ == "__main__":
-    main()

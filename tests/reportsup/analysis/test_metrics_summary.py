@@ -7,7 +7,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, r
 
 from reportsup.analysis.metrics import binary_metrics, patient_bootstrap_ci
 from reportsup.analysis.summary import summarize_runs
-from reportsup.cli.summarize import summarize_multirun
+from reportsup.runner.summary import summarize_multirun
 
 
 def _data(n=300, seed=0):

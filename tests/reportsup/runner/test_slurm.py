@@ -150,7 +150,7 @@ def test_generated_sbatch_script_runs_a_two_rank_job(slurm_env, tmp_path):
         [
             sys.executable,
             "-m",
-            "reportsup.runner.sbatch",
+            "reportsup.cli.sbatch",
             *overrides,
             "launcher=slurm_cpu",
             "trainer.max_epochs=1",

@@ -244,7 +244,7 @@ def test_two_parallel_workers_share_one_journal_study(tmp_path):
 
 
 def test_sweep_status_counts_each_state(tmp_path, capsys):
-    from reportsup.runner.sweep import main as status
+    from reportsup.cli.sweep_status import main as status
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.create_study(study_name="s", storage=storage)

@@ -11,30 +11,30 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from omegaconf import OmegaConf
 
 from datamodules.common.reports import INTERNAL_TEST_SET
 from datamodules.common.tables import ReportTableError, read_table_file
+from reportsup.contracts.run_dir import (
+    CONFIG_RESOLVED,
+    predictions_csv,
+    read_predictions,
+    read_resolved_config,
+)
 
 
 def run_test_reports(run_dir: str | Path, test_set: str, label: str) -> pd.DataFrame:
     """``id, text, y, prob`` of every report of ``test_set`` with a known ``label`` in the run's predictions."""
     run = Path(run_dir)
-    pred_path = run / f"predictions_{test_set}.csv"
-    if not pred_path.exists():
-        sets = sorted(p.stem.removeprefix("predictions_") for p in run.glob("predictions_*.csv"))
-        raise FileNotFoundError(f"{pred_path} not found; this run has test sets {sets}.")
-    pred = pd.read_csv(pred_path, dtype={"id": str})
+    pred_path = run / predictions_csv(test_set)
+    pred = read_predictions(run, test_set)
     cols = [f"{label}_true", f"{label}_prob"]
     if not set(cols) <= set(pred.columns):
         labels = sorted(c.removesuffix("_prob") for c in pred.columns if c.endswith("_prob"))
         raise ReportTableError(f"{pred_path}: no label '{label}' (labels: {labels}).")
-    cfg = OmegaConf.load(run / "config_resolved.yaml")
-    source = (
-        cfg.data.path if test_set == INTERNAL_TEST_SET else (cfg.data.get("holdouts") or {}).get(test_set)
-    )
+    data = read_resolved_config(run).get("data") or {}
+    source = data.get("path") if test_set == INTERNAL_TEST_SET else (data.get("holdouts") or {}).get(test_set)
     if not source:
-        raise ReportTableError(f"{run / 'config_resolved.yaml'}: no table for test set '{test_set}'.")
+        raise ReportTableError(f"{run / CONFIG_RESOLVED}: no table for test set '{test_set}'.")
     table = read_table_file(Path(source))[["report_id", "text"]].astype({"report_id": str})
     out = (
         pred[["id", *cols]]
@@ -48,14 +48,3 @@ def run_test_reports(run_dir: str | Path, test_set: str, label: str) -> pd.DataF
             f"(first: {out.loc[missing, 'id'].head(3).tolist()}); was the table changed after the run?"
         )
     return out.rename(columns={cols[0]: "y", cols[1]: "prob"}).astype({"y": int})[["id", "text", "y", "prob"]]
-
-
-def best_checkpoint(run_dir: str | Path) -> Path:
-    """The run's best checkpoint (``checkpoints/best-*.ckpt``, newest), else ``last.ckpt``."""
-    folder = Path(run_dir) / "checkpoints"
-    best = sorted(folder.glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if best:
-        return best[-1]
-    if (folder / "last.ckpt").exists():
-        return folder / "last.ckpt"
-    raise FileNotFoundError(f"{folder}: no checkpoint (best-*.ckpt or last.ckpt).")

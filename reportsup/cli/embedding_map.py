@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from datamodules.common.run_reports import best_checkpoint, run_test_reports
+from datamodules.common.run_reports import run_test_reports
 from datamodules.common.tables import ReportTableError
 from lightning_modules.alarm.module import ALARMClassifier
 from lightning_modules.alarm.word2vec_baseline import Word2VecBaseline
 from lightning_modules.common.checkpoints import UnsafeCheckpointError
 from reportsup.analysis.interpretability import plot_embedding_maps, tsne_map
+from reportsup.contracts.run_dir import best_checkpoint, embedding_map_png
 
 
 @torch.inference_mode()
@@ -61,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             panels["mean word2vec vectors"] = tsne_map(baseline.features.mean_vectors(texts), args.seed)
     except (FileNotFoundError, ReportTableError, ValueError, UnsafeCheckpointError) as err:
         raise SystemExit(f"reportsup-embeddings: {err}") from None
-    out = Path(args.out or Path(args.alarm) / f"embeddings_{args.test_set}_{label}.png")
+    out = Path(args.out or Path(args.alarm) / embedding_map_png(args.test_set, label))
     if out.exists():
         raise SystemExit(
             f"reportsup-embeddings: {out} exists; choose another --out (nothing is overwritten)."

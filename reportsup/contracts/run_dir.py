@@ -15,6 +15,7 @@ A run writes under ``outputs/<experiment>/<date>_<time>[_<slurm job>_<task>]/``:
     youden_cutoffs.json                   spine image models: cut-offs chosen on the cut-off test set
     plots/                                ROC, confusion matrices, plots/occlusion/
     maps/, overlays/, holdouts/<set>/     DaMIL abnormality maps and their PNG overlays
+    attention_*.html, embeddings_*.png    written later into the run by reportsup-attention/-embeddings
 
 A multirun folder holds one run folder per job plus ``summary.json`` and ``summary.md``; an Optuna sweep
 folder holds ``study.db`` (or ``journal.log``), ``trials.csv``, ``best_params.yaml``, ``plots/`` and
@@ -87,6 +88,16 @@ def predictions_csv(test_set: str) -> str:
 def parameter_digest_json(rank: int) -> str:
     """``parameter_digest_rank<r>.json``: the DDP replica check of one rank."""
     return f"parameter_digest_rank{rank}.json"
+
+
+def attention_page_html(test_set: str, label: str, kind: str) -> str:
+    """``attention_<set>_<label>_<kind>.html``: ``reportsup-attention``'s page, written into the run."""
+    return f"attention_{test_set}_{label}_{kind}.html"
+
+
+def embedding_map_png(test_set: str, label: str) -> str:
+    """``embeddings_<set>_<label>.png`` (and ``.csv``): ``reportsup-embeddings``' map, written into the run."""
+    return f"embeddings_{test_set}_{label}.png"
 
 
 def sweep_trial_dir(number: int) -> str:

@@ -8,10 +8,10 @@ python train.py experiment=alarm_binary ckpt_path=outputs/alarm_binary/<run>/che
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import hydra
@@ -30,8 +30,16 @@ from lightning_modules.common.evaluation import CollectingEvaluator, keep_previo
 from lightning_modules.common.label_manifest import CheckpointManifestError
 from lightning_modules.spine.image_module import PretrainedWeightsUnavailableError
 from reportsup.analysis.summary import metrics_table
+from reportsup.contracts.run_dir import (
+    CONFIG_RESOLVED,
+    LABEL_MANIFEST,
+    PROVENANCE_JSON,
+    write_json,
+    write_text,
+)
 from reportsup.contracts.splits import SplitError
-from reportsup.runner.setup import apply_demo, register_all, requeued_checkpoint
+from reportsup.runner.provenance import collect_provenance, write_provenance
+from reportsup.runner.setup import PROJECT_ROOT, apply_demo, register_all, requeued_checkpoint
 from reportsup.runner.sweep import SweepConfigError, run_sweep
 
 register_all()
@@ -73,6 +81,7 @@ def run(
 ) -> float | None:
     """Train and test one configured run; return ``cfg.optimized_metric`` (``extra_callbacks``: e.g.
     a sweep's pruning callback)."""
+    started = datetime.now(UTC)
     if cfg.demo:
         cfg = apply_demo(cfg, command_line_overrides=command_line)
     if cfg.test and not cfg.train and not cfg.ckpt_path:
@@ -111,15 +120,16 @@ def run(
             {"config": OmegaConf.to_container(cfg, resolve=True), "data": datamodule.summary}
         )
     if trainer.is_global_zero:
-        keep_previous(run_dir / "config_resolved.yaml")
-        (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        # A resumed run keeps the previous start's files beside the new ones (<name>.<time>.<suffix>).
+        keep_previous(run_dir / PROVENANCE_JSON)
+        write_provenance(run_dir, collect_provenance(PROJECT_ROOT, started, overrides=command_line))
+        keep_previous(run_dir / CONFIG_RESOLVED)
+        write_text(run_dir / CONFIG_RESOLVED, OmegaConf.to_yaml(cfg, resolve=True))
     if trainer.is_global_zero and encoder is not None:
-        (run_dir / "label_manifest.json").write_text(
-            json.dumps(
-                {k: v for k, v in model.label_manifest().items() if k != "encoder"}
-                | {"encoder": {k: v for k, v in encoder.manifest().items() if k != "files"}},
-                indent=2,
-            )
+        write_json(
+            run_dir / LABEL_MANIFEST,
+            {k: v for k, v in model.label_manifest().items() if k != "encoder"}
+            | {"encoder": {k: v for k, v in encoder.manifest().items() if k != "files"}},
         )
 
     metric = None

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
 from datamodules.common.tables import ReportTableError
+from lightning_modules.common.checkpoints import UnsafeCheckpointError, load_checkpoint
 from lightning_modules.common.encoders import EncoderUnavailableError, TextEncoder
 from lightning_modules.common.evaluation import CollectingEvaluator, keep_previous
 from lightning_modules.common.label_manifest import CheckpointManifestError
@@ -53,15 +54,15 @@ USER_ERRORS = (
     FileNotFoundError,
     SweepConfigError,
     PretrainedWeightsUnavailableError,
+    UnsafeCheckpointError,
 )
 
 
 def build_encoder(cfg: DictConfig, train_texts: list[str]) -> TextEncoder:
     """The configured encoder; when resuming, the checkpoint's own (same tokenizer, same architecture)."""
     if cfg.ckpt_path:
-        manifest = (
-            torch.load(cfg.ckpt_path, map_location="cpu", weights_only=False).get("label_manifest") or {}
-        )
+        # weights_only: a checkpoint given to resume from cannot run code while its manifest is read
+        manifest = load_checkpoint(cfg.ckpt_path).get("label_manifest") or {}
         if "encoder" in manifest:
             return TextEncoder.from_manifest(manifest["encoder"])
     return instantiate(cfg.encoder)(train_texts)

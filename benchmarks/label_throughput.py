@@ -226,12 +226,7 @@ def batching(n_reports: int, median_words: float, rounds: int = 2) -> None:
     torch.manual_seed(0)
     encoder = tiny_bert_encoder(list(table["text"]), vocab_size=30522, max_length=512, **BERT_BASE)
     model = ALARMClassifier(encoder, ["abnormal"], optimizer=torch.optim.Adam).eval()
-    with tempfile.TemporaryDirectory() as tmp:
-        ckpt = Path(tmp) / "m.ckpt"
-        torch.save({"state_dict": model.state_dict(), "label_manifest": model.label_manifest()}, ckpt)
-        labeller = ClassifierLabeller(
-            ckpt, 64, torch.device("cpu"), "bf16", None, ALARMClassifier, compile=True
-        )
+    labeller = ClassifierLabeller(model, 64, torch.device("cpu"), "bf16", None, compile=True)
     texts = table["text"].tolist()
     configs = {"64 reports": (64, None), "32 reports": (32, None)}
     configs |= {"64 reports, 4096 tokens": (64, 4096), "64 reports, 8192 tokens": (64, 8192)}

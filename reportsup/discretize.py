@@ -1,8 +1,10 @@
-"""``reportsup-discretize``: apply a trained Cross-DL discretizer to a report table, streamed in chunks.
+"""A trained Cross-DL discretizer applied to a report table, streamed in chunks: the library behind
+``reportsup-discretize`` (:mod:`reportsup.cli.discretize`) and :class:`reportsup.SentenceDiscretizer`.
 
-    reportsup-discretize outputs/crossdl_discretizer/<run>/checkpoints/best-epoch03.ckpt \\
+    reportsup-discretize outputs/crossdl_discretizer/<run> \\
         reports.csv pseudo_labels.parquet [--batch-size 256] [--chunk-size 5000] [--probabilities]
 
+The model: a run folder (its best checkpoint), a checkpoint or a ``reportsup-export`` folder.
 Input: CSV, Parquet or JSONL with ``report_id`` and ``text`` (``patient_id``, ``scan_id`` and any
 ``image`` column are passed through). Output (CSV or Parquet, by suffix), one row per report, in input
 order: the pass-through columns, ``status`` (``ok`` / ``no_findings``), ``n_sentences``, the binary
@@ -17,8 +19,6 @@ file is never overwritten.
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,18 +38,31 @@ from datamodules.common.report_sections import (
 )
 from datamodules.common.tables import ReportTableError, count_rows, read_chunks
 from lightning_modules.crossdl.discretizer.module import DiscretizerModule
+from reportsup.api.report_models import load_report_model
 from reportsup.contracts.labels.crossdl import LabelSpace, report_matrices
 
 PASS_THROUGH = ("report_id", "patient_id", "scan_id", "image")
 
 
 class Discretizer:
-    """A trained discretizer applied to whole reports: Findings -> sentences -> r, t -> matrices."""
+    """A trained discretizer applied to whole reports: Findings -> sentences -> r, t -> matrices.
+
+    ``model``: a :class:`DiscretizerModule`, or where to load one from (a run folder, a checkpoint read
+    with ``weights_only=True``, a ``reportsup-export`` folder)."""
 
     def __init__(
-        self, checkpoint: str | Path, batch_size: int = 256, device: str | None = None, dedupe: bool = True
+        self,
+        model: DiscretizerModule | str | Path,
+        batch_size: int = 256,
+        device: str | None = None,
+        dedupe: bool = True,
+        trust_checkpoint: bool = False,
     ) -> None:
-        self.model = DiscretizerModule.from_checkpoint(checkpoint)
+        if not isinstance(model, DiscretizerModule):
+            model, _ = load_report_model(
+                model, trust_checkpoint=trust_checkpoint, allowed=(DiscretizerModule.TASK,)
+            )
+        self.model = model.eval()
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device)
         self.space: LabelSpace = self.model.space
@@ -165,6 +178,7 @@ def discretize_file(
     chunk_size: int = 5000,
     probabilities: bool = False,
     progress: bool = True,
+    trust_checkpoint: bool = False,
 ) -> dict[str, float]:
     """Label every report of ``input_path`` into ``output_path``; returns counts and reports per second."""
     input_path, output_path = Path(input_path), Path(output_path)
@@ -172,7 +186,7 @@ def discretize_file(
         raise FileExistsError(f"{output_path} exists; choose a new output file (nothing is overwritten).")
     if not input_path.exists():
         raise FileNotFoundError(f"{input_path}: input table not found.")
-    discretizer = Discretizer(checkpoint, batch_size=batch_size)
+    discretizer = Discretizer(checkpoint, batch_size=batch_size, trust_checkpoint=trust_checkpoint)
     writer = ChunkWriter(output_path)
     counts = {"reports": 0, "no_findings": 0, "sentences": 0}
     start = time.perf_counter()
@@ -191,45 +205,3 @@ def discretize_file(
     counts["seconds"] = time.perf_counter() - start
     counts["reports_per_second"] = counts["reports"] / max(counts["seconds"], 1e-9)
     return counts
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__,
-    )
-    parser.add_argument("checkpoint")
-    parser.add_argument("input", help="reports table: .csv, .parquet or .jsonl")
-    parser.add_argument("output", help="new .csv or .parquet file")
-    parser.add_argument("--batch-size", type=int, default=256, help="sentences per forward pass")
-    parser.add_argument("--chunk-size", type=int, default=5000, help="reports read and written at a time")
-    parser.add_argument("--probabilities", action="store_true", help="also write the soft matrix")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    try:
-        counts = discretize_file(
-            args.checkpoint,
-            args.input,
-            args.output,
-            args.batch_size,
-            args.chunk_size,
-            args.probabilities,
-            progress=not args.no_progress,
-        )
-    except (ReportTableError, FileExistsError, FileNotFoundError) as err:
-        raise SystemExit(f"reportsup-discretize: {err}") from None
-    print(
-        f"labelled {counts['reports']} reports ({counts['sentences']} Findings sentences) in "
-        f"{counts['seconds']:.1f} s = {counts['reports_per_second']:.1f} reports/s -> {args.output}",
-        file=sys.stderr,
-    )
-    if counts["no_findings"]:
-        print(
-            f"{counts['no_findings']} report(s) have no Findings section: status=no_findings, labels empty.",
-            file=sys.stderr,
-        )
-
-
-if __name__ == "__main__":
-    main()

@@ -1,10 +1,12 @@
-"""``reportsup-label``: label a whole report archive with a trained report model, resumably.
+"""Bulk labelling of a whole report archive with a trained report model, resumably: the library behind
+``reportsup-label`` (:mod:`reportsup.cli.label`) and :class:`reportsup.ReportLabeller`.
 
-    reportsup-label outputs/alarm_binary/<run>/checkpoints/best-epoch03.ckpt archive.parquet labels/
-    reportsup-label CKPT archive.csv labels/ --shards 8      # in a SLURM job array of 8 tasks (or --shard 3)
+    reportsup-label outputs/alarm_binary/<run> archive.parquet labels/
+    reportsup-label CKPT_OR_EXPORTED_DIR archive.csv labels/ --shards 8   # a SLURM job array of 8 tasks
 
 ALARM and spine NLP (report classifiers: one probability per label) and the Cross-DL discretizer
-(region x type matrices) checkpoints are recognised from their label manifest. The archive (CSV,
+(region x type matrices) are recognised from their label manifest; the model comes from a run folder
+(its best checkpoint), a checkpoint (read with ``weights_only=True``) or a ``reportsup-export`` folder. The archive (CSV,
 Parquet or JSONL with ``report_id`` and ``text``) is streamed in chunks (bounded memory). Within a
 chunk, reports are tokenized once, sorted by token count and padded per batch (no pad-to-512; at most
 ``--batch-size`` reports and ``--batch-tokens`` padded tokens per batch); inference runs under
@@ -26,11 +28,9 @@ SLURM_PROCID picks the shard and its SLURM_LOCALID the GPU).
 
 from __future__ import annotations
 
-import argparse
-import hashlib
+import copy
 import json
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -44,16 +44,10 @@ import torch
 from tqdm.auto import tqdm
 
 from datamodules.common.tables import ReportTableError, count_rows, read_chunks, text_problem
+from lightning_modules.common.report_model import ReportModel
+from reportsup.api.report_models import CLASSIFIER_TASKS, REPORT_MODELS, load_report_model, model_source
 
 MANIFEST = "manifest.json"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_rows(chunk: pd.DataFrame, first_row: int, seen: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -83,10 +77,7 @@ def check_rows(chunk: pd.DataFrame, first_row: int, seen: set[str]) -> tuple[pd.
 
 def classifier_class(task: str | None) -> type | None:
     """The report classifier (one sigmoid output per label) of a manifest task, or None."""
-    from lightning_modules.alarm.module import ALARMClassifier
-    from lightning_modules.spine.report_module import SpineReportClassifier
-
-    return {cls.TASK: cls for cls in (ALARMClassifier, SpineReportClassifier)}.get(task)
+    return REPORT_MODELS[task] if task in CLASSIFIER_TASKS else None
 
 
 # --precision values that run in a 16-bit float dtype (autocast, or weights cast once by --compile)
@@ -132,16 +123,18 @@ class ClassifierLabeller:
 
     def __init__(
         self,
-        checkpoint: Path,
-        batch_size: int,
-        device: torch.device,
-        precision: str,
-        quantize: str | None,
-        model_class: type,
+        model: ReportModel,
+        batch_size: int = 64,
+        device: torch.device | str = "cpu",
+        precision: str = "32",
+        quantize: str | None = None,
         compile: bool = False,
         batch_tokens: int | None = BATCH_TOKENS,
     ) -> None:
-        self.model = model_class.from_checkpoint(checkpoint).to(device).eval()
+        device = torch.device(device)
+        if precision not in ("32", *HALF_DTYPES):
+            raise ValueError(f"precision {precision!r}: choose 32, bf16 or fp16.")
+        self.model = model.to(device).eval()
         self.device, self.batch_size, self.precision = device, batch_size, precision
         self.batch_tokens = batch_tokens
         self.forward = self.model
@@ -208,7 +201,7 @@ class DiscretizerLabeller:
     """The Cross-DL discretizer applied to whole reports (``reportsup-discretize``'s logic)."""
 
     def __init__(
-        self, checkpoint: Path, batch_size: int, device: torch.device, precision: str, quantize: str | None
+        self, model: ReportModel, batch_size: int, device: torch.device, precision: str, quantize: str | None
     ) -> None:
         from reportsup.discretize import Discretizer
 
@@ -217,7 +210,7 @@ class DiscretizerLabeller:
                 "--quantize and --precision bf16/fp16 are implemented for report classifiers (ALARM, spine NLP); "
                 "the discretizer labels in fp32."
             )
-        self.discretizer = Discretizer(checkpoint, batch_size=batch_size, device=str(device))
+        self.discretizer = Discretizer(model, batch_size=batch_size, device=str(device))
 
     def label_chunk(self, chunk: pd.DataFrame) -> pd.DataFrame:
         return self.discretizer.label_chunk(chunk)
@@ -230,28 +223,20 @@ class DiscretizerLabeller:
 
 
 def make_labeller(
-    checkpoint: Path,
+    model: ReportModel,
     batch_size: int,
     device: torch.device,
     precision: str,
     quantize: str | None,
     compile: bool = False,
     batch_tokens: int | None = BATCH_TOKENS,
-):
-    task = (torch.load(checkpoint, map_location="cpu", weights_only=False).get("label_manifest") or {}).get(
-        "task"
-    )
-    if (model_class := classifier_class(task)) is not None:
-        return ClassifierLabeller(
-            checkpoint, batch_size, device, precision, quantize, model_class, compile, batch_tokens
-        )
-    if task == "crossdl_discretizer":
-        if compile:
-            raise ValueError("--compile is implemented for report classifiers (ALARM, spine NLP).")
-        return DiscretizerLabeller(checkpoint, batch_size, device, precision, quantize)
-    raise ValueError(
-        f"{checkpoint}: a checkpoint of task {task!r}; reportsup-label labels with report models (ALARM, spine NLP, discretizer)."
-    )
+) -> ClassifierLabeller | DiscretizerLabeller:
+    """The labeller of ``model``'s task (a report classifier or the discretizer)."""
+    if model.TASK in CLASSIFIER_TASKS:
+        return ClassifierLabeller(model, batch_size, device, precision, quantize, compile, batch_tokens)
+    if compile:
+        raise ValueError("--compile is implemented for report classifiers (ALARM, spine NLP).")
+    return DiscretizerLabeller(model, batch_size, device, precision, quantize)
 
 
 def agreement(fp32: ClassifierLabeller, fast: ClassifierLabeller, texts: Sequence[str]) -> dict[str, float]:
@@ -292,18 +277,20 @@ def label_archive(
     encoding: str = "utf-8",
     compile: bool = False,
     batch_tokens: int | None = BATCH_TOKENS,
+    trust_checkpoint: bool = False,
 ) -> dict[str, Any]:
-    """Label ``input_path`` into ``out_dir`` (see the module docstring); returns counts and rates."""
-    checkpoint, input_path, out = Path(checkpoint), Path(input_path), Path(out_dir)
-    for path, what in ((checkpoint, "checkpoint"), (input_path, "archive")):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: {what} not found.")
+    """Label ``input_path`` into ``out_dir`` (see the module docstring); returns counts and rates.
+    ``checkpoint``: a run folder, a ``.ckpt`` or a ``reportsup-export`` folder."""
+    input_path, out = Path(input_path), Path(out_dir)
+    if not input_path.is_file():
+        raise FileNotFoundError(f"{input_path}: archive not found.")
+    source = model_source(checkpoint)
     if not 0 <= shard < shards:
         raise ValueError(f"--shard {shard} of --shards {shards}: the shard is 0..{shards - 1}.")
     dev = torch.device(device or default_device(shard))
     if precision == "auto":
         precision = "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "32"
-    sha = file_sha256(checkpoint)
+    sha = source.sha256
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / MANIFEST
     input_bytes = input_path.stat().st_size
@@ -324,9 +311,13 @@ def label_archive(
                 f"{now[0]} ({now[1]} bytes) in chunks of {now[2]}. Resume with the same archive and "
                 "--chunk-size, or use a new output folder."
             )
-    labeller = make_labeller(checkpoint, batch_size, dev, precision, quantize, compile, batch_tokens)
+    model, _ = load_report_model(source.path, trust_checkpoint=trust_checkpoint)
+    fast = quantize or precision != "32"
+    # the fp32 reference keeps its own copy: --compile casts the weights in place, int8 replaces layers
+    reference = copy.deepcopy(model) if fast and check_agreement else None
+    labeller = make_labeller(model, batch_size, dev, precision, quantize, compile, batch_tokens)
     info: dict[str, Any] = {
-        "checkpoint": str(checkpoint.resolve()),
+        "checkpoint": str(source.path.resolve()),
         "checkpoint_sha256": sha,
         "label_manifest": labeller.manifest(),
         "input": str(input_path.resolve()),
@@ -340,10 +331,10 @@ def label_archive(
         "batch_tokens": batch_tokens,
     }
     first_chunk = None
-    if (quantize or precision != "32") and check_agreement:
+    if reference is not None:
         first_chunk = next(read_chunks(input_path, chunk_size, encoding, undecodable="mark"))
         texts = check_rows(first_chunk, 0, set())[0]["text"].astype(str).tolist()[:check_agreement]
-        fp32 = make_labeller(checkpoint, batch_size, dev, "32", None, batch_tokens=batch_tokens)
+        fp32 = make_labeller(reference, batch_size, dev, "32", None, batch_tokens=batch_tokens)
         info["fp32_agreement"] = {"mode": quantize or precision, **agreement(fp32, labeller, texts)}
     if shard == 0 or not manifest_path.exists():
         tmp = manifest_path.with_suffix(f".tmp{os.getpid()}")
@@ -410,82 +401,3 @@ def merge_errors(out: Path) -> int:
     )
     table.to_csv(out / "errors.csv", index=False)
     return len(table)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__,
-    )
-    parser.add_argument("checkpoint")
-    parser.add_argument("input", help="the archive: .csv, .parquet or .jsonl with report_id and text")
-    parser.add_argument("out_dir", help="output folder (Parquet parts, errors.csv, manifest.json)")
-    parser.add_argument("--chunk-size", type=int, default=5000)
-    parser.add_argument("--batch-size", type=int, default=64, help="at most this many reports per batch")
-    parser.add_argument(
-        "--batch-tokens",
-        type=int,
-        default=BATCH_TOKENS,
-        help="report classifiers: at most this many padded tokens per batch (long reports go in smaller "
-        "batches); 0: no limit. The default suits a CPU; on a GPU raise it with --batch-size",
-    )
-    parser.add_argument("--shards", type=int, default=1, help="split the chunks over this many processes")
-    parser.add_argument(
-        "--shard",
-        type=int,
-        default=None,
-        help="this process's shard (default: SLURM_ARRAY_TASK_ID in a job array, SLURM_PROCID under srun, else 0)",
-    )
-    parser.add_argument("--precision", choices=["auto", "32", "bf16", "fp16"], default="auto")
-    parser.add_argument("--quantize", choices=["int8"], default=None, help="CPU: int8 dynamic quantisation")
-    parser.add_argument(
-        "--check-agreement", type=int, default=500, help="reports to compare bf16/fp16/int8 labels with fp32"
-    )
-    parser.add_argument("--device", default=None)
-    parser.add_argument(
-        "--compile",
-        action="store_true",
-        help="torch.compile with frozen weights (report classifiers): ~1.4x on CPU after a one-off compilation of ~30 s",
-    )
-    parser.add_argument(
-        "--encoding",
-        default="utf-8",
-        help="text encoding of a CSV/JSONL archive (e.g. cp1252); rows with bytes it cannot decode go to errors.csv",
-    )
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    # a job array: one shard per array task; `srun --ntasks=4 --gpus-per-task=1`: one per task (and GPU)
-    env_shard = os.environ.get("SLURM_ARRAY_TASK_ID", os.environ.get("SLURM_PROCID", "0"))
-    shard = args.shard if args.shard is not None else int(env_shard)
-    try:
-        counts = label_archive(
-            args.checkpoint,
-            args.input,
-            args.out_dir,
-            args.chunk_size,
-            args.batch_size,
-            shard,
-            args.shards,
-            args.precision,
-            args.quantize,
-            args.check_agreement,
-            args.device,
-            progress=not args.no_progress,
-            encoding=args.encoding,
-            compile=args.compile,
-            batch_tokens=args.batch_tokens or None,
-        )
-    except (ReportTableError, FileExistsError, FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"reportsup-label: {err}") from None
-    print(
-        f"labelled {counts['reports']} reports in {counts['seconds']:.1f} s = {counts['reports_per_second']:.1f} reports/s; "
-        f"{counts['skipped_done']} already done; {counts['errors']} row(s) not labelled, listed in {Path(args.out_dir) / 'errors.csv'}",
-        file=sys.stderr,
-    )
-    if "fp32_agreement" in counts:
-        print(f"{counts['fp32_agreement']['mode']} vs fp32: {counts['fp32_agreement']}", file=sys.stderr)
-
-
-if __name__ == "__main__":
-    main()

@@ -289,7 +289,7 @@ def test_crossdl_discretizer_demo_reaches_f1_09_and_its_checkpoint_labels_report
         [
             sys.executable,
             "-m",
-            "reportsup.discretize",
+            "reportsup.cli.discretize",
             str(ckpt),
             str(tmp_path / "new.csv"),
             str(tmp_path / "labels.parquet"),

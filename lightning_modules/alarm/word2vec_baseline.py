@@ -34,6 +34,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from scipy import sparse
 from torchmetrics.functional.classification import binary_auroc
 
+from lightning_modules.common.checkpoints import UnsafeCheckpointError, load_checkpoint
 from lightning_modules.common.label_manifest import build_manifest, check_manifest
 from reportsup.analysis.corpus_stats import tokenize
 
@@ -247,11 +248,19 @@ class Word2VecBaseline(pl.LightningModule):
             self.features, self.classifiers = pickle.loads(checkpoint[CHECKPOINT_KEY])
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path) -> Word2VecBaseline:
-        """A fitted baseline from its checkpoint (unpickles: load only checkpoints you trust)."""
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    def from_checkpoint(cls, path: str | Path, trust_checkpoint: bool = False) -> Word2VecBaseline:
+        """A fitted baseline from its checkpoint. The file is read with ``torch.load(weights_only=True)``,
+        but the fitted word2vec vectors and scikit-learn classifiers exist only as a pickle inside it:
+        restoring them needs ``trust_checkpoint=True`` (only for checkpoints you trust, e.g. your own run)."""
+        checkpoint = load_checkpoint(path, trust_checkpoint=trust_checkpoint)
         manifest = checkpoint.get("label_manifest") or {}
         check_manifest(manifest, {**manifest, "task": cls.TASK}, where=str(path))
+        if CHECKPOINT_KEY in checkpoint and not trust_checkpoint:
+            raise UnsafeCheckpointError(
+                f"{path}: the word2vec baseline's fitted vectors and classifiers (gensim, scikit-learn) are "
+                "stored pickled, and unpickling a file can run arbitrary code. If you trust this checkpoint "
+                "(e.g. your own run), pass trust_checkpoint=True (reportsup-embeddings: --trust-checkpoint)."
+            )
         model = cls(**checkpoint["hyper_parameters"])
         model.on_load_checkpoint(checkpoint)
         return model

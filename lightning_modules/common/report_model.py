@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import BinaryAUROC
 
+from lightning_modules.common.checkpoints import load_checkpoint
 from lightning_modules.common.encoders import TextEncoder
 from lightning_modules.common.label_manifest import build_manifest, check_manifest
 
@@ -119,22 +120,36 @@ class ReportModel(LabelClassifier):
         return {"labels": manifest["labels"], **manifest.get("model_hparams", {})}
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> ReportModel:
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        map_location: str | torch.device = "cpu",
+        trust_checkpoint: bool = False,
+    ) -> ReportModel:
         """Rebuild a trained model from its checkpoint alone (no hub download): encoder architecture and
-        tokenizer from the label manifest, weights from the state dict. Unpickles the file: load only
-        checkpoints you trust."""
-        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
-        manifest = checkpoint.get("label_manifest")
-        check_manifest(manifest, manifest or {}, where=str(path))
+        tokenizer from the label manifest, weights from the state dict. Read with
+        ``torch.load(weights_only=True)`` (:func:`~lightning_modules.common.checkpoints.load_checkpoint`);
+        ``trust_checkpoint=True`` allows unpickling a trusted file that needs it."""
+        checkpoint = load_checkpoint(path, map_location, trust_checkpoint=trust_checkpoint)
+        return cls.from_state(checkpoint.get("label_manifest"), checkpoint["state_dict"], where=str(path))
+
+    @classmethod
+    def from_state(
+        cls, manifest: Mapping[str, Any] | None, state_dict: Mapping[str, torch.Tensor], where: str
+    ) -> ReportModel:
+        """A model in eval mode from a label manifest (with the encoder's ``files``) and a state dict: what
+        a checkpoint and an exported folder (``reportsup-export``) both provide. ``where`` names the source
+        in errors."""
+        check_manifest(manifest, manifest or {}, where=where)
         if manifest["task"] != cls.TASK:
-            check_manifest(manifest, {**manifest, "task": cls.TASK}, where=str(path))
+            check_manifest(manifest, {**manifest, "task": cls.TASK}, where=where)
         model = cls(
             encoder=TextEncoder.from_manifest(manifest["encoder"]),
             optimizer=torch.optim.Adam,
             **cls.rebuild_kwargs(manifest),
         )
-        model.on_load_checkpoint(checkpoint)
-        model.load_state_dict(checkpoint["state_dict"])
+        model.on_load_checkpoint({"label_manifest": manifest})
+        model.load_state_dict(state_dict)
         return model.eval()
 
 

@@ -3,7 +3,7 @@
 Every ``from_pretrained(path)`` of the Python API accepts three kinds of ``path`` (:func:`resolve`):
 
 * a run folder ``outputs/<experiment>/<date>_<time>/``: its best checkpoint (``checkpoints/best-*.ckpt``,
-  the paper's selection criterion, DESIGN.md "Run directory contract");
+  the paper's selection criterion, else ``last.ckpt``: :func:`reportsup.contracts.run_dir.best_checkpoint`);
 * a Lightning checkpoint file (``.ckpt``);
 * a folder written by ``reportsup-export`` (the Hugging Face layout: ``config.json`` + ``model.safetensors``
   + tokenizer files + ``README.md``).
@@ -23,8 +23,6 @@ other top-level keys are free for a ``transformers`` config when the weights hav
 from __future__ import annotations
 
 import json
-import pickle
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,24 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from reportsup.contracts.run_dir import checkpoints_dir
+from lightning_modules.common.checkpoints import UnsafeCheckpointError, load_checkpoint
+from reportsup.contracts.run_dir import best_checkpoint, checkpoints_dir
+
+__all__ = [
+    "EXPORTED_CONFIG",
+    "EXPORTED_WEIGHTS",
+    "MODEL_CARD",
+    "REPORTSUP_KEY",
+    "ModelSourceError",
+    "UnsafeCheckpointError",
+    "best_checkpoint",
+    "is_exported",
+    "load_checkpoint",
+    "read_exported",
+    "reportsup_config",
+    "resolve",
+    "save_exported",
+]
 
 #: the files of an exported folder (Hugging Face layout)
 EXPORTED_CONFIG = "config.json"
@@ -40,64 +55,16 @@ EXPORTED_WEIGHTS = "model.safetensors"
 MODEL_CARD = "README.md"
 #: config.json key under which reportsup keeps its own metadata (label manifest, preprocessing, ...)
 REPORTSUP_KEY = "reportsup"
-#: the best checkpoint of a run, as configs/callbacks/*.yaml name it (``best-epoch{epoch:02d}``)
-BEST_CHECKPOINT_GLOB = "best-*.ckpt"
-
-
-class UnsafeCheckpointError(RuntimeError):
-    """A checkpoint that cannot be read with ``weights_only=True`` (it needs unpickling)."""
 
 
 class ModelSourceError(FileNotFoundError):
     """A path that is neither a run folder, a checkpoint nor an exported folder."""
 
 
-def load_checkpoint(
-    path: str | Path, map_location: str | torch.device = "cpu", trust_checkpoint: bool = False
-) -> dict[str, Any]:
-    """The checkpoint's dictionary, read with ``torch.load(weights_only=True)``.
-
-    Raises :class:`UnsafeCheckpointError` naming the Python object that would have to be unpickled
-    when the file holds more than tensors and plain containers; ``trust_checkpoint=True`` then loads it
-    with full unpickling (which can execute code: only for files you trust).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ModelSourceError(f"{path}: checkpoint not found.")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        if trust_checkpoint:
-            return torch.load(path, map_location=map_location, weights_only=False)
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        what = f"the Python object {found.group(1)}" if found else "Python objects beyond tensors"
-        raise UnsafeCheckpointError(
-            f"{path}: this checkpoint holds {what}, which only unpickling can restore, and unpickling a "
-            "file can run arbitrary code; reportsup loads checkpoints with torch.load(weights_only=True). "
-            "If you trust this file, pass trust_checkpoint=True (console scripts: --trust-checkpoint); "
-            "better, export it once with `reportsup-export CKPT OUT_DIR` and load OUT_DIR, which never unpickles."
-        ) from None
-
-
 def is_exported(path: str | Path) -> bool:
     """True for a folder written by ``reportsup-export`` (``config.json`` and ``model.safetensors``)."""
     path = Path(path)
     return path.is_dir() and (path / EXPORTED_CONFIG).is_file() and (path / EXPORTED_WEIGHTS).is_file()
-
-
-def best_checkpoint(run_dir: str | Path) -> Path:
-    """The run's best checkpoint (``checkpoints/best-*.ckpt``); a clear error when there is not exactly one."""
-    folder = checkpoints_dir(run_dir)
-    found = sorted(folder.glob(BEST_CHECKPOINT_GLOB))
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        others = sorted(p.name for p in folder.glob("*.ckpt")) if folder.is_dir() else []
-        hint = f" It holds {others}: pass one of them explicitly." if others else ""
-        raise ModelSourceError(f"{run_dir}: no {BEST_CHECKPOINT_GLOB} in {folder}.{hint}")
-    raise ModelSourceError(
-        f"{folder} holds {len(found)} best checkpoints ({[p.name for p in found]}): pass the one you mean."
-    )
 
 
 def resolve(path: str | Path) -> Path:

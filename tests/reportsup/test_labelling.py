@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from lightning_modules.alarm.module import ALARMClassifier
-from reportsup.labelling import label_archive, main, token_budget_batches
+from reportsup.cli.label import main
+from reportsup.labelling import label_archive, token_budget_batches
 
 
 def _checkpoint(tiny_encoder, path, seed=0):
@@ -125,7 +126,7 @@ def test_a_killed_labelling_process_resumes_and_every_id_is_labelled_once(
     big.to_parquet(path)
     ckpt = _checkpoint(tiny_encoder, tmp_path / "a.ckpt")
     out = tmp_path / "labels"
-    cmd = [sys.executable, "-m", "reportsup.labelling", str(ckpt), str(path), str(out), "--chunk-size", "200"]
+    cmd = [sys.executable, "-m", "reportsup.cli.label", str(ckpt), str(path), str(out), "--chunk-size", "200"]
     proc = subprocess.Popen([*cmd, "--no-progress"], env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.monotonic() + 120
     while len(list(out.glob("part-*.parquet"))) < 2 and time.monotonic() < deadline and proc.poll() is None:

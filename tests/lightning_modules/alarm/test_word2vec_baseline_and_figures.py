@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from lightning_modules.alarm.word2vec_baseline import Word2VecBaseline
+from lightning_modules.common.checkpoints import UnsafeCheckpointError
 from reportsup.analysis.interpretability import attention_html, plot_embedding_maps, tsne_map, word_weights
 from reportsup.analysis.run_comparison import (
     compare_experiments,
@@ -43,7 +44,9 @@ def test_word2vec_baseline_separates_and_survives_its_checkpoint(tmp_path):
     checkpoint = {"hyper_parameters": dict(model.hparams)}
     model.on_save_checkpoint(checkpoint)
     torch.save(checkpoint, tmp_path / "best.ckpt")
-    again = Word2VecBaseline.from_checkpoint(tmp_path / "best.ckpt")
+    with pytest.raises(UnsafeCheckpointError, match="trust_checkpoint=True"):
+        Word2VecBaseline.from_checkpoint(tmp_path / "best.ckpt")  # its fitted models are a pickle
+    again = Word2VecBaseline.from_checkpoint(tmp_path / "best.ckpt", trust_checkpoint=True)
     np.testing.assert_allclose(
         again.predict_proba(["a mass in the frontal lobe"]),
         model.predict_proba(["a mass in the frontal lobe"]),

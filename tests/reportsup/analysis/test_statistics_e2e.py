@@ -89,6 +89,7 @@ def test_alarm_vs_word2vec_repeats_compare_with_delong_and_draw_the_figures(tmp_
         str(alarm / "0"),
         "--word2vec",
         str(w2v / "0"),
+        "--trust-checkpoint",  # the baseline's fitted models are a pickle; this is our own run
         "--out",
         str(png),
     )

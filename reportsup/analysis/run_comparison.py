@@ -9,13 +9,13 @@ Also the per-repeat comparison of test sets inside one run (report labels vs ima
 external site): :func:`delong_across_test_sets`, DeLong unpaired for disjoint report sets and paired when
 both sets hold the same reports (the paper's image-label evaluation of the same examinations).
 
-Everything reads the DESIGN.md run directory: ``.hydra/config.yaml`` (name, seed), ``metrics.json``,
-``predictions_<set>.csv`` (``id``, ``<label>_true``, ``<label>_prob``).
+Everything reads the DESIGN.md run directory through :mod:`reportsup.contracts.run_dir`:
+``.hydra/config.yaml`` (name, seed), ``metrics.json``, ``predictions_<set>.csv`` (``id``, ``<label>_true``,
+``<label>_prob``).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +23,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from reportsup.analysis.delong import compare_aucs
 from reportsup.analysis.summary import summarize_runs
+from reportsup.contracts.run_dir import (
+    METRICS_JSON,
+    predictions_csv,
+    read_config,
+    read_metrics,
+    read_overrides,
+    read_predictions,
+)
+from reportsup.contracts.run_dir import find_runs as find_run_dirs
 
 TABLE_METRICS = ("auroc", "accuracy", "sensitivity", "specificity", "f1")  # Wood et al. Table 3 columns
 
@@ -42,36 +50,25 @@ class Run:
     overrides: frozenset[str] = frozenset()
 
     def predictions(self, test_set: str) -> pd.DataFrame | None:
-        path = self.path / f"predictions_{test_set}.csv"
-        return pd.read_csv(path, dtype={"id": str}) if path.exists() else None
+        """``predictions_<test_set>.csv``, or ``None`` when the run has none for that set."""
+        if not (self.path / predictions_csv(test_set)).is_file():
+            return None
+        return read_predictions(self.path, test_set)
 
 
 def load_run(path: str | Path) -> Run:
     """A run directory with ``metrics.json``; name and seed from its Hydra config."""
     path = Path(path)
-    metrics_path = path / "metrics.json"
-    if not metrics_path.exists():
-        raise FileNotFoundError(
-            f"{path}: no metrics.json (the run failed, is still running, or is not a run)."
-        )
-    cfg_path = next(
-        (p for p in (path / ".hydra" / "config.yaml", path / "config_resolved.yaml") if p.exists()), None
-    )
-    cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path else {}
+    metrics = read_metrics(path)
+    cfg = read_config(path)
     seed = cfg.get("seed")
     return Run(
         path,
         str(cfg.get("name", path.name)),
         None if seed is None else int(seed),
-        json.loads(metrics_path.read_text()),
-        frozenset(run_overrides(path)),
+        metrics,
+        frozenset(read_overrides(path)),
     )
-
-
-def run_overrides(path: str | Path) -> set[str]:
-    """The command-line overrides a run was started with (``.hydra/overrides.yaml``; empty if absent)."""
-    path = Path(path) / ".hydra" / "overrides.yaml"
-    return {str(o) for o in (yaml.safe_load(path.read_text()) or [])} if path.exists() else set()
 
 
 # Overrides that say where or how a run ran, or which repeat it is, not which method it is.
@@ -114,15 +111,10 @@ def group_runs(runs: Sequence[Run]) -> dict[str, list[Run]]:
 
 def find_runs(path: str | Path) -> list[Run]:
     """The run at ``path``, or every run below a multirun folder (sub-folders with ``metrics.json``)."""
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path}: not a folder. Give run or multirun directories.")
-    if (path / "metrics.json").exists():
-        return [load_run(path)]
-    runs = sorted({p.parent for p in path.glob("*/metrics.json")}, key=lambda p: (len(p.name), p.name))
+    runs = find_run_dirs(path)
     if not runs:
         raise FileNotFoundError(
-            f"{path}: neither a run (metrics.json) nor a multirun folder with finished runs."
+            f"{path}: neither a run ({METRICS_JSON}) nor a multirun folder with finished runs."
         )
     return [load_run(r) for r in runs]
 
@@ -171,7 +163,7 @@ def compare_experiments(groups: Mapping[str, Sequence[Run]]) -> dict[str, Any]:
                 a, b = ref.predictions(test_set), run.predictions(test_set)
                 for label in sorted(set(run.metrics[test_set]) & set(ref.metrics[test_set])):
                     if a is None or b is None:
-                        res = {"error": f"predictions_{test_set}.csv missing"}
+                        res = {"error": f"{predictions_csv(test_set)} missing"}
                     else:
                         res = delong_between(a, b, label)
                     tests.append({"seed": run.seed, "test_set": test_set, "label": label, **res})
@@ -268,7 +260,7 @@ def delong_across_test_sets(run: Run, reference_set: str = "report_label") -> li
             if label not in run.metrics.get(reference_set, {}):
                 continue
             res = (
-                {"error": f"predictions_{test_set}.csv missing"}
+                {"error": f"{predictions_csv(test_set)} missing"}
                 if other is None
                 else delong_between(ref, other, label)
             )

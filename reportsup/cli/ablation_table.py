@@ -5,23 +5,29 @@ the 17 regions with its 95 % CI.
     reportsup-ablation-table outputs/multirun/...            # table from finished runs
     reportsup-ablation-table --run --out-dir ablations demo=true   # train the 5 models, then the table
 
-Runs are found by their ``metrics.json`` and named by ``config_resolved.yaml``'s experiment name.
+Runs are found by their ``metrics.json`` (at any depth below the folders given) and named by
+``config_resolved.yaml``'s experiment name.
 Several runs of one model (repeats) are averaged, with the number of runs in the table.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
-from omegaconf import OmegaConf
 
 from reportsup.contracts.labels.crossdl import TYPES
+from reportsup.contracts.run_dir import (
+    CONFIG_RESOLVED,
+    METRICS_JSON,
+    find_runs,
+    read_metrics,
+    read_resolved_config,
+)
 from reportsup.runner.setup import PROJECT_ROOT
 
 ROWS = {
@@ -43,12 +49,11 @@ def collect_runs(dirs: Sequence[Path]) -> pd.DataFrame:
     """One row per run: model, type, AUROC, CI (from each run's metrics.json)."""
     rows = []
     for root in dirs:
-        for metrics_path in sorted(Path(root).rglob("metrics.json")):
-            config_path = metrics_path.parent / "config_resolved.yaml"
-            if not config_path.exists():
+        for run in find_runs(root, recursive=True):
+            if not (run / CONFIG_RESOLVED).is_file():
                 continue
-            name = OmegaConf.load(config_path).get("name", "")
-            metrics = json.loads(metrics_path.read_text()).get("test", {})
+            name = read_resolved_config(run).get("name", "")
+            metrics = read_metrics(run).get("test", {})
             for t in TYPES:
                 auc = metrics.get(f"type:{t}", {}).get("auroc")
                 if auc:
@@ -60,7 +65,7 @@ def collect_runs(dirs: Sequence[Path]) -> pd.DataFrame:
                             "auroc": auc["value"],
                             "ci_low": auc["ci_low"],
                             "ci_high": auc["ci_high"],
-                            "run": str(metrics_path.parent),
+                            "run": str(run),
                         }
                     )
     return pd.DataFrame(rows, columns=["experiment", "model", "type", "auroc", "ci_low", "ci_high", "run"])
@@ -120,10 +125,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         dirs.append(sweep)
     if not dirs:
         parser.error("give run directories, or --run")
-    runs = collect_runs(dirs)
+    try:
+        runs = collect_runs(dirs)
+    except FileNotFoundError as err:  # a folder given that does not exist
+        sys.exit(f"error: {err}")
     if runs.empty:
         sys.exit(
-            f"error: no finished DaMIL runs (metrics.json + config_resolved.yaml) under {[str(d) for d in dirs]}."
+            f"error: no finished DaMIL runs ({METRICS_JSON} + {CONFIG_RESOLVED}) under {[str(d) for d in dirs]}."
         )
     table = table_s2(runs)
     args.out_dir.mkdir(parents=True, exist_ok=True)

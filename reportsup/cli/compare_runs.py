@@ -16,7 +16,6 @@ as a W&B run (group ``reportsup-compare``) that ``reportsup-wandb-report --compa
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -34,6 +33,14 @@ from reportsup.analysis.run_comparison import (
     scored_predictions,
 )
 from reportsup.cli.common import COMPARE_GROUP
+from reportsup.contracts.run_dir import (
+    COMPARISON_HTML,
+    COMPARISON_JSON,
+    COMPARISON_MD,
+    plots_dir,
+    write_json,
+    write_text,
+)
 
 
 def compare_dirs(
@@ -56,16 +63,15 @@ def compare_dirs(
         )
     out.mkdir(parents=True, exist_ok=True)
     comparison = compare_experiments(groups)
-    json_path, md_path = out / "comparison.json", out / "comparison.md"
-    json_path.write_text(json.dumps(comparison, indent=2))
+    json_path = write_json(out / COMPARISON_JSON, comparison)
     md = (
         comparison_markdown(comparison)
         + "\n"
         + metric_bar_figures(comparison, out)
         + roc_figures(groups, out)
     )
-    md_path.write_text(md)
-    write_html(md, out / "comparison.html")
+    md_path = write_text(out / COMPARISON_MD, md)
+    write_html(md, out / COMPARISON_HTML)
     if wandb_project:
         log_to_wandb(comparison, out, wandb_project, wandb_entity)
     return json_path, md_path
@@ -82,7 +88,9 @@ def metric_bar_figures(comparison: dict, out: Path) -> str:
             for name, block in exps.items()
             if (per := block["metrics"].get(test_set, {}).get(label))
         }
-        png = plot_metric_bars(groups, out / "plots" / f"bars_{test_set}_{label}.png", f"{test_set}: {label}")
+        png = plot_metric_bars(
+            groups, plots_dir(out) / f"bars_{test_set}_{label}.png", f"{test_set}: {label}"
+        )
         lines += [f"![metrics {test_set} {label}]({png.relative_to(out)})", ""]
     return "\n".join(lines)
 
@@ -106,7 +114,7 @@ def roc_figures(groups: dict[str, list[Run]], out: Path) -> str:
                 curves[name] = repeats
         if curves:
             png = plot_roc_repeats(
-                curves, out / "plots" / f"roc_{test_set}_{label}.png", f"{test_set}: {label}"
+                curves, plots_dir(out) / f"roc_{test_set}_{label}.png", f"{test_set}: {label}"
             )
             lines.append(f"![ROC {test_set} {label}]({png.relative_to(out)})")
             lines.append("")
@@ -168,7 +176,7 @@ def log_to_wandb(comparison: dict, out: Path, project: str, entity: str | None =
                 **{
                     f"comparison/{kind}/{png.stem.removeprefix(kind + '_')}": wandb.Image(str(png))
                     for kind in ("bars", "roc")
-                    for png in sorted((out / "plots").glob(f"{kind}_*.png"))
+                    for png in sorted(plots_dir(out).glob(f"{kind}_*.png"))
                 },
             }
         )

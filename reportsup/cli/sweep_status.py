@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from reportsup.contracts.run_dir import SWEEP_DB, SWEEP_JOURNAL
 from reportsup.runner.sweep import storage_for, study_table
 
 
@@ -21,17 +22,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="reportsup-sweep-status", description="Show the trials of an Optuna sweep by state."
     )
-    parser.add_argument("where", help="a sweep folder (holds study.db or journal.log) or a storage URL")
+    parser.add_argument(
+        "where", help=f"a sweep folder (holds {SWEEP_DB} or {SWEEP_JOURNAL}) or a storage URL"
+    )
     parser.add_argument("--study", default=None)
     args = parser.parse_args(argv)
     where = Path(args.where)
     if where.is_dir():
-        if (where / "study.db").exists():
-            storage: Any = f"sqlite:///{where / 'study.db'}"
-        elif (where / "journal.log").exists():
+        if (where / SWEEP_DB).exists():
+            storage: Any = f"sqlite:///{where / SWEEP_DB}"
+        elif (where / SWEEP_JOURNAL).exists():
             storage = storage_for("journal", where)
         else:
-            raise SystemExit(f"reportsup-sweep-status: {where} holds neither study.db nor journal.log.")
+            raise SystemExit(f"reportsup-sweep-status: {where} holds neither {SWEEP_DB} nor {SWEEP_JOURNAL}.")
     elif "://" in args.where:
         storage = args.where
     else:

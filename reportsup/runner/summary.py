@@ -13,37 +13,41 @@ so 10 seeds of one setting are summarised together and different settings side b
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from reportsup.analysis.run_comparison import (
     delong_across_test_sets,
     delong_across_test_sets_markdown,
     load_run,
-    run_overrides,
     setting_labels,
 )
 from reportsup.analysis.summary import summarize_runs, summary_markdown
-
-
-def _run_dirs(multirun_dir: Path) -> list[Path]:
-    return sorted(
-        (p.parent.parent for p in multirun_dir.glob("*/.hydra/config.yaml")),
-        key=lambda p: (len(p.name), p.name),
-    )
+from reportsup.contracts.run_dir import (
+    CONFIG_DIR,
+    HYDRA_CONFIG,
+    METRICS_JSON,
+    SUMMARY_JSON,
+    SUMMARY_MD,
+    find_runs,
+    is_finished_run,
+    read_config,
+    read_overrides,
+    write_json,
+    write_text,
+)
 
 
 def summarize_multirun(multirun_dir: str | Path) -> tuple[Path, Path]:
     """Write ``summary.json`` and ``summary.md`` into ``multirun_dir`` and return their paths."""
     multirun_dir = Path(multirun_dir)
-    runs = _run_dirs(multirun_dir)
+    runs = find_runs(multirun_dir, finished=False)  # the failed ones too: listed under `missing`
     if not runs:
         raise FileNotFoundError(
-            f"{multirun_dir}: no runs found (expected <run>/.hydra/config.yaml below it)."
+            f"{multirun_dir}: no runs found (expected <run>/{CONFIG_DIR}/{HYDRA_CONFIG} below it)."
         )
     grouped: dict[str, list[dict[str, Any]]] = {}
     dirs: dict[str, list[str]] = {}
@@ -51,20 +55,17 @@ def summarize_multirun(multirun_dir: str | Path) -> tuple[Path, Path]:
     delong: dict[str, list[dict[str, Any]]] = {}
     # Repeats differ only in their seed; other swept values (training size, category) are groups.
     labels = setting_labels(
-        [
-            (str(OmegaConf.load(run / ".hydra" / "config.yaml").get("name", "default")), run_overrides(run))
-            for run in runs
-        ]
+        [(str(read_config(run).get("name", "default")), set(read_overrides(run))) for run in runs]
     )
     for run, name in zip(runs, labels, strict=True):
-        metrics = run / "metrics.json"
-        if not metrics.exists():
+        if not is_finished_run(run):
             missing.append(str(run))
             continue
-        grouped.setdefault(name, []).append(json.loads(metrics.read_text()))
+        finished = load_run(run)
+        grouped.setdefault(name, []).append(finished.metrics)
         dirs.setdefault(name, []).append(str(run))
         # Wood et al.: report-label vs image-label (and external-site) AUC, DeLong within each repeat.
-        delong.setdefault(name, []).extend(delong_across_test_sets(load_run(run)))
+        delong.setdefault(name, []).extend(delong_across_test_sets(finished))
     summary = {
         "multirun_dir": str(multirun_dir),
         "missing": missing,
@@ -73,8 +74,7 @@ def summarize_multirun(multirun_dir: str | Path) -> tuple[Path, Path]:
             for name, ms in grouped.items()
         },
     }
-    json_path = multirun_dir / "summary.json"
-    json_path.write_text(json.dumps(summary, indent=2))
+    json_path = write_json(multirun_dir / SUMMARY_JSON, summary)
     md = []
     for name, block in summary["experiments"].items():
         md.append(
@@ -89,9 +89,8 @@ def summarize_multirun(multirun_dir: str | Path) -> tuple[Path, Path]:
                 )
             )
     if missing:
-        md.append("Runs without metrics.json (failed or unfinished): " + ", ".join(missing))
-    md_path = multirun_dir / "summary.md"
-    md_path.write_text("\n\n".join(md) + "\n")
+        md.append(f"Runs without {METRICS_JSON} (failed or unfinished): " + ", ".join(missing))
+    md_path = write_text(multirun_dir / SUMMARY_MD, "\n\n".join(md) + "\n")
     return json_path, md_path
 
 

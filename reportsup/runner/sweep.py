@@ -49,6 +49,16 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from reportsup.contracts.run_dir import (
+    PLOTS,
+    SWEEP_BEST_PARAMS,
+    SWEEP_DB,
+    SWEEP_JOURNAL,
+    SWEEP_TRIALS_CSV,
+    sweep_trial_dir,
+    write_text,
+)
+
 log = logging.getLogger("reportsup.sweep")
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
@@ -69,11 +79,11 @@ def storage_for(spec: str | None, folder: Path) -> optuna.storages.BaseStorage:
     if spec == "journal":
         from optuna.storages.journal import JournalFileBackend
 
-        return optuna.storages.JournalStorage(JournalFileBackend(str(folder / "journal.log")))
+        return optuna.storages.JournalStorage(JournalFileBackend(str(folder / SWEEP_JOURNAL)))
     # Heartbeats: a worker killed mid-trial (preemption, time limit) leaves a RUNNING trial that the
     # next worker marks FAIL after the grace period instead of counting it forever.
     return optuna.storages.RDBStorage(
-        str(spec or f"sqlite:///{folder / 'study.db'}"), heartbeat_interval=60, grace_period=180
+        str(spec or f"sqlite:///{folder / SWEEP_DB}"), heartbeat_interval=60, grace_period=180
     )
 
 
@@ -129,7 +139,7 @@ def trial_config(cfg: DictConfig, values: Mapping[str, Any], number: int, folder
             OmegaConf.update(trial_cfg, key, value, force_add=False)
         for key, value in trial_overrides(cfg).items():
             OmegaConf.update(trial_cfg, key, value, force_add=True)
-        trial_cfg.paths.run_dir = str(folder / f"trial_{number:04d}")
+        trial_cfg.paths.run_dir = str(folder / sweep_trial_dir(number))
         trial_cfg.optimized_metric = cfg.sweep.metric
         trial_cfg.test = False  # sweeps choose on validation data only
         if trial_cfg.get("logger") and trial_cfg.logger.get("wandb") is not None:
@@ -279,16 +289,16 @@ def best_experiment_yaml(study: optuna.Study, cfg: DictConfig) -> str:
 def write_sweep_report(study: optuna.Study, cfg: DictConfig, folder: Path) -> None:
     """trials.csv, best_params.yaml and Optuna's plots, regenerated from the storage each time."""
     trials = study.trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs", "duration"))
-    trials.to_csv(folder / "trials.csv", index=False)
+    trials.to_csv(folder / SWEEP_TRIALS_CSV, index=False)
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
         log.warning("[reportsup] no complete trial: no best parameters or plots")
         return
-    (folder / "best_params.yaml").write_text(best_experiment_yaml(study, cfg))
-    plots = folder / "plots"
+    write_text(folder / SWEEP_BEST_PARAMS, best_experiment_yaml(study, cfg))
+    plots = folder / PLOTS
     plots.mkdir(exist_ok=True)
     write_plots(study, plots)
-    log.info(f"[reportsup] sweep report: {folder}/trials.csv, best_params.yaml, plots/")
+    log.info(f"[reportsup] sweep report: {folder}/{SWEEP_TRIALS_CSV}, {SWEEP_BEST_PARAMS}, {PLOTS}/")
 
 
 def write_plots(study: optuna.Study, plots: Path) -> None:

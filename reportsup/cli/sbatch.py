@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-import sys
+import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +17,16 @@ from reportsup.runner.setup import PROJECT_ROOT, register_all
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    overrides = list(sys.argv[1:] if argv is None else argv)
+    # argparse only for --help: Hydra overrides never start with "-", so they all land in `overrides`
+    parser = argparse.ArgumentParser(
+        prog="reportsup-sbatch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="Hydra overrides as for train.py, e.g. experiment=... launcher=slurm_4gpu",
+    )
+    overrides = list(parser.parse_args(argv).overrides)
     register_all()
     try:
         with initialize_config_dir(str(Path(PROJECT_ROOT) / "configs"), version_base="1.3"):

@@ -9,10 +9,11 @@ run: ``+callbacks.parameter_digest._target_=lightning_modules.common.ddp_checks.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import lightning.pytorch as pl
+
+from reportsup.contracts.run_dir import parameter_digest_json, write_json
 
 
 class ParameterDigest(pl.Callback):
@@ -28,15 +29,13 @@ class ParameterDigest(pl.Callback):
         for name, param in sorted(pl_module.state_dict().items()):
             digest.update(name.encode())
             digest.update(param.detach().cpu().contiguous().numpy().tobytes())
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / f"parameter_digest_rank{trainer.global_rank}.json").write_text(
-            json.dumps(
-                {
-                    "sha256": digest.hexdigest(),
-                    "global_rank": trainer.global_rank,
-                    "world_size": trainer.world_size,
-                    "host": socket.gethostname(),
-                    "epoch": trainer.current_epoch,
-                }
-            )
+        write_json(
+            self.output_dir / parameter_digest_json(trainer.global_rank),
+            {
+                "sha256": digest.hexdigest(),
+                "global_rank": trainer.global_rank,
+                "world_size": trainer.world_size,
+                "host": socket.gethostname(),
+                "epoch": trainer.current_epoch,
+            },
         )

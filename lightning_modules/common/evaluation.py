@@ -10,7 +10,6 @@ all ranks are gathered and de-duplicated (DistributedSampler pads) before rank 0
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from lightning.pytorch.loggers import WandbLogger
 
 from reportsup.analysis.metrics import confusion_counts, patient_bootstrap_ci
 from reportsup.analysis.plots import plot_confusion, plot_roc
+from reportsup.contracts.run_dir import METRICS_JSON, plots_dir, predictions_csv, write_json
 
 _STARTED = time.strftime("%Y%m%d-%H%M%S")
 
@@ -93,9 +93,9 @@ class CollectingEvaluator(pl.Callback):
         if trainer.is_global_zero:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             self.metrics = self.evaluate(trainer, pl_module, gathered)
-            path = self.output_dir / "metrics.json"
+            path = self.output_dir / METRICS_JSON
             keep_previous(path)
-            path.write_text(json.dumps(self.metrics, indent=2))
+            write_json(path, self.metrics)
             flat = {
                 f"test/{name}/{label}/{metric}": fields["value"]
                 for name, per_label in self.metrics.items()
@@ -139,13 +139,13 @@ class CollectingEvaluator(pl.Callback):
             if holdout is not None:
                 fname, title = f"{fname.removesuffix('.png')}_{holdout}.png", f"{title}, {holdout}"
             if curves:
-                png = self.output_dir / "plots" / fname
+                png = plots_dir(self.output_dir) / fname
                 keep_previous(png)
                 plot_roc(curves, png, title=title)
                 log_image(trainer, f"roc/{fname.removesuffix('.png')}", png)
 
     def write_predictions(self, trainer: pl.Trainer, name: str, table: pd.DataFrame) -> None:
-        path = self.output_dir / f"predictions_{name}.csv"
+        path = self.output_dir / predictions_csv(name)
         keep_previous(path)
         table.to_csv(path, index=False)
         log_table(trainer, f"predictions/{name}", table)
@@ -179,7 +179,7 @@ class TestSetEvaluator(CollectingEvaluator):
         if self.confusion_matrix:
             counts = confusion_counts(y, p, threshold)
             res.update({k: {"value": v} for k, v in counts.items()})
-            png = self.output_dir / "plots" / f"confusion_{safe_filename(name)}_{safe_filename(label)}.png"
+            png = plots_dir(self.output_dir) / f"confusion_{safe_filename(name)}_{safe_filename(label)}.png"
             keep_previous(png)
             plot_confusion(counts, png, title=f"{label} ({name}, cut-off {threshold:.3g})")
             log_image(trainer, f"confusion/{name}/{label}", png)
@@ -221,7 +221,7 @@ class TestSetEvaluator(CollectingEvaluator):
             self.write_predictions(trainer, name, pred)
         for label, curves in roc_curves.items():
             if curves:
-                png = self.output_dir / "plots" / f"roc_{safe_filename(label)}.png"
+                png = plots_dir(self.output_dir) / f"roc_{safe_filename(label)}.png"
                 keep_previous(png)
                 plot_roc(curves, png, title=f"ROC: {label}")
                 log_image(trainer, f"roc/{label}", png)

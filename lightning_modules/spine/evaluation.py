@@ -8,7 +8,6 @@ and applied to the other test sets (Table 3), reported beside the 0.5 results as
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,14 @@ from lightning_modules.common.evaluation import TestSetEvaluator, keep_previous,
 from lightning_modules.common.occlusion import occlusion_maps
 from reportsup.analysis.plots import plot_occlusion
 from reportsup.analysis.youden import youden_cutoff
+from reportsup.contracts.run_dir import (
+    OCCLUSION,
+    YOUDEN_CUTOFFS,
+    plots_dir,
+    predictions_csv,
+    read_predictions,
+    write_json,
+)
 
 
 def strict_threshold(cutoff: float) -> float:
@@ -57,9 +64,9 @@ class SpineEvaluator(TestSetEvaluator):
                 self.cutoffs[label] = youden_cutoff(y[known], p[known])
             except ValueError as err:
                 rank_zero_info(f"[reportsup] {label}: no Youden cut-off on '{self.cutoff_set}' ({err}).")
-        path = self.output_dir / "youden_cutoffs.json"
+        path = self.output_dir / YOUDEN_CUTOFFS
         keep_previous(path)
-        path.write_text(json.dumps({"cutoff_set": self.cutoff_set, "cutoffs": self.cutoffs}, indent=2))
+        write_json(path, {"cutoff_set": self.cutoff_set, "cutoffs": self.cutoffs})
         for name, g in gathered.items():
             if name == self.cutoff_set:
                 continue
@@ -120,11 +127,13 @@ class OcclusionMaps(pl.Callback):
         if not trainer.is_global_zero or self.n_per_finding <= 0 and self.sessions is None:
             return
         dm = trainer.datamodule
-        pred_path = self.output_dir / f"predictions_{self.test_set}.csv"
-        if self.test_set not in dm.test_set_names or not pred_path.exists():
+        if (
+            self.test_set not in dm.test_set_names
+            or not (self.output_dir / predictions_csv(self.test_set)).exists()
+        ):
             rank_zero_info(f"[reportsup] occlusion maps: no predictions for '{self.test_set}'.")
             return
-        pred = pd.read_csv(pred_path, dtype={"id": str})
+        pred = read_predictions(self.output_dir, self.test_set)
         dataset = dm.datasets[self.test_set]
         position = {sid: i for i, sid in enumerate(dataset.table["session_id"].astype(str))}
         unknown = [s for s in self.sessions or [] if s not in position]
@@ -153,9 +162,8 @@ class OcclusionMaps(pl.Callback):
                 )
                 prob = float(pred.loc[pred["id"] == sid, f"{label}_prob"].iloc[0])
                 png = (
-                    self.output_dir
-                    / "plots"
-                    / "occlusion"
+                    plots_dir(self.output_dir)
+                    / OCCLUSION
                     / f"{safe_filename(label)}_{safe_filename(sid)}.png"
                 )
                 keep_previous(png)
@@ -165,6 +173,6 @@ class OcclusionMaps(pl.Callback):
                 log_image(trainer, f"occlusion/{label}", png)
                 self.written.append(png)
         rank_zero_info(
-            f"[reportsup] occlusion maps: {len(self.written)} written to {self.output_dir / 'plots' / 'occlusion'}"
+            f"[reportsup] occlusion maps: {len(self.written)} written to {plots_dir(self.output_dir) / OCCLUSION}"
             + (" (fast_dev_run: the first finding's only)" if smoke else "")
         )

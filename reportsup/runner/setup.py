@@ -19,6 +19,14 @@ from hydra.core.config_store import ConfigStore
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from reportsup.contracts.run_dir import (
+    CONFIG_DIR,
+    CONFIG_DIR_RESUMED_PREFIX,
+    HPC_CHECKPOINT_GLOB,
+    last_checkpoint,
+    run_dir_of_checkpoint,
+)
+
 
 def find_project_root(strict: bool = True) -> Path:
     """The folder holding ``train.py``, ``configs/``, ``experiments/`` and ``sweeps/``.
@@ -55,9 +63,7 @@ def run_dir(output_root: str, name: str, ckpt_path: str | None = None) -> str:
         if not ckpt.is_file():
             raise FileNotFoundError(f"ckpt_path={ckpt_path!r} does not exist.")
         # <run dir>/checkpoints/last.ckpt: resume inside the run that wrote it.
-        return str(
-            ckpt.resolve().parent.parent if ckpt.parent.name == "checkpoints" else ckpt.resolve().parent
-        )
+        return str(run_dir_of_checkpoint(ckpt))
     return str(Path(output_root) / name / (time.strftime("%Y-%m-%d_%H-%M-%S") + slurm_suffix()))
 
 
@@ -87,14 +93,13 @@ def requeued_checkpoint(run_dir: str | Path) -> Path | None:
     ``scontrol requeue``) and has one: the restarted job resumes there instead of from epoch 0."""
     if int(os.environ.get("SLURM_RESTART_COUNT") or 0) < 1:
         return None
-    if list(Path(run_dir).glob("hpc_ckpt_*.ckpt")):
+    if list(Path(run_dir).glob(HPC_CHECKPOINT_GLOB)):
         return None  # Lightning saved one on the warning signal and restores it itself (newer than last.ckpt)
-    last = Path(run_dir) / "checkpoints" / "last.ckpt"
-    return last if last.is_file() else None
+    return last_checkpoint(run_dir)
 
 
 def hydra_subdir(ckpt_path: str | None = None) -> str:
-    return f".hydra_resumed_{time.strftime('%Y%m%d-%H%M%S')}" if ckpt_path else ".hydra"
+    return f"{CONFIG_DIR_RESUMED_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}" if ckpt_path else CONFIG_DIR
 
 
 def auto_precision(cpu: str = "32") -> str:

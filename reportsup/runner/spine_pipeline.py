@@ -11,7 +11,6 @@ lock per stage lets the DDP ranks of one job, or parallel runs, share one result
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from filelock import FileLock
 from lightning.pytorch.utilities import rank_zero_info
 
 from datamodules.synthetic.datasets.spine import demo_data_config
+from reportsup.contracts.run_dir import STAGE_LOG, best_checkpoints, checkpoints_dir, read_json, write_json
 from reportsup.runner.setup import PROJECT_ROOT
 
 #: environment of a distributed or SLURM parent that must not reach a stage's own single-process run
@@ -43,19 +43,19 @@ def _stage(folder: Path, build: Callable[[Path], dict[str, Any]]) -> dict[str, A
     later caller. An interrupted attempt is left in its own folder and a new attempt starts."""
     folder.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder / ".lock")):
-        done = folder / "DONE.json"
+        done = folder / "DONE.json"  # a data stage's marker (not a run file): written last, atomically
         if done.exists():
-            return json.loads(done.read_text())
+            return read_json(done)
         attempt = folder / f"attempt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         result = build(attempt)
-        done.write_text(json.dumps(result, indent=2))
+        write_json(done, result)
         return result
 
 
 def train_stage(overrides: list[str], run_dir: Path, what: str) -> Path:
     """Run ``train.py`` with ``overrides`` into ``run_dir`` (one process, CPU or one GPU); its best checkpoint."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    log = run_dir / "stdout.log"
+    log = run_dir / STAGE_LOG
     env = {
         k: v
         for k, v in os.environ.items()
@@ -81,10 +81,10 @@ def train_stage(overrides: list[str], run_dir: Path, what: str) -> Path:
         raise RuntimeError(
             f"spine demo: the {what} run failed (exit {proc.returncode}); {log} ends with:\n{tail}"
         )
-    best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
+    best = best_checkpoints(run_dir)
     if len(best) != 1:
         raise RuntimeError(
-            f"spine demo: the {what} run left {len(best)} best checkpoints in {run_dir / 'checkpoints'}."
+            f"spine demo: the {what} run left {len(best)} best checkpoints in {checkpoints_dir(run_dir)}."
         )
     return best[0]
 

@@ -27,6 +27,7 @@ from monai.data import MetaTensor
 
 from datamodules.crossdl.head_ct.transforms import IMAGE
 from reportsup.contracts.labels.crossdl import LabelSpace
+from reportsup.contracts.run_dir import HOLDOUTS, MAPS, OVERLAYS
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -89,12 +90,12 @@ def write_scan_outputs(
     s = F.interpolate(regions[None].float(), size=size, mode="trilinear")[0]
     maps, affine = _invert(d, image, preprocess, "trilinear")
     labels, _ = _invert(predicted_region_map(s)[None], image, preprocess, "nearest")
-    (out_dir / "maps").mkdir(parents=True, exist_ok=True)
-    abnormality_path = out_dir / "maps" / f"{scan_id}_abnormality.nii.gz"
+    (out_dir / MAPS).mkdir(parents=True, exist_ok=True)
+    abnormality_path = out_dir / MAPS / f"{scan_id}_abnormality.nii.gz"
     nib.save(nib.Nifti1Image(maps.astype(np.float32), affine), abnormality_path)
     nib.save(
         nib.Nifti1Image(np.rint(labels[..., 0]).astype(np.uint8), affine),
-        out_dir / "maps" / f"{scan_id}_regions.nii.gz",
+        out_dir / MAPS / f"{scan_id}_regions.nii.gz",
     )
     pngs = []
     ct = image[0].numpy()
@@ -104,7 +105,7 @@ def write_scan_outputs(
         title = f"{scan_id}: {kind.replace('_', ' ')} in {region.replace('_', ' ')} (p = {p:.2f})"
         pngs.append(
             overlay_png(
-                ct, d[j].numpy(), peak, title, out_dir / "overlays" / f"{scan_id}_{rank}_{region}__{kind}.png"
+                ct, d[j].numpy(), peak, title, out_dir / OVERLAYS / f"{scan_id}_{rank}_{region}__{kind}.png"
             )
         )
     return {"abnormality_map": abnormality_path, "overlays": pngs}
@@ -130,7 +131,7 @@ class DaMILMapWriter(pl.Callback):
         name = dm.test_set_names[dataloader_idx]
         preprocess, table = dm.preprocess_transform, dm.test_table(name)
         # The internal test set's outputs in the run directory; a hold-out's under holdouts/<name>/.
-        out_dir = self.output_dir if name == "test" else self.output_dir / "holdouts" / name
+        out_dir = self.output_dir if name == "test" else self.output_dir / HOLDOUTS / name
         n_r, n_t = pl_module.n_regions, pl_module.n_types
         for k, index in enumerate(batch["index"].tolist()):
             # The cache keeps arrays, not MONAI's record of the applied operations: preprocess this test

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo ct-demo test test-fast lint bench clean-venv slurm-cluster
+.PHONY: demo ct-demo test test-fast lint docs bench clean-venv slurm-cluster
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# The documentation site into site/ (git-ignored); --strict: any warning (a broken link, a docstring
+# problem, a console script whose --help fails in the generated CLI reference) fails the build.
+docs: $(STAMP)
+	HF_HUB_OFFLINE=1 NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 bench: $(STAMP)
 	$(PY) benchmarks/eval_batching.py

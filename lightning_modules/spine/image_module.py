@@ -29,6 +29,7 @@ from torchvision.models import ResNet18_Weights, resnet18
 from lightning_modules.common.label_manifest import CheckpointManifestError, build_manifest, check_manifest
 from lightning_modules.common.losses import masked_bce_with_logits
 from lightning_modules.common.report_model import LabelClassifier, ValidationAUROC
+from reportsup.contracts.run_dir import best_checkpoints_below
 
 IMAGENET_WEIGHTS = "IMAGENET1K_V1"
 
@@ -161,7 +162,7 @@ class SpineResNet(ValidationAUROC, LabelClassifier):
         if not path.is_dir():
             return path
         matches = []
-        for ckpt in sorted(path.glob("**/checkpoints/best-*.ckpt")):
+        for ckpt in best_checkpoints_below(path):
             manifest = torch.load(ckpt, map_location="cpu", weights_only=False).get("label_manifest") or {}
             if manifest.get("task") == self.TASK and manifest.get("labels") == self.labels:
                 matches.append(ckpt)

@@ -224,6 +224,12 @@ def best_checkpoints(run_dir: str | Path) -> list[Path]:
     )
 
 
+def best_checkpoints_below(root: str | Path) -> list[Path]:
+    """Every ``checkpoints/best-*.ckpt`` at any depth below ``root`` (a run, or a multirun folder with one
+    run per finding), sorted by path."""
+    return sorted(Path(root).glob(f"**/{CHECKPOINTS}/{BEST_CHECKPOINT_PREFIX}*.ckpt"))
+
+
 def last_checkpoint(run_dir: str | Path) -> Path | None:
     """``checkpoints/last.ckpt`` when it exists."""
     path = checkpoints_dir(run_dir) / LAST_CHECKPOINT

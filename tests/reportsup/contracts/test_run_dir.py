@@ -112,6 +112,7 @@ def test_best_checkpoint_is_the_newest_best_else_last(tmp_path):
     os.utime(old, (time.time() - 60, time.time() - 60))  # a resumed run's newer best has a lower epoch
     assert rd.best_checkpoints(tmp_path) == [old, new]
     assert rd.best_checkpoint(tmp_path) == new
+    assert rd.best_checkpoints_below(tmp_path.parent) == [new, old]  # by path, at any depth; never last.ckpt
 
 
 def test_find_runs_orders_jobs_numerically_and_filters_unfinished(tmp_path):

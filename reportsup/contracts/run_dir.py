@@ -7,6 +7,8 @@ A run writes under ``outputs/<experiment>/<date>_<time>[_<slurm job>_<task>]/``:
     .hydra/config.yaml, overrides.yaml    Hydra's record of the composed config and the overrides
     config_resolved.yaml                  the config with every interpolation resolved
     label_manifest.json                   labels and encoder of the model (report models)
+    tokenizer/                            a tokenizer trained for this run (the offline demo encoder)
+    train.log                             the log (Hydra's job log; the job is named after train.py)
     provenance.json                       git commit and dirty tree, package versions, devices, command line
     splits.csv, data_summary.json         the patient-level split (id, patient_id, split) and its counts
     checkpoints/best-epoch<NN>.ckpt, last.ckpt
@@ -58,6 +60,7 @@ OCCLUSION = "occlusion"  # inside PLOTS
 MAPS = "maps"  # DaMIL NIfTI maps
 OVERLAYS = "overlays"  # DaMIL PNG overlays
 HOLDOUTS = "holdouts"  # DaMIL: a hold-out test set's maps go under holdouts/<set>/
+TOKENIZER_DIR = "tokenizer"  # the demo encoder's tokenizer, trained once per run (configs/encoder/tiny.yaml)
 STAGE_LOG = "stdout.log"  # a run started as a subprocess (the spine two-step demo) logs here
 # Written by the DataModules (their split code is owned with the split contract, reportsup.contracts.splits).
 REPORTS_WITHOUT_FINDINGS = "reports_without_findings.csv"

@@ -46,6 +46,11 @@ def test_checkpoint_callbacks_write_where_the_contract_reads(group):
     assert ckpt["save_last"] and rd.LAST_CHECKPOINT == "last.ckpt"  # Lightning's CHECKPOINT_NAME_LAST
 
 
+def test_the_demo_encoder_keeps_its_tokenizer_where_the_contract_says():
+    save_dir = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "encoder" / "tiny.yaml"))["save_dir"]
+    assert save_dir == "${paths.run_dir}/" + rd.TOKENIZER_DIR
+
+
 def test_write_json_round_trips_and_leaves_no_temporary_file(tmp_path):
     data = {"report_label": {"abnormal": {"auroc": {"value": 0.9, "ci_low": 0.8, "ci_high": 0.95}}}}
     path = rd.write_json(tmp_path / "a" / rd.METRICS_JSON, data)

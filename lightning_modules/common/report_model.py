@@ -150,6 +150,8 @@ class ReportModel(LabelClassifier):
         )
         model.on_load_checkpoint({"label_manifest": manifest})
         model.load_state_dict(state_dict)
+        # the reportsup version that trained it (label_manifest() would say the running one): exports keep it
+        model.trained_with_version = manifest.get("framework_version")
         return model.eval()
 
 

@@ -198,6 +198,7 @@ def exported_config(model: ReportModel, layout: str, source: ModelSource | None 
     """``config.json`` of an exported text model: the reportsup section, and for the BERT sequence
     classifier layout also the ``transformers`` config fields."""
     manifest = model.label_manifest()
+    manifest["framework_version"] = getattr(model, "trained_with_version", None) or __version__
     files = manifest["encoder"]["files"]
     encoder_config = json.loads(files[ENCODER_CONFIG_FILE])
     section = {

@@ -1,0 +1,186 @@
+"""The Python API for report models: ReportLabeller and SentenceDiscretizer load a run folder, a checkpoint
+(weights_only) or an exported folder and predict the tables the console scripts write."""
+
+from __future__ import annotations
+
+import doctest
+import functools
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from datamodules.common.tables import ReportTableError
+from lightning_modules.alarm.module import ALARMClassifier
+from lightning_modules.common.checkpoints import UnsafeCheckpointError
+from reportsup import ReportLabeller, SentenceDiscretizer
+from reportsup.api import discretizer as discretizer_module
+from reportsup.api import reports as reports_module
+from reportsup.labelling import label_archive
+
+ROOT = Path(__file__).resolve().parents[3]
+PRE_LAYOUT = ROOT / "tests" / "data" / "alarm_pre_layout_v0.1.0.ckpt"
+PRE_LAYOUT_EXPECTED = ROOT / "tests" / "data" / "alarm_pre_layout_v0.1.0_expected.csv"
+PROBS = ["abnormal_prob", "mass_prob"]
+
+
+def _alarm_checkpoint(encoder, path: Path, seed: int = 0, **extra) -> Path:
+    torch.manual_seed(seed)
+    model = ALARMClassifier(encoder, ["abnormal", "mass"], optimizer=torch.optim.Adam)
+    torch.save({"state_dict": model.state_dict(), "label_manifest": model.label_manifest(), **extra}, path)
+    return path
+
+
+def test_pre_layout_checkpoint_reproduces_its_recorded_probabilities():
+    """A real Lightning checkpoint written before the package move (v0.1.0) loads with weights_only and
+    gives the probabilities recorded when it was written."""
+    expected = pd.read_csv(PRE_LAYOUT_EXPECTED)
+    labeller = ReportLabeller.from_pretrained(PRE_LAYOUT)
+    assert labeller.labels == ["abnormal", "mass"] and labeller.threshold == 0.5
+    table = labeller.predict(expected["text"].tolist())
+    np.testing.assert_allclose(table[PROBS].to_numpy(), expected[PROBS].to_numpy(), atol=1e-5, rtol=0)
+    assert table["abnormal"].tolist() == (expected["abnormal_prob"] > 0.5).astype(int).tolist()
+
+
+def test_predict_gives_the_reportsup_label_columns_for_texts_tables_and_files(
+    tiny_encoder, synthetic_dir, tmp_path
+):
+    ckpt = _alarm_checkpoint(tiny_encoder, tmp_path / "a.ckpt")
+    reports = pd.read_csv(synthetic_dir / "reports.csv", dtype=str)[["report_id", "patient_id", "text"]].head(
+        40
+    )
+    labeller = ReportLabeller.from_pretrained(ckpt, batch_size=8)
+    # what reportsup-label writes for the same archive and checkpoint
+    reports.to_csv(tmp_path / "archive.csv", index=False)
+    label_archive(ckpt, tmp_path / "archive.csv", tmp_path / "labels", progress=False)
+    written = pd.concat([pd.read_parquet(p) for p in sorted((tmp_path / "labels").glob("part-*.parquet"))])
+    written = written.reset_index(drop=True)
+    from_frame = labeller.predict(reports)
+    assert list(from_frame.columns) == list(written.columns)
+    pd.testing.assert_frame_equal(from_frame, written, check_dtype=False, atol=1e-6)
+    for path in (tmp_path / "archive.csv", tmp_path / "archive.parquet", tmp_path / "archive.jsonl"):
+        if path.suffix == ".parquet":
+            reports.to_parquet(path)
+        elif path.suffix == ".jsonl":
+            reports.to_json(path, orient="records", lines=True)
+        pd.testing.assert_frame_equal(labeller.predict(path), from_frame, check_dtype=False, atol=1e-6)
+        assert labeller.predict(str(path))["report_id"].tolist() == reports["report_id"].tolist()
+    texts = labeller.predict(reports["text"].tolist())
+    assert texts["report_id"].tolist() == [str(i) for i in range(40)]
+    np.testing.assert_allclose(texts[PROBS].to_numpy(), from_frame[PROBS].to_numpy(), atol=1e-6)
+    # a run folder resolves to its best checkpoint
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(ckpt, run / "checkpoints" / "best-epoch03.ckpt")
+    np.testing.assert_allclose(
+        ReportLabeller.from_pretrained(run).predict(reports)[PROBS].to_numpy(),
+        from_frame[PROBS].to_numpy(),
+        atol=1e-6,  # batches of 64 instead of 8: float sums in another order
+    )
+
+
+def test_bad_input_is_named(tiny_encoder, tmp_path):
+    labeller = ReportLabeller.from_pretrained(_alarm_checkpoint(tiny_encoder, tmp_path / "a.ckpt"))
+    with pytest.raises(ReportTableError, match=r"row 1 \(report_id '1'\): empty text"):
+        labeller.predict(["a mass in the left frontal lobe", "   "])
+    with pytest.raises(TypeError, match="pass a list"):
+        labeller.predict("a mass in the left frontal lobe")
+    with pytest.raises(ReportTableError, match="no column 'text'.*text_column"):
+        labeller.predict(pd.DataFrame({"report": ["a mass"]}))
+    assert labeller.predict(pd.DataFrame({"report": ["a mass"]}), text_column="report")[
+        "report_id"
+    ].tolist() == ["0"]
+    with pytest.raises(FileNotFoundError, match="not found"):
+        ReportLabeller.from_pretrained(tmp_path / "nothing_here")
+
+
+def test_a_checkpoint_that_needs_unpickling_is_refused_with_the_reason(tiny_encoder, tmp_path):
+    # e.g. a checkpoint whose hyper-parameters hold a functools.partial optimizer
+    ckpt = _alarm_checkpoint(
+        tiny_encoder,
+        tmp_path / "pickled.ckpt",
+        hyper_parameters={"optimizer": functools.partial(torch.optim.Adam)},
+    )
+    with pytest.raises(UnsafeCheckpointError, match=r"functools\.partial.*trust_checkpoint=True"):
+        ReportLabeller.from_pretrained(ckpt)
+    with pytest.raises(UnsafeCheckpointError, match="trust_checkpoint=True"):
+        ALARMClassifier.from_checkpoint(ckpt)
+    assert ReportLabeller.from_pretrained(ckpt, trust_checkpoint=True).labels == ["abnormal", "mass"]
+    from reportsup.cli.label import main
+
+    archive = tmp_path / "a.csv"
+    pd.DataFrame({"report_id": ["r1"], "text": ["a mass"]}).to_csv(archive, index=False)
+    with pytest.raises(SystemExit, match="reportsup-label: .*--trust-checkpoint"):
+        main([str(ckpt), str(archive), str(tmp_path / "out"), "--no-progress"])
+
+
+def test_the_discretizer_is_not_a_report_labeller(tmp_path, tiny_discretizer_checkpoint):
+    with pytest.raises(ValueError, match="crossdl_discretizer.*expected one of"):
+        ReportLabeller.from_pretrained(tiny_discretizer_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def tiny_discretizer_checkpoint(tmp_path_factory):
+    from datamodules.synthetic.datasets.ct_reports import generate_ct_tables
+    from lightning_modules.common.encoders import tiny_bert_encoder
+    from lightning_modules.crossdl.discretizer.module import DiscretizerModule
+
+    texts = generate_ct_tables(60, seed=1)["ct_sentences"]["text"].tolist()
+    encoder = tiny_bert_encoder(
+        texts,
+        vocab_size=400,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+    )
+    torch.manual_seed(0)
+    model = DiscretizerModule(
+        encoder=encoder,
+        optimizer=torch.optim.Adam,
+        sentence_splitting={
+            "language": "en",
+            "findings_headers": ["findings"],
+            "end_headers": ["impression"],
+        },
+    )
+    ckpt = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
+    model.on_save_checkpoint(ckpt)
+    path = tmp_path_factory.mktemp("disc") / "d.ckpt"
+    torch.save(ckpt, path)
+    return path
+
+
+def test_sentence_discretizer_predicts_the_reportsup_discretize_table(tiny_discretizer_checkpoint, tmp_path):
+    from datamodules.synthetic.datasets.ct_reports import generate_ct_tables
+    from reportsup.discretize import discretize_file
+
+    reports = generate_ct_tables(30, seed=5)["ct_reports"][["report_id", "patient_id", "scan_id", "text"]]
+    reports.to_csv(tmp_path / "r.csv", index=False)
+    discretize_file(tiny_discretizer_checkpoint, tmp_path / "r.csv", tmp_path / "out.parquet", progress=False)
+    written = pd.read_parquet(tmp_path / "out.parquet")
+    discretizer = SentenceDiscretizer.from_pretrained(tiny_discretizer_checkpoint)
+    table = discretizer.predict(tmp_path / "r.csv")
+    assert list(table.columns) == list(written.columns)
+    pd.testing.assert_frame_equal(table, written, check_dtype=False)
+    assert len(discretizer.regions) == 19 and discretizer.labels == [*discretizer.regions, *discretizer.types]
+    soft = discretizer.predict(reports, probabilities=True)
+    assert (
+        any(c.endswith("_prob") for c in soft.columns)
+        and soft["report_id"].tolist() == reports["report_id"].tolist()
+    )
+    # exported and loaded again: the same table
+    out = discretizer.save_pretrained(tmp_path / "exported")
+    pd.testing.assert_frame_equal(
+        SentenceDiscretizer.from_pretrained(out).predict(reports), discretizer.predict(reports)
+    )
+
+
+def test_docstring_examples_run(monkeypatch, tiny_discretizer_checkpoint):
+    monkeypatch.chdir(ROOT)  # the examples name tests/data/... relative to the repository
+    for module, globs in ((reports_module, {}), (discretizer_module, {"path": tiny_discretizer_checkpoint})):
+        result = doctest.testmod(module, extraglobs=globs, optionflags=doctest.ELLIPSIS)
+        assert result.attempted > 0 and result.failed == 0, f"{module.__name__}: {result}"

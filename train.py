@@ -34,13 +34,12 @@ from reportsup.analysis.summary import metrics_table
 from reportsup.contracts.run_dir import (
     CONFIG_RESOLVED,
     LABEL_MANIFEST,
-    PROVENANCE_JSON,
     write_json,
     write_text,
 )
 from reportsup.contracts.splits import SplitError
-from reportsup.runner.provenance import collect_provenance, write_provenance
-from reportsup.runner.setup import PROJECT_ROOT, apply_demo, register_all, requeued_checkpoint
+from reportsup.runner.provenance import record_provenance
+from reportsup.runner.setup import apply_demo, register_all, requeued_checkpoint
 from reportsup.runner.sweep import SweepConfigError, run_sweep
 
 register_all()
@@ -122,8 +121,7 @@ def run(
         )
     if trainer.is_global_zero:
         # A resumed run keeps the previous start's files beside the new ones (<name>.<time>.<suffix>).
-        keep_previous(run_dir / PROVENANCE_JSON)
-        write_provenance(run_dir, collect_provenance(PROJECT_ROOT, started, overrides=command_line))
+        record_provenance(run_dir, started, overrides=command_line)
         keep_previous(run_dir / CONFIG_RESOLVED)
         write_text(run_dir / CONFIG_RESOLVED, OmegaConf.to_yaml(cfg, resolve=True))
     if trainer.is_global_zero and encoder is not None:

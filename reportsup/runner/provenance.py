@@ -22,7 +22,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from lightning_modules.common.evaluation import keep_previous
 from reportsup.contracts.run_dir import PROVENANCE_JSON, write_json
+from reportsup.runner.setup import PROJECT_ROOT
 from reportsup.version import __version__
 
 # Distributions whose versions can change a result (or explain a difference between two runs).
@@ -201,3 +203,17 @@ def collect_provenance(
 def write_provenance(run_dir: str | Path, provenance: dict[str, Any]) -> Path:
     """``<run_dir>/provenance.json`` (atomic write)."""
     return write_json(Path(run_dir) / PROVENANCE_JSON, provenance)
+
+
+def record_provenance(
+    run_dir: str | Path,
+    started: datetime,
+    overrides: Sequence[str] | None,
+    repo: str | Path = PROJECT_ROOT,
+) -> Path:
+    """What train.py does at the start of every run (rank 0 only): collect and write ``provenance.json``.
+    A resumed run starts again in its own folder: the earlier start's file is kept beside the new one
+    (``provenance.<time>.json``), as the other files a resumed run rewrites are."""
+    path = Path(run_dir) / PROVENANCE_JSON
+    keep_previous(path)
+    return write_provenance(run_dir, collect_provenance(repo, started, overrides=overrides))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from reportsup.contracts.run_dir import PROVENANCE_JSON, read_json
-from reportsup.runner.provenance import collect_provenance, cpu_info, git_state, write_provenance
+from reportsup.runner.provenance import cpu_info, git_state, record_provenance
 from reportsup.version import __version__
 
 
@@ -70,14 +70,14 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
 
 
 def test_train_py_writes_a_true_provenance_json(repo, tmp_path, monkeypatch):
-    """As train.py does at the start of a run: collect (clone, start time, this job's overrides), write."""
+    """The call train.py makes at the start of a run (rank 0): start time, this job's overrides."""
     import torch
 
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
     started = datetime(2026, 12, 2, 18, 0, 0, tzinfo=UTC)
     run_dir = tmp_path / "outputs" / "alarm_binary" / "2026-12-02_18-00-00"
-    path = write_provenance(run_dir, collect_provenance(repo, started, overrides=["seed=1", "demo=true"]))
+    path = record_provenance(run_dir, started, overrides=["seed=1", "demo=true"], repo=repo)
     assert path == run_dir / PROVENANCE_JSON
     prov = read_json(path)
     assert json.loads(path.read_text()) == prov
@@ -105,3 +105,14 @@ def test_train_py_writes_a_true_provenance_json(repo, tmp_path, monkeypatch):
         if torch.cuda.is_available()
         else []
     )
+
+
+def test_a_resumed_run_keeps_the_earlier_provenance_beside_the_new_one(repo, tmp_path):
+    run_dir = tmp_path / "run"
+    first = record_provenance(run_dir, datetime(2026, 1, 1, tzinfo=UTC), overrides=["seed=1"], repo=repo)
+    (repo / "train.py").write_text("print('v2')\n")  # the code changed before the resume
+    record_provenance(run_dir, datetime(2026, 1, 2, tzinfo=UTC), overrides=["ckpt_path=x"], repo=repo)
+    kept = [p for p in run_dir.iterdir() if p.name != PROVENANCE_JSON]
+    assert len(kept) == 1 and kept[0].name.startswith("provenance.") and kept[0].suffix == ".json"
+    assert read_json(kept[0])["overrides"] == ["seed=1"] and read_json(kept[0])["git"]["dirty"] is False
+    assert read_json(first)["overrides"] == ["ckpt_path=x"] and read_json(first)["git"]["dirty"] is True

@@ -26,6 +26,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from lightning_modules.common.label_manifest import build_manifest
 from lightning_modules.common.monai_batches import plain_tensors
 from lightning_modules.crossdl.damil.dice_threshold import (
     FROM_VALIDATION,
@@ -39,6 +40,17 @@ from lightning_modules.crossdl.damil.network import DaMILNet
 from lightning_modules.crossdl.damil.pooling import scan_predictions
 from lightning_modules.crossdl.damil.schedules import halving_scheduler, segmentation_weight
 from reportsup.contracts.labels.crossdl import LabelSpace
+
+#: the label manifest's task of a DaMIL checkpoint (reportsup.api.API_CLASSES dispatches on it)
+DAMIL_TASK = "damil"
+
+
+def prediction_columns(space: LabelSpace) -> list[str]:
+    """The analyzer's outputs in the order ``reportsup-damil-predict`` writes them: ``scan__<type>`` (the
+    maximum of each abnormality map), then ``<region>__<type>`` for the anatomical regions (row-major)."""
+    return [f"scan__{t}" for t in space.types] + [
+        f"{r}__{t}" for r in space.anatomical_regions for t in space.types
+    ]
 
 
 def test_outputs(
@@ -187,6 +199,10 @@ class DaMILModule(ScanModelSteps, pl.LightningModule):
             self.criterion.scan_pos_weight.copy_(positive_weights(dm.scan_positive_rates, 1e-8))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # What the outputs mean (plain values: the checkpoint loads with torch.load(weights_only=True)).
+        checkpoint["label_manifest"] = build_manifest(
+            DAMIL_TASK, prediction_columns(self.space), {}, self.hparams.threshold
+        )
         # The z-scoring statistics of the training split travel with the weights (inference elsewhere).
         dm = getattr(self.trainer, "datamodule", None)
         stats = getattr(dm, "stats", None)

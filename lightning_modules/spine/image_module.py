@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
+from lightning_modules.common.checkpoints import load_checkpoint
 from lightning_modules.common.label_manifest import CheckpointManifestError, build_manifest, check_manifest
 from lightning_modules.common.losses import masked_bce_with_logits
 from lightning_modules.common.report_model import LabelClassifier, ValidationAUROC
@@ -140,7 +141,7 @@ class SpineResNet(ValidationAUROC, LabelClassifier):
                     f"model.init_checkpoint={path}: not found. The 2steps regime starts from a 1step checkpoint "
                     "(outputs/spine_resnet18_1step/<run>/checkpoints/best-*.ckpt)."
                 )
-            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+            checkpoint = load_checkpoint(path)
             check_manifest(checkpoint.get("label_manifest"), self._manifest_core(), where=str(path))
             state = {
                 k.removeprefix("network."): v
@@ -163,7 +164,7 @@ class SpineResNet(ValidationAUROC, LabelClassifier):
             return path
         matches = []
         for ckpt in best_checkpoints_below(path):
-            manifest = torch.load(ckpt, map_location="cpu", weights_only=False).get("label_manifest") or {}
+            manifest = load_checkpoint(ckpt).get("label_manifest") or {}
             if manifest.get("task") == self.TASK and manifest.get("labels") == self.labels:
                 matches.append(ckpt)
         if len(matches) != 1:
@@ -206,14 +207,23 @@ class SpineResNet(ValidationAUROC, LabelClassifier):
         check_manifest(checkpoint.get("label_manifest"), self._manifest_core())
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path) -> SpineResNet:
-        """The trained model from its checkpoint alone (random init, then the checkpoint's weights)."""
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    def from_checkpoint(cls, path: str | Path, trust_checkpoint: bool = False) -> SpineResNet:
+        """The trained model from its checkpoint alone (random init, then the checkpoint's weights),
+        read with ``torch.load(weights_only=True)`` (:func:`~lightning_modules.common.checkpoints.load_checkpoint`:
+        a SpineResNet checkpoint holds tensors and plain values only)."""
+        return cls.from_checkpoint_dict(
+            load_checkpoint(path, trust_checkpoint=trust_checkpoint), where=str(path)
+        )
+
+    @classmethod
+    def from_checkpoint_dict(cls, checkpoint: Mapping[str, Any], where: str = "checkpoint") -> SpineResNet:
+        """The trained model from a loaded checkpoint (``label_manifest`` + ``state_dict``), in eval mode."""
         manifest = checkpoint.get("label_manifest") or {}
         if manifest.get("task") != cls.TASK:
             raise CheckpointManifestError(
-                f"{path}: task {manifest.get('task')!r}, not a {cls.TASK} checkpoint."
+                f"{where}: task {manifest.get('task')!r}, not a {cls.TASK} checkpoint."
             )
+        check_manifest(manifest, build_manifest(cls.TASK, manifest["labels"], {}, 0.5), where=where)
         model = cls(
             labels=manifest["labels"],
             optimizer=torch.optim.SGD,

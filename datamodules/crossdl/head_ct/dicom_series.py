@@ -9,28 +9,15 @@ Pixels are read elsewhere with MONAI::
 
     LoadImage(reader="PydicomReader", image_only=True, **MONAI_DICOM_READER_ARGS)(folder)
 
-What MONAI 1.6.1's ``PydicomReader`` does with a folder, and what ``validate_series`` checks for it:
-
-- It stacks slices in ``InstanceNumber`` order, not by ``ImagePositionPatient``, and has no option to
-  sort by position; a slice without ``InstanceNumber`` is skipped with only a warning. Hence the
-  ``instance_order`` check: InstanceNumber must be present, unique and monotonic along the slice normal
-  (increasing or decreasing both load correctly; the affine then points the right way).
-- It applies ``RescaleSlope``/``RescaleIntercept`` itself (float32 output), so values are HU with the
-  default arguments; no option is needed for that.
-- Its slice affine comes from the first and last position only, so a missing slice or a stray position
-  silently stretches the volume: the ``missing_slices`` / ``inconsistent_spacing`` checks.
-- By default (``fname_regex=""``) it tries every entry in the folder, hidden files included, and raises
-  on a sub-folder. ``MONAI_DICOM_READER_ARGS`` restricts it to the files ``validate_series`` looked at;
-  sub-folders are reported by ``validate_series``.
-- ``LoadImage(reader="PydicomReader")`` is not exclusive: when PydicomReader raises, LoadImage silently
-  retries with its default readers (ITKReader can read a DICOM folder, with its own slice sorting).
-  Validating first keeps every scan on the PydicomReader path.
+What MONAI 1.6.1's ``PydicomReader`` does with a folder, and which check guards against each
+quirk, is described in ``scan_checks``, which holds the checks as small named functions run in the
+order of ``scan_checks.SERIES_CHECKS``. ``ScanError``, ``REASONS`` and ``MONAI_DICOM_READER_ARGS`` live
+there and are re-exported here.
 """
 
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -38,7 +25,6 @@ from typing import Literal
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
     UID,
@@ -49,56 +35,31 @@ from pydicom.uid import (
 )
 from pydicom.valuerep import DSfloat
 
-REASONS = frozenset(
-    {
-        "not_found",
-        "no_dicom",
-        "unreadable",
-        "mixed_series",
-        "not_ct",
-        "missing_geometry",
-        "inconsistent_size",
-        "duplicate_slices",
-        "missing_slices",
-        "inconsistent_spacing",
-        "too_few_slices",
-        "no_decoder",
-        "not_3d",
-        "instance_order",
-    }
+from datamodules.crossdl.head_ct.scan_checks import (
+    MONAI_DICOM_READER_ARGS,
+    REASONS,
+    TOO_FEW_SLICES_FIX,
+    CheckSettings,
+    ScanError,
+    fail,
+    list_slice_files,
+    read_series,
+    run_series_checks,
 )
 
-# Files validate_series ignores (hidden files, DICOMDIR), expressed for PydicomReader, which matches
-# this regex against "<folder>/<name>" with re.match.
-_MONAI_FILE_REGEX = r"(?:.*[/\\])?(?!\.)(?!(?i:DICOMDIR)$)[^/\\]+$"
-MONAI_DICOM_READER_ARGS: dict[str, object] = {"fname_regex": _MONAI_FILE_REGEX}
+__all__ = [
+    "MONAI_DICOM_READER_ARGS",
+    "REASONS",
+    "VALIDATION_VERSION",
+    "ScanError",
+    "SeriesInfo",
+    "validate_nifti",
+    "validate_scan",
+    "validate_series",
+    "write_dicom_series",
+]
 
-_CODECS_HINT = "or `pip install reportsup[dicom-codecs]`, or `pip install python-gdcm`"
 _TRANSFER_SYNTAXES = {"explicit_little": ExplicitVRLittleEndian, "rle": RLELossless}
-# Duplicate slices are the same position written twice; DS values carry ~1e-5 mm rounding at most.
-_DUPLICATE_MM = 1e-3
-
-
-class ScanError(ValueError):
-    """A scan that cannot be used; message names the scan path, the problem and the fix.
-
-    ``reason`` is a short machine-readable code from ``REASONS``.
-    """
-
-    def __init__(self, message: str, reason: str = "unreadable", path: str | None = None):
-        if reason not in REASONS:
-            raise ValueError(f"unknown ScanError reason {reason!r}; expected one of {sorted(REASONS)}")
-        super().__init__(message)
-        self.reason = reason
-        self.path = path
-
-    def __reduce__(self):
-        # Keep reason/path when the error crosses a process boundary (data-loader workers).
-        return (type(self), (str(self), self.reason, self.path))
-
-
-def _fail(path: Path | str, reason: str, problem: str, fix: str) -> ScanError:
-    return ScanError(f"{path}: {problem} Fix: {fix}", reason, str(path))
 
 
 @dataclass(frozen=True)
@@ -265,51 +226,6 @@ def write_dicom_series(
 # ----------------------------------------------------------------------------------------------------
 
 
-def _codec_packages(ts: UID) -> str:
-    """pip packages that give pydicom a decoder for transfer syntax ``ts``."""
-    name = ts.name.upper()
-    if "2000" in name:
-        return "`pip install pylibjpeg pylibjpeg-openjpeg` (JPEG 2000)"
-    if "JPEG" in name:
-        return "`pip install pylibjpeg pylibjpeg-libjpeg` (JPEG / JPEG-LS)"
-    return "`pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg`"
-
-
-def _decoder_problem(ts: UID) -> str | None:
-    """Why pixels in transfer syntax ``ts`` cannot be decoded here, or None if they can."""
-    from pydicom.pixels.decoders.base import get_decoder
-
-    if not ts.is_transfer_syntax:
-        return f"its TransferSyntaxUID {ts} is not a known transfer syntax"
-    if not ts.is_compressed:
-        return None
-    try:
-        decoder = get_decoder(ts)
-    except NotImplementedError:
-        return f"pydicom has no decoder at all for {ts.name} ({ts})"
-    if decoder.is_available:
-        return None
-    return f"pixels are compressed as {ts.name} ({ts}) and no decoder for it is installed"
-
-
-def _floats(ds: Dataset, keyword: str, n: int) -> np.ndarray | None:
-    """Tag value as n floats, or None if absent or malformed."""
-    value = ds.get(keyword)
-    try:
-        arr = np.asarray([float(v) for v in value], dtype=np.float64)
-    except (TypeError, ValueError):
-        return None
-    return arr if arr.shape == (n,) and np.isfinite(arr).all() else None
-
-
-def _files(n: int) -> str:
-    return f"{n} file" if n == 1 else f"{n} files"
-
-
-def _counts(values: list) -> str:
-    return ", ".join(f"{v} ({_files(n)})" for v, n in Counter(values).most_common())
-
-
 def validate_series(
     folder: str | Path, *, min_slices: int = 10, spacing_tolerance: float = 0.1
 ) -> SeriesInfo:
@@ -317,241 +233,27 @@ def validate_series(
 
     Every non-hidden file other than DICOMDIR must be a DICOM Part 10 file of the same series.
     ``spacing_tolerance`` is the allowed relative deviation of a slice gap from the median gap.
+    The checks, in order: ``scan_checks.list_slice_files``, ``scan_checks.read_series``, then each of
+    ``scan_checks.SERIES_CHECKS`` (same series, CT modality, geometry tags present, same size and
+    orientation, decodable transfer syntax, no duplicate slices, slice count, uniform spacing, no
+    missing slices, InstanceNumber present and in position order).
     """
     root = Path(folder)
-    if not root.exists():
-        raise _fail(root, "not_found", "folder does not exist.", "check the scan path in your table.")
-    if not root.is_dir():
-        raise _fail(
-            root,
-            "not_found",
-            "is not a folder.",
-            "pass the folder holding the series' DICOM files (or use validate_scan for NIfTI).",
-        )
-    entries = sorted(root.iterdir())
-    files = [
-        p for p in entries if p.is_file() and not p.name.startswith(".") and p.name.upper() != "DICOMDIR"
-    ]
-    if not files:
-        subdirs = [p.name for p in entries if p.is_dir() and not p.name.startswith(".")]
-        found = f" (only sub-folders: {', '.join(subdirs[:5])})" if subdirs else ""
-        raise _fail(
-            root,
-            "no_dicom",
-            f"no DICOM files in the folder{found}.",
-            "point the scan path at the folder that directly holds one series' slice files.",
-        )
-    subdirs = [p.name for p in entries if p.is_dir() and not p.name.startswith(".")]
-    if subdirs:
-        raise _fail(
-            root,
-            "unreadable",
-            f"sub-folder(s) {', '.join(subdirs[:5])} next to the slice files; MONAI's PydicomReader opens "
-            "every entry of the folder as a file and fails on them.",
-            "move the sub-folders out so the folder holds only this series' files.",
-        )
+    series = read_series(root, list_slice_files(root))
+    run_series_checks(series, CheckSettings(min_slices=min_slices, spacing_tolerance=spacing_tolerance))
 
-    headers: list[tuple[Path, Dataset]] = []
-    for f in files:
-        try:
-            ds = pydicom.dcmread(f, stop_before_pixels=True)
-        except InvalidDicomError:
-            raise _fail(
-                root,
-                "unreadable",
-                f"{f.name} is not a DICOM file (no 'DICM' file header).",
-                "remove non-DICOM files from the folder, or re-export the series as DICOM Part 10 files.",
-            ) from None
-        except Exception as e:  # any parser failure means a corrupt file; report it, don't crash the run
-            raise _fail(
-                root,
-                "unreadable",
-                f"{f.name} cannot be parsed ({type(e).__name__}: {e}).",
-                "re-export or re-copy the file (it may be truncated), or remove it.",
-            ) from None
-        headers.append((f, ds))
-
-    series = Counter(str(ds.get("SeriesInstanceUID", "<none>")) for _, ds in headers)
-    if len(series) > 1:
-        listing = "; ".join(f"{uid} ({_files(n)})" for uid, n in series.most_common())
-        raise _fail(
-            root,
-            "mixed_series",
-            f"folder holds {len(series)} series: {listing}.",
-            "put each series in its own folder and list the one you want (e.g. the axial head CT).",
-        )
-    series_uid = next(iter(series))
-
-    modalities = Counter(str(ds.get("Modality", "")) for _, ds in headers)
-    if set(modalities) != {"CT"}:
-        found = ", ".join(repr(m) if m else "missing" for m in modalities)
-        raise _fail(
-            root,
-            "not_ct",
-            f"Modality is {found}, not CT.",
-            "this pipeline expects CT in Hounsfield units; remove the scan or point to its CT series.",
-        )
-
-    geometry = []
-    for f, ds in headers:
-        ipp = _floats(ds, "ImagePositionPatient", 3)
-        iop = _floats(ds, "ImageOrientationPatient", 6)
-        ps = _floats(ds, "PixelSpacing", 2)
-        rows, cols = ds.get("Rows"), ds.get("Columns")
-        missing = [
-            name
-            for name, ok in (
-                ("ImagePositionPatient", ipp is not None),
-                ("ImageOrientationPatient", iop is not None),
-                ("PixelSpacing", ps is not None and (ps > 0).all()),
-                ("Rows", rows is not None),
-                ("Columns", cols is not None),
-            )
-            if not ok
-        ]
-        if missing:
-            n_bad = sum(
-                _floats(d, "ImagePositionPatient", 3) is None
-                or _floats(d, "ImageOrientationPatient", 6) is None
-                or _floats(d, "PixelSpacing", 2) is None
-                for _, d in headers
-            )
-            raise _fail(
-                root,
-                "missing_geometry",
-                f"{f.name} has no valid {', '.join(missing)} ({n_bad} of {len(headers)} files lack geometry).",
-                "these tags are needed to order slices and get spacing; re-export the original axial series "
-                "from PACS (not a secondary capture or screenshot).",
-            )
-        geometry.append((f, ds, ipp, iop, ps, int(rows), int(cols)))
-
-    _, _, _, iop0, ps0, rows0, cols0 = geometry[0]
-    size_problems = []
-    if len({(r, c) for *_, r, c in geometry}) > 1:
-        size_problems.append(f"Rows x Columns: {_counts([f'{r}x{c}' for *_, r, c in geometry])}")
-    if any(not np.allclose(g[4], ps0, rtol=1e-3) for g in geometry):
-        size_problems.append(f"PixelSpacing: {_counts([str(g[4].round(4).tolist()) for g in geometry])}")
-    if any(not np.allclose(g[3], iop0, atol=1e-3) for g in geometry):
-        size_problems.append(
-            f"ImageOrientationPatient: {_counts([str(g[3].round(3).tolist()) for g in geometry])}"
-        )
-    if size_problems:
-        raise _fail(
-            root,
-            "inconsistent_size",
-            f"slices differ in {'; '.join(size_problems)}.",
-            "the folder mixes images of different size or orientation (e.g. a scout or a reformat); "
-            "keep only the axial series' files.",
-        )
-
-    syntaxes = Counter(UID(str(ds.file_meta.get("TransferSyntaxUID", ""))) for _, ds in headers)
-    for ts in syntaxes:
-        problem = _decoder_problem(ts)
-        if problem:
-            raise _fail(
-                root,
-                "no_decoder",
-                f"{problem}.",
-                f"install a decoder: {_codec_packages(ts)}, {_CODECS_HINT}; or decompress the files "
-                "(e.g. `gdcmconv --raw`).",
-            )
-
-    # Order slices along the normal of the image plane (works for tilted or non-axial series too).
-    normal = np.cross(iop0[:3], iop0[3:])
-    pos = np.array([g[2] @ normal for g in geometry])
-    order = np.argsort(pos, kind="stable")
-    pos = pos[order]
-    names = [geometry[i][0].name for i in order]
-    gaps = np.diff(pos)
-
-    dup = np.flatnonzero(gaps <= _DUPLICATE_MM)
-    if dup.size:
-        pairs = "; ".join(f"{names[i]} and {names[i + 1]} at {pos[i]:.2f} mm" for i in dup[:5])
-        raise _fail(
-            root,
-            "duplicate_slices",
-            f"{dup.size} pair(s) of slices share a position along the slice normal: {pairs}.",
-            "delete the duplicate files (a re-sent copy or a second reconstruction mixed into the folder).",
-        )
-
-    if len(headers) < min_slices:
-        raise _fail(
-            root,
-            "too_few_slices",
-            f"only {len(headers)} slices (need at least {min_slices}).",
-            "use the full head series: Liu et al. 2023 (Cross-DL) excluded scans with fewer than 10 slices, "
-            "which do not cover the brain (Figure S3a).",
-        )
-
-    median = float(np.median(gaps)) if gaps.size else float(headers[0][1].get("SliceThickness", 0.0) or 0.0)
-    missing_gaps, odd_gaps = [], []
-    for i, gap in enumerate(gaps):
-        ratio = gap / median
-        if abs(ratio - 1) <= spacing_tolerance:
-            continue
-        n = round(ratio)
-        if n >= 2 and abs(ratio - n) <= spacing_tolerance:
-            missing_gaps.append((i, n - 1))
-        else:
-            odd_gaps.append(i)
-    if odd_gaps:
-        found = Counter(f"{g:.2f} mm" for g in gaps)
-        stray = ", ".join(f"{names[i]}->{names[i + 1]} ({gaps[i]:.2f} mm)" for i in odd_gaps[:5])
-        raise _fail(
-            root,
-            "inconsistent_spacing",
-            f"slice spacing is not uniform: found {', '.join(f'{s} x{n}' for s, n in found.most_common())} "
-            f"(median {median:.2f} mm, tolerance {spacing_tolerance:.0%}); irregular gaps: {stray}.",
-            "resample the volume to uniform spacing using each slice's position, or remove the stray slices "
-            "(MONAI spaces slices evenly between the first and last one, which would distort this scan).",
-        )
-    if missing_gaps:
-        n_missing = sum(n for _, n in missing_gaps)
-        where = "; ".join(
-            f"{n} between {pos[i]:.2f} and {pos[i + 1]:.2f} mm ({names[i]}, {names[i + 1]})"
-            for i, n in missing_gaps[:5]
-        )
-        raise _fail(
-            root,
-            "missing_slices",
-            f"{n_missing} slice(s) missing (spacing {median:.2f} mm): {where}.",
-            "re-export the complete series from PACS (MONAI would spread the remaining slices evenly and "
-            "stretch the anatomy), or resample to uniform spacing using each slice's position.",
-        )
-
-    numbers = [geometry[i][1].get("InstanceNumber") for i in order]
-    if any(n is None for n in numbers):
-        n_none = sum(n is None for n in numbers)
-        raise _fail(
-            root,
-            "instance_order",
-            f"{n_none} slice(s) have no InstanceNumber; MONAI's PydicomReader silently drops them.",
-            "set InstanceNumber in slice-position order (e.g. with pydicom), or convert to NIfTI with dcm2niix.",
-        )
-    steps = np.diff(np.asarray([int(n) for n in numbers]))
-    if steps.size and not ((steps > 0).all() or (steps < 0).all()):
-        i = int(np.flatnonzero(steps * np.sign(np.median(steps) or 1) <= 0)[0])
-        raise _fail(
-            root,
-            "instance_order",
-            f"InstanceNumber does not follow slice position ({names[i]} at {pos[i]:.2f} mm is "
-            f"#{numbers[i]}, {names[i + 1]} at {pos[i + 1]:.2f} mm is #{numbers[i + 1]}); MONAI's "
-            "PydicomReader stacks slices by InstanceNumber and would scramble them.",
-            "renumber InstanceNumber in slice-position order (e.g. with pydicom), or convert to NIfTI with "
-            "dcm2niix, which sorts by position.",
-        )
-
-    first_ts = next(iter(syntaxes))
+    first = series.geometry[0]
+    syntaxes = series.transfer_syntaxes
     return SeriesInfo(
         path=str(root),
-        n_slices=len(headers),
-        rows=rows0,
-        columns=cols0,
-        spacing=(float(ps0[1]), float(ps0[0]), median),
+        n_slices=len(series.slices),
+        rows=first.rows,
+        columns=first.columns,
+        spacing=(float(first.pixel_spacing[1]), float(first.pixel_spacing[0]), series.median_gap),
         modality="CT",
-        transfer_syntax=str(first_ts),
+        transfer_syntax=str(next(iter(syntaxes))),
         compressed=any(ts.is_compressed for ts in syntaxes),
-        series_uid=series_uid,
+        series_uid=next(iter(series.series_uids)),
     )
 
 
@@ -561,20 +263,20 @@ def validate_nifti(path: str | Path, *, min_slices: int = 10) -> SeriesInfo:
 
     p = Path(path)
     if not p.is_file():
-        raise _fail(p, "not_found", "file does not exist.", "check the scan path in your table.")
+        raise fail(p, "not_found", "file does not exist.", "check the scan path in your table.")
     try:
         img = nib.load(p)  # lazy: reads the header, not the voxels
         shape = tuple(int(s) for s in img.shape)
         zooms = tuple(float(z) for z in img.header.get_zooms())
     except Exception as e:  # a corrupt file must not stop the run
-        raise _fail(
+        raise fail(
             p,
             "unreadable",
             f"cannot read the NIfTI header ({type(e).__name__}: {e}).",
             "re-convert the scan (e.g. with dcm2niix) or re-copy it (it may be truncated).",
         ) from None
     if len(shape) < 3 or any(s > 1 for s in shape[3:]):
-        raise _fail(
+        raise fail(
             p,
             "not_3d",
             f"image has shape {shape}; expected one 3-D volume.",
@@ -582,12 +284,11 @@ def validate_nifti(path: str | Path, *, min_slices: int = 10) -> SeriesInfo:
             "(e.g. `fslsplit` or nibabel's `four_to_three`).",
         )
     if shape[2] < min_slices:
-        raise _fail(
+        raise fail(
             p,
             "too_few_slices",
             f"only {shape[2]} slices along the third axis (need at least {min_slices}).",
-            "use the full head series: Liu et al. 2023 (Cross-DL) excluded scans with fewer than 10 slices, "
-            "which do not cover the brain (Figure S3a).",
+            TOO_FEW_SLICES_FIX,
         )
     gz = p.name.lower().endswith(".gz")
     return SeriesInfo(
@@ -618,8 +319,8 @@ def validate_scan(path: str | Path, **kw) -> SeriesInfo:
         kw.pop("spacing_tolerance", None)  # NIfTI carries one spacing per axis; nothing to compare
         return validate_nifti(p, **kw)
     if not p.exists():
-        raise _fail(p, "not_found", "path does not exist.", "check the scan path in your table.")
-    raise _fail(
+        raise fail(p, "not_found", "path does not exist.", "check the scan path in your table.")
+    raise fail(
         p,
         "unreadable",
         "unsupported scan format.",

@@ -1,0 +1,630 @@
+"""Header checks for one CT DICOM series folder, each a small named function that raises ``ScanError``.
+
+Cross-DL (Liu et al. 2023, STAR Methods "CT image preprocessing") reads each DICOM series to
+Hounsfield units and stacks its slices into a 512 x 512 x D volume; scans with fewer than 10 slices
+were removed (STAR Methods, Figure S3a) and only ``Modality == 'CT'`` series were collected
+(Table S3a). Here pixels are read with MONAI's ``PydicomReader`` (see ``dicom_series``), whose quirks
+decide most checks:
+
+- It stacks slices in ``InstanceNumber`` order, not by ``ImagePositionPatient``, and has no option to
+  sort by position; a slice without ``InstanceNumber`` is skipped with only a warning
+  (``check_instance_numbers_present``, ``check_instance_order``).
+- It applies ``RescaleSlope``/``RescaleIntercept`` itself (float32 output), so values are HU with the
+  default arguments; no option or check is needed for that.
+- Its slice affine comes from the first and last position only, so a missing slice or a stray
+  position silently stretches the volume (``check_slice_spacing``, ``check_no_missing_slices``).
+- By default (``fname_regex=""``) it tries every entry in the folder, hidden files included, and
+  raises on a sub-folder. ``MONAI_DICOM_READER_ARGS`` restricts it to the files ``list_slice_files``
+  keeps; sub-folders are reported by ``list_slice_files``.
+- ``LoadImage(reader="PydicomReader")`` is not exclusive: when PydicomReader raises, LoadImage
+  silently retries with its default readers (ITKReader can read a DICOM folder, with its own slice
+  sorting). Validating first keeps every scan on the PydicomReader path.
+
+How a folder is checked, in order (``dicom_series.validate_series`` runs exactly this):
+
+1. ``list_slice_files``: the folder exists and directly holds slice files, and no sub-folder.
+2. ``read_series``: every slice file parses as DICOM Part 10 (headers only).
+3. ``SERIES_CHECKS``, in their listed order, on the parsed headers.
+
+Each check raises the first problem it finds as one ``ScanError`` whose message names the folder (and
+the file where there is one), the problem and the fix. Later checks may rely on earlier ones having
+passed (e.g. slice positions need geometry tags); each docstring says so. Adding or changing a
+check changes which scans pass: bump ``dicom_series.VALIDATION_VERSION`` then.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+
+REASONS = frozenset(
+    {
+        "not_found",
+        "no_dicom",
+        "unreadable",
+        "mixed_series",
+        "not_ct",
+        "missing_geometry",
+        "inconsistent_size",
+        "duplicate_slices",
+        "missing_slices",
+        "inconsistent_spacing",
+        "too_few_slices",
+        "no_decoder",
+        "not_3d",
+        "instance_order",
+    }
+)
+
+# Files list_slice_files ignores (hidden files, DICOMDIR), expressed for PydicomReader, which matches
+# this regex against "<folder>/<name>" with re.match.
+_MONAI_FILE_REGEX = r"(?:.*[/\\])?(?!\.)(?!(?i:DICOMDIR)$)[^/\\]+$"
+MONAI_DICOM_READER_ARGS: dict[str, object] = {"fname_regex": _MONAI_FILE_REGEX}
+
+_CODECS_HINT = "or `pip install reportsup[dicom-codecs]`, or `pip install python-gdcm`"
+# Duplicate slices are the same position written twice; DS values carry ~1e-5 mm rounding at most.
+_DUPLICATE_MM = 1e-3
+# Shared by the DICOM and the NIfTI slice-count checks.
+TOO_FEW_SLICES_FIX = (
+    "use the full head series: Liu et al. 2023 (Cross-DL) excluded scans with fewer than 10 slices, "
+    "which do not cover the brain (Figure S3a)."
+)
+
+
+class ScanError(ValueError):
+    """A scan that cannot be used; message names the scan path, the problem and the fix.
+
+    ``reason`` is a short machine-readable code from ``REASONS``.
+    """
+
+    def __init__(self, message: str, reason: str = "unreadable", path: str | None = None):
+        if reason not in REASONS:
+            raise ValueError(f"unknown ScanError reason {reason!r}; expected one of {sorted(REASONS)}")
+        super().__init__(message)
+        self.reason = reason
+        self.path = path
+
+    def __reduce__(self):
+        # Keep reason/path when the error crosses a process boundary (data-loader workers).
+        return (type(self), (str(self), self.reason, self.path))
+
+
+def fail(path: Path | str, reason: str, problem: str, fix: str) -> ScanError:
+    """The ScanError for ``path``: "<path>: <problem> Fix: <fix>" (returned, for ``raise fail(...)``)."""
+    return ScanError(f"{path}: {problem} Fix: {fix}", reason, str(path))
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    """Tunable limits of the checks.
+
+    ``min_slices``: fewest slices a usable scan has (Cross-DL: 10, STAR Methods).
+    ``spacing_tolerance``: allowed relative deviation of a slice gap from the median gap.
+    """
+
+    min_slices: int = 10
+    spacing_tolerance: float = 0.1
+
+
+@dataclass(frozen=True)
+class SliceGeometry:
+    """Geometry tags of one slice, parsed; only built once ``check_geometry_present`` has passed."""
+
+    path: Path
+    header: Dataset
+    position: np.ndarray  # ImagePositionPatient, mm (LPS)
+    orientation: np.ndarray  # ImageOrientationPatient: row then column direction cosines
+    pixel_spacing: np.ndarray  # PixelSpacing: (row spacing, column spacing) mm
+    rows: int
+    columns: int
+
+
+@dataclass(frozen=True)
+class SliceStack:
+    """Slices sorted along the normal of the image plane, with their positions and gaps (mm)."""
+
+    geometry: list[SliceGeometry]  # in position order
+    positions: np.ndarray
+    gaps: np.ndarray
+
+    @property
+    def names(self) -> list[str]:
+        return [g.path.name for g in self.geometry]
+
+
+def _floats(ds: Dataset, keyword: str, n: int) -> np.ndarray | None:
+    """Tag value as n finite floats, or None if absent or malformed."""
+    value = ds.get(keyword)
+    try:
+        arr = np.asarray([float(v) for v in value], dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return arr if arr.shape == (n,) and np.isfinite(arr).all() else None
+
+
+def _files(n: int) -> str:
+    return f"{n} file" if n == 1 else f"{n} files"
+
+
+def _counts(values: list) -> str:
+    """'value (n files), ...', most common first."""
+    return ", ".join(f"{v} ({_files(n)})" for v, n in Counter(values).most_common())
+
+
+@dataclass
+class SeriesHeaders:
+    """The parsed headers of one folder's slice files (sorted by file name), and values derived from them.
+
+    Derived values are computed once, on first use, so checks stay independent functions without
+    parsing the same tags twice.
+    """
+
+    folder: Path
+    slices: list[tuple[Path, Dataset]]
+
+    @cached_property
+    def series_uids(self) -> Counter[str]:
+        """SeriesInstanceUID -> number of files ("<none>" when absent), in file order."""
+        return Counter(str(ds.get("SeriesInstanceUID", "<none>")) for _, ds in self.slices)
+
+    @cached_property
+    def transfer_syntaxes(self) -> Counter[UID]:
+        """TransferSyntaxUID -> number of files, in file order."""
+        return Counter(UID(str(ds.file_meta.get("TransferSyntaxUID", ""))) for _, ds in self.slices)
+
+    @cached_property
+    def geometry(self) -> list[SliceGeometry]:
+        """Each slice's geometry, in file order; raises ``missing_geometry`` if a slice lacks it."""
+        check_geometry_present(self, CheckSettings())
+        return [
+            SliceGeometry(
+                path=f,
+                header=ds,
+                position=_floats(ds, "ImagePositionPatient", 3),
+                orientation=_floats(ds, "ImageOrientationPatient", 6),
+                pixel_spacing=_floats(ds, "PixelSpacing", 2),
+                rows=int(ds.get("Rows")),
+                columns=int(ds.get("Columns")),
+            )
+            for f, ds in self.slices
+        ]
+
+    @cached_property
+    def stack(self) -> SliceStack:
+        """Slices sorted by position along the first slice's plane normal (works for tilted series too).
+
+        Meaningful once ``check_same_size_and_orientation`` has passed (one normal for all slices).
+        """
+        geometry = self.geometry
+        iop = geometry[0].orientation
+        normal = np.cross(iop[:3], iop[3:])
+        pos = np.array([g.position @ normal for g in geometry])
+        order = np.argsort(pos, kind="stable")
+        pos = pos[order]
+        return SliceStack([geometry[i] for i in order], pos, np.diff(pos))
+
+    @cached_property
+    def median_gap(self) -> float:
+        """Median slice gap in mm; for a single slice, its SliceThickness (0 if absent)."""
+        gaps = self.stack.gaps
+        if gaps.size:
+            return float(np.median(gaps))
+        return float(self.slices[0][1].get("SliceThickness", 0.0) or 0.0)
+
+
+Check = Callable[[SeriesHeaders, CheckSettings], None]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Folder level: which files are slices, and can they be parsed
+# ----------------------------------------------------------------------------------------------------
+
+
+def _is_slice_file(p: Path) -> bool:
+    """Slice files are the folder's non-hidden files other than DICOMDIR (as MONAI_DICOM_READER_ARGS)."""
+    return p.is_file() and not p.name.startswith(".") and p.name.upper() != "DICOMDIR"
+
+
+def list_slice_files(folder: Path) -> list[Path]:
+    """The folder's slice files, sorted by name; raises unless it is a folder holding them and no sub-folder.
+
+    Why: one scan is one folder of one series' slices (DESIGN.md, head-CT manifest). MONAI's
+    PydicomReader opens every entry of the folder as a file, so a sub-folder makes it fail mid-run.
+    Hidden files and DICOMDIR are skipped here and by ``MONAI_DICOM_READER_ARGS`` alike.
+    """
+    if not folder.exists():
+        raise fail(folder, "not_found", "folder does not exist.", "check the scan path in your table.")
+    if not folder.is_dir():
+        raise fail(
+            folder,
+            "not_found",
+            "is not a folder.",
+            "pass the folder holding the series' DICOM files (or use validate_scan for NIfTI).",
+        )
+    entries = sorted(folder.iterdir())
+    files = [p for p in entries if _is_slice_file(p)]
+    subdirs = [p.name for p in entries if p.is_dir() and not p.name.startswith(".")]
+    if not files:
+        found = f" (only sub-folders: {', '.join(subdirs[:5])})" if subdirs else ""
+        raise fail(
+            folder,
+            "no_dicom",
+            f"no DICOM files in the folder{found}.",
+            "point the scan path at the folder that directly holds one series' slice files.",
+        )
+    if subdirs:
+        raise fail(
+            folder,
+            "unreadable",
+            f"sub-folder(s) {', '.join(subdirs[:5])} next to the slice files; MONAI's PydicomReader opens "
+            "every entry of the folder as a file and fails on them.",
+            "move the sub-folders out so the folder holds only this series' files.",
+        )
+    return files
+
+
+def read_series(folder: Path, files: list[Path]) -> SeriesHeaders:
+    """Parse every slice file's header (no pixels); raises ``unreadable`` naming the first bad file.
+
+    Why: a non-DICOM or truncated file would otherwise crash a data-loader worker mid-run.
+    """
+    slices: list[tuple[Path, Dataset]] = []
+    for f in files:
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True)
+        except InvalidDicomError:
+            raise fail(
+                folder,
+                "unreadable",
+                f"{f.name} is not a DICOM file (no 'DICM' file header).",
+                "remove non-DICOM files from the folder, or re-export the series as DICOM Part 10 files.",
+            ) from None
+        except Exception as e:  # any parser failure means a corrupt file; report it, don't crash the run
+            raise fail(
+                folder,
+                "unreadable",
+                f"{f.name} cannot be parsed ({type(e).__name__}: {e}).",
+                "re-export or re-copy the file (it may be truncated), or remove it.",
+            ) from None
+        slices.append((f, ds))
+    return SeriesHeaders(folder, slices)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Header checks, run in SERIES_CHECKS order
+# ----------------------------------------------------------------------------------------------------
+
+
+def check_same_series(series: SeriesHeaders, settings: CheckSettings) -> None:
+    """All slices share one SeriesInstanceUID (``mixed_series``).
+
+    Why: Cross-DL stacks the slices of one CT scan into one volume (STAR Methods, "CT image
+    preprocessing"); a folder with a scout, a bone-window reconstruction or a second series would
+    interleave unrelated images.
+    """
+    uids = series.series_uids
+    if len(uids) > 1:
+        listing = "; ".join(f"{uid} ({_files(n)})" for uid, n in uids.most_common())
+        raise fail(
+            series.folder,
+            "mixed_series",
+            f"folder holds {len(uids)} series: {listing}.",
+            "put each series in its own folder and list the one you want (e.g. the axial head CT).",
+        )
+
+
+def check_modality(series: SeriesHeaders, settings: CheckSettings) -> None:
+    """Every slice has Modality CT (``not_ct``).
+
+    Why: Cross-DL collected only ``dicom.Modality == 'CT'`` series (Table S3a) and windows the
+    images in Hounsfield units (level 35, width 90; STAR Methods), which only CT pixels are.
+    """
+    modalities = Counter(str(ds.get("Modality", "")) for _, ds in series.slices)
+    if set(modalities) != {"CT"}:
+        found = ", ".join(repr(m) if m else "missing" for m in modalities)
+        raise fail(
+            series.folder,
+            "not_ct",
+            f"Modality is {found}, not CT.",
+            "this pipeline expects CT in Hounsfield units; remove the scan or point to its CT series.",
+        )
+
+
+def _missing_geometry_tags(ds: Dataset) -> list[str]:
+    """Names of the geometry tags ``ds`` lacks or has malformed (PixelSpacing must also be > 0)."""
+    ps = _floats(ds, "PixelSpacing", 2)
+    return [
+        name
+        for name, ok in (
+            ("ImagePositionPatient", _floats(ds, "ImagePositionPatient", 3) is not None),
+            ("ImageOrientationPatient", _floats(ds, "ImageOrientationPatient", 6) is not None),
+            ("PixelSpacing", ps is not None and (ps > 0).all()),
+            ("Rows", ds.get("Rows") is not None),
+            ("Columns", ds.get("Columns") is not None),
+        )
+        if not ok
+    ]
+
+
+def check_geometry_present(series: SeriesHeaders, settings: CheckSettings) -> None:
+    """Every slice has valid ImagePositionPatient, ImageOrientationPatient, PixelSpacing (> 0), Rows and
+    Columns (``missing_geometry``; names the first file lacking them).
+
+    Why: they order the slices and give the voxel spacing of the stacked volume; secondary captures
+    and screenshots lack them.
+    """
+    for f, ds in series.slices:
+        missing = _missing_geometry_tags(ds)
+        if missing:
+            n_bad = sum(
+                _floats(d, "ImagePositionPatient", 3) is None
+                or _floats(d, "ImageOrientationPatient", 6) is None
+                or _floats(d, "PixelSpacing", 2) is None
+                for _, d in series.slices
+            )
+            raise fail(
+                series.folder,
+                "missing_geometry",
+                f"{f.name} has no valid {', '.join(missing)} ({n_bad} of {len(series.slices)} files lack "
+                "geometry).",
+                "these tags are needed to order slices and get spacing; re-export the original axial series "
+                "from PACS (not a secondary capture or screenshot).",
+            )
+
+
+def check_same_size_and_orientation(series: SeriesHeaders, settings: CheckSettings) -> None:
+    """All slices share Rows x Columns, PixelSpacing (rtol 1e-3) and ImageOrientationPatient (atol 1e-3)
+    (``inconsistent_size``; lists every one of the three that differs, with file counts).
+
+    Why: Cross-DL stacks slices into one 512 x 512 x D volume (STAR Methods, "CT image
+    preprocessing"), which needs one in-plane grid; a scout or a reformat mixed into the folder breaks
+    that. Runs after ``check_geometry_present``.
+    """
+    geometry = series.geometry
+    first = geometry[0]
+    problems = []
+    if len({(g.rows, g.columns) for g in geometry}) > 1:
+        problems.append(f"Rows x Columns: {_counts([f'{g.rows}x{g.columns}' for g in geometry])}")
+    if any(not np.allclose(g.pixel_spacing, first.pixel_spacing, rtol=1e-3) for g in geometry):
+        problems.append(
+            f"PixelSpacing: {_counts([str(g.pixel_spacing.round(4).tolist()) for g in geometry])}"
+        )
+    if any(not np.allclose(g.orientation, first.orientation, atol=1e-3) for g in geometry):
+        problems.append(
+            f"ImageOrientationPatient: {_counts([str(g.orientation.round(3).tolist()) for g in geometry])}"
+        )
+    if problems:
+        raise fail(
+            series.folder,
+            "inconsistent_size",
+            f"slices differ in {'; '.join(problems)}.",
+            "the folder mixes images of different size or orientation (e.g. a scout or a reformat); "
+            "keep only the axial series' files.",
+        )
+
+
+def _codec_packages(ts: UID) -> str:
+    """pip packages that give pydicom a decoder for transfer syntax ``ts``."""
+    name = ts.name.upper()
+    if "2000" in name:
+        return "`pip install pylibjpeg pylibjpeg-openjpeg` (JPEG 2000)"
+    if "JPEG" in name:
+        return "`pip install pylibjpeg pylibjpeg-libjpeg` (JPEG / JPEG-LS)"
+    return "`pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg`"
+
+
+def _decoder_problem(ts: UID) -> str | None:
+    """Why pixels in transfer syntax ``ts`` cannot be decoded here, or None if they can."""
+    from pydicom.pixels.decoders.base import get_decoder
+
+    if not ts.is_transfer_syntax:
+        return f"its TransferSyntaxUID {ts} is not a known transfer syntax"
+    if not ts.is_compressed:
+        return None
+    try:
+        decoder = get_decoder(ts)
+    except NotImplementedError:
+        return f"pydicom has no decoder at all for {ts.name} ({ts})"
+    if decoder.is_available:
+        return None
+    return f"pixels are compressed as {ts.name} ({ts}) and no decoder for it is installed"
+
+
+def check_decodable(series: SeriesHeaders, settings: CheckSettings) -> None:
+    """Every slice's TransferSyntaxUID is known and, if compressed, has an installed pydicom decoder
+    (``no_decoder``; names the packages to install).
+
+    Why: Cross-DL converts each DICOM slice's pixels to HU before windowing (STAR Methods, "CT image
+    preprocessing"); a JPEG / JPEG 2000 series without a decoder would fail only when the data
+    loader reads the pixels, mid-run.
+    """
+    for ts in series.transfer_syntaxes:
+        problem = _decoder_problem(ts)
+        if problem:
+            raise fail(
+                series.folder,
+                "no_decoder",
+                f"{problem}.",
+                f"install a decoder: {_codec_packages(ts)}, {_CODECS_HINT}; or decompress the files "
+                "(e.g. `gdcmconv --raw`).",
+            )
+
+
+def check_no_duplicate_slices(series: SeriesHeaders, settings: CheckSettings) -> None:
+    """No two slices share a position along the slice normal (within 1e-3 mm) (``duplicate_slices``).
+
+    Why: a re-sent copy or a second reconstruction in the folder would be stacked twice. Runs after
+    ``check_same_size_and_orientation`` (one slice normal).
+    """
+    stack = series.stack
+    dup = np.flatnonzero(stack.gaps <= _DUPLICATE_MM)
+    if dup.size:
+        names, pos = stack.names, stack.positions
+        pairs = "; ".join(f"{names[i]} and {names[i + 1]} at {pos[i]:.2f} mm" for i in dup[:5])
+        raise fail(
+            series.folder,
+            "duplicate_slices",
+            f"{dup.size} pair(s) of slices share a position along the slice normal: {pairs}.",
+            "delete the duplicate files (a re-sent copy or a second reconstruction mixed into the folder).",
+        )
+
+
+def check_slice_count(series: SeriesHeaders, settings: CheckSettings) -> None:
+    """The series has at least ``settings.min_slices`` slices (``too_few_slices``).
+
+    Why: Cross-DL removed 280 scans with fewer than 10 slices, "too short to cover the full brain"
+    (STAR Methods, data collection; Figure S3a). Runs after ``check_no_duplicate_slices`` so that
+    duplicates are reported as such.
+    """
+    n = len(series.slices)
+    if n < settings.min_slices:
+        raise fail(
+            series.folder,
+            "too_few_slices",
+            f"only {n} slices (need at least {settings.min_slices}).",
+            TOO_FEW_SLICES_FIX,
+        )
+
+
+def classify_gaps(
+    gaps: np.ndarray, median: float, tolerance: float
+) -> tuple[list[tuple[int, int]], list[int]]:
+    """Split slice gaps that are off the median by more than ``tolerance`` (relative) into two lists.
+
+    Returns ``(missing, odd)``: ``missing`` holds ``(gap index, number of slices missing)`` for gaps
+    close to a whole multiple (>= 2) of the median, ``odd`` the indices of all other off gaps.
+    """
+    missing, odd = [], []
+    for i, gap in enumerate(gaps):
+        ratio = gap / median
+        if abs(ratio - 1) <= tolerance:
+            continue
+        n = round(ratio)
+        if n >= 2 and abs(ratio - n) <= tolerance:
+            missing.append((i, n - 1))
+        else:
+            odd.append(i)
+    return missing, odd
+
+
+def check_slice_spacing(series: SeriesHeaders, settings: CheckSettings) -> None:
+    """Every slice gap is the median gap, or a whole multiple of it (then ``check_no_missing_slices``
+    reports it), within ``settings.spacing_tolerance`` (``inconsistent_spacing``).
+
+    Why: MONAI's PydicomReader spaces slices evenly between the first and last position, so a stray
+    slice position would silently distort the anatomy. Runs after ``check_no_duplicate_slices``
+    (positive gaps).
+    """
+    stack, median = series.stack, series.median_gap
+    _, odd_gaps = classify_gaps(stack.gaps, median, settings.spacing_tolerance)
+    if odd_gaps:
+        gaps, names = stack.gaps, stack.names
+        found = Counter(f"{g:.2f} mm" for g in gaps)
+        stray = ", ".join(f"{names[i]}->{names[i + 1]} ({gaps[i]:.2f} mm)" for i in odd_gaps[:5])
+        raise fail(
+            series.folder,
+            "inconsistent_spacing",
+            f"slice spacing is not uniform: found {', '.join(f'{s} x{n}' for s, n in found.most_common())} "
+            f"(median {median:.2f} mm, tolerance {settings.spacing_tolerance:.0%}); irregular gaps: {stray}.",
+            "resample the volume to uniform spacing using each slice's position, or remove the stray slices "
+            "(MONAI spaces slices evenly between the first and last one, which would distort this scan).",
+        )
+
+
+def check_no_missing_slices(series: SeriesHeaders, settings: CheckSettings) -> None:
+    """No slice gap is a whole multiple (>= 2) of the median gap (``missing_slices``).
+
+    Why: MONAI's PydicomReader would spread the remaining slices evenly and stretch the anatomy.
+    Runs after ``check_slice_spacing``, which reports gaps that are no multiple at all.
+    """
+    stack, median = series.stack, series.median_gap
+    missing_gaps, _ = classify_gaps(stack.gaps, median, settings.spacing_tolerance)
+    if missing_gaps:
+        names, pos = stack.names, stack.positions
+        n_missing = sum(n for _, n in missing_gaps)
+        where = "; ".join(
+            f"{n} between {pos[i]:.2f} and {pos[i + 1]:.2f} mm ({names[i]}, {names[i + 1]})"
+            for i, n in missing_gaps[:5]
+        )
+        raise fail(
+            series.folder,
+            "missing_slices",
+            f"{n_missing} slice(s) missing (spacing {median:.2f} mm): {where}.",
+            "re-export the complete series from PACS (MONAI would spread the remaining slices evenly and "
+            "stretch the anatomy), or resample to uniform spacing using each slice's position.",
+        )
+
+
+def check_instance_numbers_present(series: SeriesHeaders, settings: CheckSettings) -> None:
+    """Every slice has an InstanceNumber (``instance_order``).
+
+    Why: MONAI's PydicomReader silently drops slices without one.
+    """
+    n_none = sum(g.header.get("InstanceNumber") is None for g in series.stack.geometry)
+    if n_none:
+        raise fail(
+            series.folder,
+            "instance_order",
+            f"{n_none} slice(s) have no InstanceNumber; MONAI's PydicomReader silently drops them.",
+            "set InstanceNumber in slice-position order (e.g. with pydicom), or convert to NIfTI with dcm2niix.",
+        )
+
+
+def check_instance_order(series: SeriesHeaders, settings: CheckSettings) -> None:
+    """InstanceNumber is unique and strictly monotonic along slice position, increasing or decreasing
+    (``instance_order``; names the first pair out of order).
+
+    Why: MONAI's PydicomReader stacks slices by InstanceNumber, not by position, and would scramble
+    them; both directions load correctly (the affine then points the right way). Runs after
+    ``check_instance_numbers_present``.
+    """
+    stack = series.stack
+    numbers = [g.header.get("InstanceNumber") for g in stack.geometry]
+    steps = np.diff(np.asarray([int(n) for n in numbers]))
+    if steps.size and not ((steps > 0).all() or (steps < 0).all()):
+        i = int(np.flatnonzero(steps * np.sign(np.median(steps) or 1) <= 0)[0])
+        names, pos = stack.names, stack.positions
+        raise fail(
+            series.folder,
+            "instance_order",
+            f"InstanceNumber does not follow slice position ({names[i]} at {pos[i]:.2f} mm is "
+            f"#{numbers[i]}, {names[i + 1]} at {pos[i + 1]:.2f} mm is #{numbers[i + 1]}); MONAI's "
+            "PydicomReader stacks slices by InstanceNumber and would scramble them.",
+            "renumber InstanceNumber in slice-position order (e.g. with pydicom), or convert to NIfTI with "
+            "dcm2niix, which sorts by position.",
+        )
+
+
+# The header checks validate_series runs, in this order; the first failure is reported. Order
+# matters twice: later checks use values that earlier ones vouch for (geometry -> one slice normal ->
+# positive gaps -> InstanceNumber present), and when a scan has several problems the earlier one is
+# the one reported (e.g. duplicates before the slice count). Changing this list changes which scans
+# pass: bump dicom_series.VALIDATION_VERSION.
+SERIES_CHECKS: tuple[Check, ...] = (
+    check_same_series,
+    check_modality,
+    check_geometry_present,
+    check_same_size_and_orientation,
+    check_decodable,
+    check_no_duplicate_slices,
+    check_slice_count,
+    check_slice_spacing,
+    check_no_missing_slices,
+    check_instance_numbers_present,
+    check_instance_order,
+)
+
+
+def run_series_checks(series: SeriesHeaders, settings: CheckSettings) -> None:
+    """Run ``SERIES_CHECKS`` in order; raises the first failure as a ScanError."""
+    for check in SERIES_CHECKS:
+        check(series, settings)

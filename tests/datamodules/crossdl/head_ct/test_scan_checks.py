@@ -1,0 +1,391 @@
+"""Scan checks one by one: each named check fails on a small in-memory series and passes on a sound one.
+
+Series are built from pydicom's bundled real CT header (``CT_small.dcm``), copied per slice with the
+slice position and InstanceNumber set, so every check sees real CT tags; the modality check also uses
+the bundled MR file, the decoder check bundled RLE and JPEG-LS files.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
+
+from datamodules.crossdl.head_ct import dicom_series, scan_checks
+from datamodules.crossdl.head_ct.scan_checks import (
+    SERIES_CHECKS,
+    CheckSettings,
+    ScanError,
+    SeriesHeaders,
+    check_decodable,
+    check_geometry_present,
+    check_instance_numbers_present,
+    check_instance_order,
+    check_modality,
+    check_no_duplicate_slices,
+    check_no_missing_slices,
+    check_same_series,
+    check_same_size_and_orientation,
+    check_slice_count,
+    check_slice_spacing,
+    classify_gaps,
+    fail,
+    list_slice_files,
+    read_series,
+    run_series_checks,
+)
+
+FOLDER = Path("scans/P001")
+GAP = 5.0  # mm between slices along the slice normal
+DEFAULTS = CheckSettings()
+
+
+def _header(name: str) -> Dataset:
+    return pydicom.dcmread(get_testdata_file(name), stop_before_pixels=True)
+
+
+CT = _header("CT_small.dcm")
+
+
+def _series(
+    n: int = 12, *, base: Dataset = CT, normal: tuple[float, float, float] = (0, 0, 1)
+) -> SeriesHeaders:
+    """``n`` copies of ``base`` at GAP mm steps along ``normal`` (which must be the plane normal), numbered 1..n."""
+    slices = []
+    for k in range(n):
+        ds = copy.deepcopy(base)
+        ds.ImagePositionPatient = [float(v) for v in np.asarray(normal) * GAP * k]
+        ds.InstanceNumber = k + 1
+        slices.append((FOLDER / f"IM{k:04d}.dcm", ds))
+    return SeriesHeaders(FOLDER, slices)
+
+
+def _set(series: SeriesHeaders, k: int, keyword: str, value) -> SeriesHeaders:
+    """Set (or, with value None, delete) a tag of slice ``k``; returns the series for chaining."""
+    ds = series.slices[k][1]
+    if value is None:
+        delattr(ds, keyword)
+    else:
+        setattr(ds, keyword, value)
+    return series
+
+
+def _raises(
+    check, series: SeriesHeaders, reason: str, *words: str, settings: CheckSettings = DEFAULTS
+) -> str:
+    with pytest.raises(ScanError) as info:
+        check(series, settings)
+    err = info.value
+    assert (err.reason, err.path) == (reason, str(series.folder)), str(err)
+    assert str(err).startswith(f"{series.folder}: ") and " Fix: " in str(err), str(err)
+    for word in words:
+        assert word in str(err), f"{word!r} not in: {err}"
+    return str(err)
+
+
+def _passes(check, series: SeriesHeaders, settings: CheckSettings = DEFAULTS) -> None:
+    assert check(series, settings) is None
+
+
+# ---------------------------------------------------------------------------------------------- the list
+
+
+def test_series_checks_lists_every_check_once_in_documented_order():
+    defined = [
+        f for name, f in vars(scan_checks).items() if name.startswith("check_") and inspect.isfunction(f)
+    ]
+    assert sorted(SERIES_CHECKS, key=lambda f: f.__name__) == sorted(defined, key=lambda f: f.__name__)
+    assert len(set(SERIES_CHECKS)) == len(SERIES_CHECKS)
+    for check in SERIES_CHECKS:
+        assert check.__doc__ and "Why:" in check.__doc__, check.__name__
+    # Dependencies the order must respect (each later check reads what the earlier one vouches for).
+    pos = {f: i for i, f in enumerate(SERIES_CHECKS)}
+    assert pos[check_geometry_present] < pos[check_same_size_and_orientation] < pos[check_no_duplicate_slices]
+    assert pos[check_no_duplicate_slices] < pos[check_slice_spacing] < pos[check_no_missing_slices]
+    assert pos[check_instance_numbers_present] < pos[check_instance_order]
+
+
+def test_sound_series_passes_every_check():
+    run_series_checks(_series(), DEFAULTS)
+
+
+def test_first_failing_check_in_list_order_is_reported():
+    # Too few slices AND a duplicate: the duplicate is reported, as check_no_duplicate_slices comes first.
+    series = _series(5)
+    series.slices.append((FOLDER / "copy.dcm", copy.deepcopy(series.slices[2][1])))
+    with pytest.raises(ScanError) as info:
+        run_series_checks(series, DEFAULTS)
+    assert info.value.reason == "duplicate_slices"
+
+
+def test_public_names_stay_importable_from_dicom_series():
+    assert dicom_series.ScanError is ScanError
+    assert dicom_series.REASONS is scan_checks.REASONS
+    assert dicom_series.MONAI_DICOM_READER_ARGS is scan_checks.MONAI_DICOM_READER_ARGS
+    for name in dicom_series.__all__:
+        assert hasattr(dicom_series, name), name
+
+
+def test_fail_formats_path_problem_fix_and_rejects_unknown_reasons():
+    err = fail(FOLDER, "not_ct", "Modality is 'MR', not CT.", "point to the CT series.")
+    assert str(err) == f"{FOLDER}: Modality is 'MR', not CT. Fix: point to the CT series."
+    with pytest.raises(ValueError, match="unknown ScanError reason 'bogus'"):
+        fail(FOLDER, "bogus", "x", "y")
+
+
+# ---------------------------------------------------------------------------------------------- folder level
+
+
+def test_list_slice_files(tmp_path):
+    with pytest.raises(ScanError, match="folder does not exist") as info:
+        list_slice_files(tmp_path / "nope")
+    assert info.value.reason == "not_found"
+    (tmp_path / "file.dcm").write_bytes(b"x")
+    with pytest.raises(ScanError, match="is not a folder"):
+        list_slice_files(tmp_path / "file.dcm")
+
+    folder = tmp_path / "s"
+    (folder / "sub").mkdir(parents=True)
+    (folder / ".DS_Store").write_bytes(b"x")
+    (folder / "dicomdir").write_bytes(b"x")
+    with pytest.raises(ScanError, match=r"no DICOM files in the folder \(only sub-folders: sub\)") as info:
+        list_slice_files(folder)
+    assert info.value.reason == "no_dicom"
+
+    for name in ("b.dcm", "a.dcm"):
+        shutil.copy(get_testdata_file("CT_small.dcm"), folder / name)
+    with pytest.raises(
+        ScanError, match="sub-folder.* sub next to the slice files.*move the sub-folders"
+    ) as info:
+        list_slice_files(folder)
+    assert info.value.reason == "unreadable"
+
+    (folder / "sub").rmdir()
+    assert [p.name for p in list_slice_files(folder)] == ["a.dcm", "b.dcm"]  # hidden file, DICOMDIR skipped
+
+
+@pytest.mark.filterwarnings("ignore:Expected implicit VR")  # pydicom, on the corrupt file
+def test_read_series(tmp_path):
+    good = Path(shutil.copy(get_testdata_file("CT_small.dcm"), tmp_path / "a.dcm"))
+    series = read_series(tmp_path, [good])
+    assert [f for f, _ in series.slices] == [good]
+    assert "PixelData" not in series.slices[0][1]  # headers only
+
+    text = tmp_path / "notes.txt"
+    text.write_text("not a dicom file\n")
+    with pytest.raises(ScanError, match="notes.txt is not a DICOM file.*remove non-DICOM files") as info:
+        read_series(tmp_path, [good, text])
+    assert (info.value.reason, info.value.path) == ("unreadable", str(tmp_path))
+
+    corrupt = tmp_path / "corrupt.dcm"
+    # Preamble + 'DICM', then a file-meta element with an unknown VR 'ZZ': pydicom raises on it.
+    corrupt.write_bytes(good.read_bytes()[:132] + b"\x02\x00\x10\x00ZZ\x04\x00abcd")
+    with pytest.raises(ScanError, match=r"corrupt.dcm cannot be parsed \(.*may be truncated"):
+        read_series(tmp_path, [corrupt])
+
+
+# ---------------------------------------------------------------------------------------------- header checks
+
+
+def test_check_same_series():
+    _passes(check_same_series, _series())
+    series = _series()
+    for k in range(3):
+        _set(series, k, "SeriesInstanceUID", "1.2.3.4")
+    _raises(
+        check_same_series, series, "mixed_series", "2 series", "1.2.3.4 (3 files)", "(9 files)", "own folder"
+    )
+
+
+def test_check_modality():
+    _passes(check_modality, _series())
+    mr = _header("MR_small.dcm")  # a real MR header, given CT geometry so only the modality is wrong
+    _raises(check_modality, _series(base=mr), "not_ct", "'MR'", "not CT", "Hounsfield")
+    _raises(check_modality, _set(_series(), 4, "Modality", None), "not_ct", "'CT', missing")
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value"),
+    [
+        ("ImagePositionPatient", None),
+        ("ImagePositionPatient", [0.0, 0.0]),  # wrong length
+        ("ImageOrientationPatient", None),
+        ("PixelSpacing", None),
+        ("PixelSpacing", [0.0, 0.5]),  # must be positive
+        ("Rows", None),
+        ("Columns", None),
+    ],
+)
+def test_check_geometry_present(keyword, value):
+    _passes(check_geometry_present, _series())
+    series = _set(_series(), 4, keyword, value)
+    _raises(
+        check_geometry_present, series, "missing_geometry", "IM0004.dcm", keyword, "of 12 files", "re-export"
+    )
+    # Derived geometry guards itself: it cannot be used on a series that fails this check.
+    with pytest.raises(ScanError, match=keyword):
+        _ = series.geometry
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value", "found"),
+    [
+        ("Rows", 64, "Rows x Columns: 128x128 (11 files), 64x128 (1 file)"),
+        ("PixelSpacing", [0.9, 0.9], "PixelSpacing: [0.6615, 0.6615] (11 files), [0.9, 0.9] (1 file)"),
+        ("ImageOrientationPatient", [1, 0, 0, 0, 0, -1], "ImageOrientationPatient: "),  # a coronal reformat
+    ],
+)
+def test_check_same_size_and_orientation(keyword, value, found):
+    _passes(check_same_size_and_orientation, _series())
+    series = _set(_series(), 2, keyword, value)
+    _raises(check_same_size_and_orientation, series, "inconsistent_size", found, "keep only the axial")
+
+
+def test_check_same_size_and_orientation_lists_every_difference():
+    series = _set(_set(_series(), 2, "Rows", 64), 3, "PixelSpacing", [0.9, 0.9])
+    message = _raises(
+        check_same_size_and_orientation, series, "inconsistent_size", "Rows x Columns", "PixelSpacing"
+    )
+    assert "ImageOrientationPatient" not in message
+
+
+def _with_transfer_syntax(series: SeriesHeaders, k: int, uid: str) -> SeriesHeaders:
+    series.slices[k][1].file_meta.TransferSyntaxUID = uid
+    return series
+
+
+def test_check_decodable(monkeypatch):
+    from pydicom.pixels.decoders.base import get_decoder
+
+    _passes(check_decodable, _series())  # CT_small.dcm: Explicit VR Little Endian
+    _passes(check_decodable, _series(base=_header("MR_small_RLE.dcm")))  # RLE: pydicom's own decoder
+
+    jpeg_ls = _header("JPEGLSNearLossless_16.dcm")  # a real JPEG-LS file's transfer syntax
+    uid = str(jpeg_ls.file_meta.TransferSyntaxUID)
+    decoder = get_decoder(uid)
+    if decoder.is_available:  # e.g. pylibjpeg installed: pretend it is missing
+        monkeypatch.setattr(type(decoder), "is_available", property(lambda self: False))
+    series = _with_transfer_syntax(_series(), 5, uid)
+    _raises(check_decodable, series, "no_decoder", uid, "no decoder for it is installed", "pylibjpeg-libjpeg")
+
+    mpeg2 = _with_transfer_syntax(_series(), 0, "1.2.840.10008.1.2.4.100")
+    _raises(check_decodable, mpeg2, "no_decoder", "no decoder at all", "gdcmconv --raw")
+    unknown = _with_transfer_syntax(_series(), 0, "1.2.3.4")
+    _raises(check_decodable, unknown, "no_decoder", "1.2.3.4 is not a known transfer syntax")
+
+
+def test_check_no_duplicate_slices():
+    _passes(check_no_duplicate_slices, _series())
+    series = _series()
+    series.slices.append((FOLDER / "resent.dcm", copy.deepcopy(series.slices[5][1])))
+    _raises(
+        check_no_duplicate_slices,
+        series,
+        "duplicate_slices",
+        "IM0005.dcm and resent.dcm at 25.00 mm",
+        "delete",
+    )
+
+
+@pytest.mark.parametrize(
+    ("n", "min_slices", "ok"), [(10, 10, True), (9, 10, False), (3, 3, True), (2, 3, False)]
+)
+def test_check_slice_count(n, min_slices, ok):
+    settings = CheckSettings(min_slices=min_slices)
+    if ok:
+        _passes(check_slice_count, _series(n), settings)
+    else:
+        _raises(
+            check_slice_count,
+            _series(n),
+            "too_few_slices",
+            f"only {n} slices (need at least {min_slices})",
+            "Liu et al. 2023",
+            "Figure S3a",
+            settings=settings,
+        )
+
+
+def test_check_slice_spacing():
+    _passes(check_slice_spacing, _series())
+    # Positions are measured along the plane normal, so a tilted (gantry-tilt) series is uniform too.
+    c, s = np.cos(0.3), np.sin(0.3)
+    tilted = _series(normal=(0.0, -s, c))
+    for _, ds in tilted.slices:
+        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, c, s]
+    _passes(check_slice_spacing, tilted)
+    # A missing slice is a whole multiple of the gap: reported by check_no_missing_slices, not here.
+    gap = _series()
+    del gap.slices[6]
+    _passes(check_slice_spacing, gap)
+
+    stray = _set(_series(), 6, "ImagePositionPatient", [0.0, 0.0, 6 * GAP + 1.5])
+    _raises(
+        check_slice_spacing,
+        stray,
+        "inconsistent_spacing",
+        "6.50 mm",
+        "3.50 mm",
+        "IM0005.dcm->IM0006.dcm",
+        "resample",
+    )
+    _passes(check_slice_spacing, stray, CheckSettings(spacing_tolerance=0.4))
+
+
+def test_check_no_missing_slices():
+    _passes(check_no_missing_slices, _series())
+    series = _series()
+    del series.slices[6]  # z = 30 mm
+    _raises(
+        check_no_missing_slices,
+        series,
+        "missing_slices",
+        "1 slice(s) missing (spacing 5.00 mm)",
+        "between 25.00 and 35.00 mm (IM0005.dcm, IM0007.dcm)",
+        "re-export",
+    )
+
+
+def test_classify_gaps():
+    gaps = np.array([5.0, 5.2, 10.1, 15.0, 7.5, 4.9])
+    assert classify_gaps(gaps, 5.0, 0.1) == ([(2, 1), (3, 2)], [4])
+    # A wider tolerance accepts the 7.5 mm gap; whole multiples of the gap still count as missing slices.
+    assert classify_gaps(gaps, 5.0, 0.6) == ([(2, 1), (3, 2)], [])
+
+
+def test_check_instance_numbers_present():
+    _passes(check_instance_numbers_present, _series())
+    series = _set(_set(_series(), 2, "InstanceNumber", None), 7, "InstanceNumber", None)
+    _raises(
+        check_instance_numbers_present,
+        series,
+        "instance_order",
+        "2 slice(s) have no InstanceNumber",
+        "dcm2niix",
+    )
+
+
+def test_check_instance_order():
+    _passes(check_instance_order, _series())
+    reversed_numbers = _series()
+    for k, (_, ds) in enumerate(reversed_numbers.slices):
+        ds.InstanceNumber = 12 - k  # decreasing along position: MONAI loads it correctly
+    _passes(check_instance_order, reversed_numbers)
+
+    swapped = _set(_set(_series(), 1, "InstanceNumber", 6), 5, "InstanceNumber", 2)
+    _raises(
+        check_instance_order,
+        swapped,
+        "instance_order",
+        "IM0001.dcm at 5.00 mm is #6, IM0002.dcm at 10.00 mm is #3",
+        "renumber",
+    )
+    repeated = _set(_series(), 4, "InstanceNumber", 4)  # not unique
+    _raises(check_instance_order, repeated, "instance_order", "IM0003.dcm at 15.00 mm is #4")

@@ -41,8 +41,10 @@ from datamodules.crossdl.head_ct.transforms import (
     normalization,
     preprocessing,
 )
+from lightning_modules.common.label_manifest import build_manifest
 from lightning_modules.crossdl.damil.module import DAMIL_TASK, DaMILModule, prediction_columns
 from lightning_modules.crossdl.damil.outputs import write_scan_outputs
+from reportsup.api.image_cards import USAGE, card_files
 from reportsup.api.loading import (
     REPORTSUP_KEY,
     is_exported,
@@ -105,6 +107,7 @@ class ScanAnalyzer:
         self.preprocess = preprocess
         self.intensity_stats = {k: float(intensity_stats[k]) for k in ("mean", "std")}
         self.dice_thresholds = dict(dice_thresholds or {})
+        self.source: Path | None = None  # the .ckpt or exported folder it was loaded from
         # fails early (std 0) rather than at the first scan
         self._normalize = normalization(self.intensity_stats["mean"], self.intensity_stats["std"])
 
@@ -123,10 +126,12 @@ class ScanAnalyzer:
         source = resolve(path)
         if is_exported(source):
             config, state = read_exported(source)
-            return cls._from_exported(reportsup_config(config, str(source)), state, str(source))
-        checkpoint = load_checkpoint(source, map_location, trust_checkpoint)
-        analyzer = cls.from_checkpoint_dict(checkpoint, where=str(source))
-        analyzer.dice_thresholds = tested_dice_thresholds(source)
+            analyzer = cls._from_exported(reportsup_config(config, str(source)), state, str(source))
+        else:
+            checkpoint = load_checkpoint(source, map_location, trust_checkpoint)
+            analyzer = cls.from_checkpoint_dict(checkpoint, where=str(source))
+            analyzer.dice_thresholds = tested_dice_thresholds(source)
+        analyzer.source = source
         return analyzer
 
     @classmethod
@@ -170,6 +175,10 @@ class ScanAnalyzer:
         )
 
     # ----------------------------------------------------------------------------- export
+    def label_manifest(self) -> dict[str, Any]:
+        """What the outputs mean, as every reportsup checkpoint records it."""
+        return build_manifest(DAMIL_TASK, prediction_columns(self.space), {}, self.module.hparams.threshold)
+
     def config(self) -> dict[str, Any]:
         """The ``reportsup`` section of the exported ``config.json``: everything needed to rebuild the
         network (hyper-parameters with the resolved label space), the preprocessing, the intensity
@@ -188,14 +197,16 @@ class ScanAnalyzer:
             "threshold": float(self.module.hparams.threshold),
             "dice_threshold": self.module.hparams.dice_threshold,
             "dice_thresholds": self.dice_thresholds,
+            "label_manifest": self.label_manifest(),
         }
 
-    def save_pretrained(
-        self, folder: str | Path, extra_files: Mapping[str, str | bytes] | None = None
-    ) -> Path:
-        """Write ``model.safetensors`` and ``config.json`` (plus ``extra_files``, e.g. the model card)
-        into a new folder; :meth:`from_pretrained` rebuilds the analyzer from it without unpickling."""
-        return save_exported(folder, {REPORTSUP_KEY: self.config()}, self.module.state_dict(), extra_files)
+    def save_pretrained(self, folder: str | Path, run_dir: str | Path | None = None) -> Path:
+        """Write ``model.safetensors``, ``config.json`` and the model card ``README.md`` (training data and
+        test metrics from ``run_dir``, default: the run of the checkpoint it came from) into a new folder;
+        :meth:`from_pretrained` rebuilds the analyzer from it without unpickling."""
+        usage = USAGE.format(cls="ScanAnalyzer", var="analyzer", arg='"manifest.csv"')
+        files = card_files(self.label_manifest(), self.source, run_dir, usage)
+        return save_exported(folder, {REPORTSUP_KEY: self.config()}, self.module.state_dict(), files)
 
     # ----------------------------------------------------------------------------- inference
     @property

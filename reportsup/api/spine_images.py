@@ -39,6 +39,7 @@ from datamodules.spine.datamodule import (
 )
 from lightning_modules.common.label_manifest import CheckpointManifestError
 from lightning_modules.spine.image_module import SpineResNet
+from reportsup.api.image_cards import USAGE, card_files
 from reportsup.api.loading import (
     REPORTSUP_KEY,
     is_exported,
@@ -93,6 +94,7 @@ class SpineImageClassifier:
         if unknown:
             raise ValueError(f"cut-offs for {unknown}, which the model does not predict ({model.labels}).")
         self.cutoffs = {k: float(v) for k, v in (cutoffs or {}).items()}
+        self.source: Path | None = None  # the .ckpt or exported folder it was loaded from
 
     @property
     def labels(self) -> list[str]:
@@ -116,11 +118,14 @@ class SpineImageClassifier:
         source = resolve(path)
         if is_exported(source):
             config, state = read_exported(source)
-            return cls._from_exported(reportsup_config(config, str(source)), state, str(source))
-        checkpoint = load_checkpoint(source, map_location, trust_checkpoint)
-        model = SpineResNet.from_checkpoint_dict(checkpoint, where=str(source))
-        size, green = _view_preprocessing(model.label_manifest()["image_preprocessing"], str(source))
-        return cls(model, size, green, run_cutoffs(source))
+            classifier = cls._from_exported(reportsup_config(config, str(source)), state, str(source))
+        else:
+            checkpoint = load_checkpoint(source, map_location, trust_checkpoint)
+            model = SpineResNet.from_checkpoint_dict(checkpoint, where=str(source))
+            size, green = _view_preprocessing(model.label_manifest()["image_preprocessing"], str(source))
+            classifier = cls(model, size, green, run_cutoffs(source))
+        classifier.source = source
+        return classifier
 
     @classmethod
     def _from_exported(
@@ -163,12 +168,13 @@ class SpineImageClassifier:
             "label_manifest": manifest,
         }
 
-    def save_pretrained(
-        self, folder: str | Path, extra_files: Mapping[str, str | bytes] | None = None
-    ) -> Path:
-        """Write ``model.safetensors`` and ``config.json`` (plus ``extra_files``, e.g. the model card)
-        into a new folder; :meth:`from_pretrained` rebuilds the classifier from it without unpickling."""
-        return save_exported(folder, {REPORTSUP_KEY: self.config()}, self.model.state_dict(), extra_files)
+    def save_pretrained(self, folder: str | Path, run_dir: str | Path | None = None) -> Path:
+        """Write ``model.safetensors``, ``config.json`` and the model card ``README.md`` (training data and
+        test metrics from ``run_dir``, default: the run of the checkpoint it came from) into a new folder;
+        :meth:`from_pretrained` rebuilds the classifier from it without unpickling."""
+        usage = USAGE.format(cls="SpineImageClassifier", var="classifier", arg='"views.csv"')
+        files = card_files(self.model.label_manifest(), self.source, run_dir, usage)
+        return save_exported(folder, {REPORTSUP_KEY: self.config()}, self.model.state_dict(), files)
 
     # ----------------------------------------------------------------------------- inference
     def predict(

@@ -110,7 +110,9 @@ def test_save_pretrained_round_trip_gives_the_same_outputs_without_pickle(damil_
     run, dm = damil_run
     analyzer = ScanAnalyzer.from_pretrained(run)
     folder = analyzer.save_pretrained(tmp_path / "export")
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    card = (folder / "README.md").read_text()
+    assert "# damil:" in card and "Liu A" in card and "ScanAnalyzer.from_pretrained" in card
     again = ScanAnalyzer.from_pretrained(folder)
     config = again.config()
     assert config["preprocessing"]["spatial_size"] == list(SIZE)

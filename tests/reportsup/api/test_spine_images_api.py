@@ -120,13 +120,17 @@ def test_youden_cutoffs_of_the_run_label_sessions_and_travel_with_the_export(spi
         assert table["scoliosis_youden"].tolist() == (p >= cutoff).astype(int).tolist()
         assert table["scoliosis_youden"].sum() == 2
 
-        folder = classifier.save_pretrained(tmp_path / "export", extra_files={"README.md": "# card\n"})
+        folder = classifier.save_pretrained(tmp_path / "export")
         assert sorted(x.name for x in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+        card = (folder / "README.md").read_text()
+        assert "SpineImageClassifier.from_pretrained" in card and "does not look at images" not in card
         config = json.loads((folder / "config.json").read_text())["reportsup"]
         assert config["task"] == "spine_resnet18" and config["labels"] == FINDINGS
         assert config["youden_cutoffs"] == {"scoliosis": cutoff}
         again = SpineImageClassifier.from_pretrained(folder)
         pd.testing.assert_frame_equal(again.predict(views), table)
+        resaved = again.save_pretrained(tmp_path / "resaved")  # an export re-saved keeps its card
+        assert (resaved / "README.md").read_text() == card
     finally:
         (run / "youden_cutoffs.json").unlink()
 

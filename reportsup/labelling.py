@@ -162,6 +162,8 @@ class ClassifierLabeller:
     @torch.inference_mode()
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        if not len(texts):  # the tokenizer fails on an empty batch
+            return out
         # Tokenized once, then sorted by token count: a batch holds reports of (nearly) one length, so
         # per-batch padding adds almost nothing.
         ids = self.model.encoder.token_ids(texts)

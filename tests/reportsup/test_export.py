@@ -3,6 +3,7 @@ without unpickling; the spine report classifier also as a stock BertForSequenceC
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 import shutil
@@ -17,6 +18,7 @@ from lightning_modules.spine.report_module import SpineReportClassifier
 from reportsup import ReportLabeller, export_model
 from reportsup.api.loading import read_exported
 from reportsup.cli.export import main
+from reportsup.labelling import label_archive
 
 ROOT = Path(__file__).resolve().parents[2]
 PRE_LAYOUT = ROOT / "tests" / "data" / "alarm_pre_layout_v0.1.0.ckpt"
@@ -91,6 +93,16 @@ def test_export_round_trips_with_a_model_card_and_never_unpickles(tmp_path, monk
         m.setenv("HF_HUB_OFFLINE", "1")
         table = ReportLabeller.from_pretrained(out).predict(expected["text"].tolist())
     np.testing.assert_allclose(table[PROBS].to_numpy(), expected[PROBS].to_numpy(), atol=1e-5, rtol=0)
+    # reportsup-label takes the exported folder too, with the same labels as the checkpoint gives
+    archive = tmp_path / "archive.csv"
+    pd.DataFrame({"report_id": ["a", "b", "c"], "text": expected["text"]}).to_csv(archive, index=False)
+    label_archive(out, archive, tmp_path / "labels", progress=False)
+    labelled = pd.read_parquet(next((tmp_path / "labels").glob("part-*.parquet")))
+    np.testing.assert_allclose(labelled[PROBS].to_numpy(), expected[PROBS].to_numpy(), atol=1e-5, rtol=0)
+    manifest = json.loads((tmp_path / "labels" / "manifest.json").read_text())
+    assert (
+        manifest["checkpoint_sha256"] == hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
+    )
     # save_pretrained of the loaded export: same weights, the card kept
     again = ReportLabeller.from_pretrained(out).save_pretrained(tmp_path / "again")
     assert (again / "README.md").read_text() == card

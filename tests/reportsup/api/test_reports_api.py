@@ -86,6 +86,14 @@ def test_bad_input_is_named(tiny_encoder, tmp_path):
     labeller = ReportLabeller.from_pretrained(_alarm_checkpoint(tiny_encoder, tmp_path / "a.ckpt"))
     with pytest.raises(ReportTableError, match=r"row 1 \(report_id '1'\): empty text"):
         labeller.predict(["a mass in the left frontal lobe", "   "])
+    empty = labeller.predict([])
+    assert empty.empty and list(empty.columns) == [
+        "report_id",
+        "abnormal_prob",
+        "abnormal",
+        "mass_prob",
+        "mass",
+    ]
     with pytest.raises(TypeError, match="pass a list"):
         labeller.predict("a mass in the left frontal lobe")
     with pytest.raises(ReportTableError, match="no column 'text'.*text_column"):

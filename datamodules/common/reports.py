@@ -2,8 +2,9 @@
 
 Follows Wood et al. 2021 (Fig. 1, "Modelling"): each hold-out set (image-label test set, external
 site) has all its patients removed from the development data before a patient-level 60/20/20
-split; the internal test split is the "report label" test set and every hold-out is evaluated as
-its own test set (``test/<set>/...``).
+split (``data.split.holdout_order=exclude_first``, the split protocol of
+:mod:`reportsup.contracts.splits`); the internal test split is the "report label" test set and every
+hold-out is evaluated as its own test set (``test/<set>/...``).
 
 Unknown labels (empty cells) follow ``unknown_policy``:
 
@@ -30,29 +31,20 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from datamodules.common.tables import ReportTableError, check_text_column, read_report_table, read_table_file
-from reportsup.contracts.splits import SplitError, assign_splits, exclude_holdout_patients
+from reportsup.contracts.run_dir import DATA_SUMMARY
+from reportsup.contracts.splits import (
+    SPLIT_NAMES,
+    UNUSED,
+    RunSplit,
+    SplitError,
+    SplitProtocol,
+    check_learnable,
+)
 
 UNKNOWN_POLICIES = ("mask", "zeros", "ones", "soft")
 INTERNAL_TEST_SET = "report_label"
 
 Tokenize = Callable[[Sequence[str]], Mapping[str, torch.Tensor]]
-
-
-def check_learnable(targets: np.ndarray, labels: Sequence[str], path: str) -> None:
-    """Every label needs known positives and negatives in the training split, or it cannot be learnt."""
-    for j, label in enumerate(labels):
-        y = targets[:, j]
-        known = y[~np.isnan(y)]
-        if not len(known):
-            raise ReportTableError(
-                f"{path}: label '{label}' has no known value in the training split (the column "
-                "is empty there). Fill it in or remove it from data.labels."
-            )
-        if known.min() == known.max():
-            raise ReportTableError(
-                f"{path}: label '{label}' is {int(known[0])} for every training report with a "
-                "known value: nothing to learn. Add reports of the other class or drop the label."
-            )
 
 
 class ReportDataset(Dataset):
@@ -139,7 +131,8 @@ class ReportDataModule(TokenizedLoaders, pl.LightningDataModule):
         holdouts: ``{test set name: table path}``; their patients leave the development data.
         unknown_policy: one of ``mask``, ``zeros``, ``ones``, ``soft`` (module docstring).
         split: ``seed``, ``fractions`` (train, val, test), optional ``n_folds``/``fold`` for
-            patient-level k-fold, or ``file`` for a fixed split (``id``, ``split``).
+            patient-level k-fold, or ``file`` for a fixed split (``id``, ``split``); ``holdout_order``
+            (default ``exclude_first``, the paper): :class:`~reportsup.contracts.splits.SplitProtocol`.
         output_dir: where ``splits.csv`` and ``data_summary.json`` are written (the run directory).
         unlabelled_path: reports without reference labels (column ``text``) for unsupervised
             pre-training, e.g. the word2vec baseline (Wood et al.: "the remaining 121,556 reports").
@@ -188,6 +181,8 @@ class ReportDataModule(TokenizedLoaders, pl.LightningDataModule):
         self.unknown_policy = unknown_policy
         self.soft_label_suffix = soft_label_suffix
         self.split_cfg = dict(split or {})
+        # Wood et al. Fig. 1: hold-out patients leave before the split is drawn.
+        self.protocol = SplitProtocol.from_config(self.split_cfg, holdout_order="exclude_first")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
@@ -232,33 +227,25 @@ class ReportDataModule(TokenizedLoaders, pl.LightningDataModule):
         table = read_report_table(self.path, self.labels, soft_label_suffix=soft)
         holdouts = {name: self._read_holdout(name, p) for name, p in self.holdout_paths.items()}
         n_read = len(table)
-        table, removed = exclude_holdout_patients(table, holdouts)
         targets = self._training_targets(table)
         no_label = np.isnan(targets).all(axis=1)
-        if no_label.any():
-            rank_zero_info(
-                f"[reportsup] {int(no_label.sum())} of {len(table)} reports have no known value for "
-                f"{self.labels} and are left out of this model's data (data.unknown_policy={self.unknown_policy})."
-            )
-        table, targets = table.loc[~no_label].reset_index(drop=True), targets[~no_label]
-        split = assign_splits(
-            table,
-            seed=int(self.split_cfg.get("seed", 0)),
-            fractions=self.split_cfg.get("fractions", (0.6, 0.2, 0.2)),
-            n_folds=self.split_cfg.get("n_folds"),
-            fold=int(self.split_cfg.get("fold", 0)),
-            file=self.split_cfg.get("file"),
+        run_split = self.protocol.assign(
+            table.assign(id=table["report_id"], usable=~no_label),
+            {name: ho.assign(id=ho["report_id"]) for name, ho in holdouts.items()},
+            source=str(self.path),
+            what="reports",
         )
-        for name in ("train", "val", "test"):
-            mask = (split == name).to_numpy()
-            if not mask.any():
-                raise SplitError(
-                    f"the {name} split is empty ({len(table)} reports, "
-                    f"{table['patient_id'].nunique()} patients): add data or change data.split."
-                )
+        n_unused = int(run_split.mask(UNUSED).sum())  # rows of hold-out patients are counted there
+        if n_unused:
+            rank_zero_info(
+                f"[reportsup] {n_unused} of {n_unused + int(run_split.split.isin(SPLIT_NAMES).sum())} reports "
+                f"have no known value for {self.labels} and are left out of this model's data "
+                f"(data.unknown_policy={self.unknown_policy})."
+            )
+        check_learnable(targets[run_split.mask("train")], self.labels, self.path)
+        for name in SPLIT_NAMES:
+            mask = run_split.mask(name)
             part = table.loc[mask]
-            if name == "train":
-                check_learnable(targets[mask], self.labels, self.path)
             # Test sets are scored on reference labels only; train/val use the unknown policy.
             y = part[self.labels].to_numpy(dtype=np.float64) if name == "test" else targets[mask]
             self.datasets[INTERNAL_TEST_SET if name == "test" else name] = ReportDataset(part, y)
@@ -269,8 +256,8 @@ class ReportDataModule(TokenizedLoaders, pl.LightningDataModule):
             "labels": self.labels,
             "unknown_policy": self.unknown_policy,
             "reports_read": n_read,
-            "removed_for_holdout_patients": removed,
-            "removed_without_known_label": int(no_label.sum()),
+            "removed_for_holdout_patients": run_split.removed(),
+            "removed_without_known_label": n_unused,
             "sizes": {k: len(v) for k, v in self.datasets.items()},
             "positives": {
                 k: {lb: int(np.nansum(v.targets[:, j].numpy() == 1)) for j, lb in enumerate(self.labels)}
@@ -280,36 +267,13 @@ class ReportDataModule(TokenizedLoaders, pl.LightningDataModule):
         rank_zero_info(
             f"[reportsup] data: {json.dumps(self.summary['sizes'])}, unknown_policy={self.unknown_policy}"
         )
-        self._write_split_file(table, split, holdouts)
+        self._write_outputs(run_split)
 
-    def _write_split_file(
-        self, table: pd.DataFrame, split: pd.Series, holdouts: dict[str, pd.DataFrame]
-    ) -> None:
+    def _write_outputs(self, run_split: RunSplit) -> None:
         if self.output_dir is None or (self.trainer is not None and not self.trainer.is_global_zero):
             return
-        frames = [pd.DataFrame({"id": table["report_id"], "patient_id": table["patient_id"], "split": split})]
-        frames += [
-            pd.DataFrame({"id": h["report_id"], "patient_id": h["patient_id"], "split": name})
-            for name, h in holdouts.items()
-        ]
-        splits = pd.concat(frames, ignore_index=True)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        path = self.output_dir / "splits.csv"
-        if path.exists():
-            # A resumed run must train on the split it started with.
-            before = pd.read_csv(path, dtype=str, keep_default_na=False)
-            if (
-                not before.sort_values("id")
-                .reset_index(drop=True)
-                .equals(splits.astype(str).sort_values("id").reset_index(drop=True))
-            ):
-                raise SplitError(
-                    f"{path} exists and differs from the split computed now (seed, fractions or data "
-                    "changed). Resume with the original data and data.split settings, or start a new run."
-                )
-        else:
-            splits.to_csv(path, index=False)
-        (self.output_dir / "data_summary.json").write_text(json.dumps(self.summary, indent=2))
+        run_split.save(self.output_dir)  # splits.csv, or on resume: the split this run trained on
+        (self.output_dir / DATA_SUMMARY).write_text(json.dumps(self.summary, indent=2))
 
     # -- accessors ---------------------------------------------------------------------------
     @property

@@ -14,11 +14,14 @@ Inputs:
 * ``nlp_reports``: the reports annotated for NLP development; their sessions are excluded from image
   training and testing ("only machine-generated data was employed in this stage").
 
-Splits: every session of a test patient leaves the training pool; ``train_on=machine`` (1step) trains
-on the pool's machine labels, ``train_on=refinement`` (2steps, step2only) on the refinement set's human
+Splits (:class:`reportsup.contracts.splits.SplitProtocol`, the one protocol of every DataModule):
+every session of a test patient leaves the training pool, before the split is drawn (the paper's
+training pool; ``data.split.holdout_order=exclude_first``); ``train_on=machine`` (1step) trains on the
+pool's machine labels, ``train_on=refinement`` (2steps, step2only) on the refinement set's human
 labels; a patient-level ``val_fraction`` of the training sessions is held out for checkpoint selection
-and early stopping (the paper does not say how it chose the epoch). Test sets: ``image_test`` and, for
-the Youden cut-offs, ``refinement``.
+and early stopping (the paper does not say how it chose the epoch). ``splits.csv`` lists the training
+sessions (train/val) and the test sessions (``image_test``); a resumed or test-only run is checked
+against it. Test sets: ``image_test`` and, for the Youden cut-offs, ``refinement``.
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ from datamodules.spine.radiographs import (
     resize_view,
 )
 from reportsup.contracts.labels.spine import VIEWS, check_findings
-from reportsup.contracts.splits import split_patients
+from reportsup.contracts.run_dir import DATA_SUMMARY
+from reportsup.contracts.splits import RunSplit, SplitError, SplitProtocol, check_learnable
 
 TRAIN_ON = ("machine", "refinement")
 TEST_SET = "image_test"
@@ -299,7 +303,9 @@ class SpineXrayDataModule(pl.LightningDataModule):
         image_size: ``[H, W]`` of each view after resizing (paper: 512 x 512).
         green_channel: G channel content, one of ``zeros`` (paper), ``mean``, ``coronal``, ``sagittal``.
         augment: :class:`ViewAugmentation` arguments, or ``None`` for no augmentation.
-        split: ``seed`` and ``val_fraction`` (patients of the training sessions held out for validation).
+        split: ``seed`` and ``val_fraction`` (patients of the training sessions held out for validation),
+            or ``file`` (a fixed split of the training sessions); ``holdout_order`` must be
+            ``exclude_first`` (:meth:`split_protocol`).
         missing_labels: ``error`` (default) or ``drop``: training sessions whose report has no machine
             label (dropped ones are counted in ``data_summary.json``).
     """
@@ -368,6 +374,7 @@ class SpineXrayDataModule(pl.LightningDataModule):
         self.green_channel = green_channel
         self.augment = ViewAugmentation(**augment) if augment is not None else None
         self.split_cfg = dict(split or {})
+        self.protocol = self.split_protocol(self.split_cfg)
         self.missing_labels = missing_labels
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -376,6 +383,31 @@ class SpineXrayDataModule(pl.LightningDataModule):
         self.output_dir = Path(output_dir) if output_dir else None
         self.datasets: dict[str, FusedViewsDataset] = {}
         self.summary: dict[str, Any] = {}
+
+    @staticmethod
+    def split_protocol(split: Mapping[str, Any]) -> SplitProtocol:
+        """``data.split`` of the spine images: train/val over the training pool's patients
+        (``val_fraction`` of them validate), no drawn test split (the image test set is
+        ``data.test_labels``), and the test patients leave the pool first (the paper's training pool)."""
+        cfg = dict(split)
+        val_fraction = float(cfg.pop("val_fraction", 0.1))
+        drawn_test = [key for key in ("fractions", "n_folds") if cfg.get(key)]
+        if drawn_test:
+            raise SplitError(
+                f"data.split.{drawn_test[0]}: the spine image test set is data.test_labels, not a drawn split; "
+                "set data.split.val_fraction (the share of training patients that validate) instead."
+            )
+        if not 0 < val_fraction < 1:
+            raise SplitError(f"data.split.val_fraction={val_fraction}: give a fraction between 0 and 1.")
+        protocol = SplitProtocol.from_config(
+            {**cfg, "fractions": (1 - val_fraction, val_fraction, 0.0)}, holdout_order="exclude_first"
+        )
+        if protocol.holdout_order != "exclude_first":
+            raise SplitError(
+                f"data.split.holdout_order={protocol.holdout_order}: the spine image DataModule supports only "
+                "exclude_first: the paper's training pool is the sessions of patients outside the image test set."
+            )
+        return protocol
 
     # -- data preparation -------------------------------------------------------------------
     def _training_targets(
@@ -459,36 +491,29 @@ class SpineXrayDataModule(pl.LightningDataModule):
                     "NLP development session): the refinement set is drawn from the training images."
                 )
         train_table, train_targets, label_info = self._training_targets(pool, refinement)
-        val_fraction = float(self.split_cfg.get("val_fraction", 0.1))
-        split = train_table["patient_id"].map(
-            split_patients(
-                train_table["patient_id"],
-                int(self.split_cfg.get("seed", 0)),
-                (1 - val_fraction, val_fraction, 0.0),
-            )
+        test_table = sessions.loc[sessions["session_id"].isin(test.index)].reset_index(drop=True)
+        # The test patients have already left the pool (above: the pool decides which sessions need
+        # machine labels); the protocol draws train/val over it and lists the test sessions.
+        run_split = self.protocol.assign(
+            train_table.assign(id=train_table["session_id"]),
+            {TEST_SET: test_table.assign(id=test_table["session_id"])},
+            source=str(self.views_path),
+            required=("train", "val"),
+            what="training sessions",
+        )
+        label_source = self.refinement_labels if self.train_on == "refinement" else self.machine_labels
+        check_learnable(
+            train_targets[run_split.mask("train")], self.labels, str(label_source), what="session"
         )
         for name in ("train", "val"):
-            mask = (split == name).to_numpy()
-            if not mask.any():
-                raise SpineDataError(
-                    f"the {name} split of the {len(train_table)} training sessions is empty: add sessions or change data.split.val_fraction."
-                )
-            y = train_targets[mask]
-            if name == "train":
-                for j, f in enumerate(self.labels):
-                    known = y[:, j][~np.isnan(y[:, j])]
-                    if len(known) == 0 or known.min() == known.max():
-                        raise SpineDataError(
-                            f"finding '{f}' has {'no' if not len(known) else 'only ' + str(int(known[0])) + ' as'} label in the training sessions: nothing to learn."
-                        )
+            mask = run_split.mask(name)
             self.datasets[name] = FusedViewsDataset(
                 train_table.loc[mask],
-                y,
+                train_targets[mask],
                 self.image_size,
                 self.green_channel,
                 self.augment if name == "train" else None,
             )
-        test_table = sessions.loc[sessions["session_id"].isin(test.index)].reset_index(drop=True)
         self.datasets[TEST_SET] = FusedViewsDataset(
             test_table,
             test.loc[test_table["session_id"], self.labels].to_numpy(),
@@ -522,24 +547,13 @@ class SpineXrayDataModule(pl.LightningDataModule):
         rank_zero_info(
             f"[reportsup] spine data: {json.dumps(self.summary['sizes'])}, trained on {label_info['label_source']}"
         )
-        self._write_split_file(split, train_table, test_table)
+        self._write_outputs(run_split)
 
-    def _write_split_file(
-        self, split: pd.Series, train_table: pd.DataFrame, test_table: pd.DataFrame
-    ) -> None:
+    def _write_outputs(self, run_split: RunSplit) -> None:
         if self.output_dir is None or (self.trainer is not None and not self.trainer.is_global_zero):
             return
-        frames = [
-            pd.DataFrame(
-                {"id": train_table["session_id"], "patient_id": train_table["patient_id"], "split": split}
-            ),
-            pd.DataFrame(
-                {"id": test_table["session_id"], "patient_id": test_table["patient_id"], "split": TEST_SET}
-            ),
-        ]
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        pd.concat(frames, ignore_index=True).to_csv(self.output_dir / "splits.csv", index=False)
-        (self.output_dir / "data_summary.json").write_text(json.dumps(self.summary, indent=2))
+        run_split.save(self.output_dir)  # splits.csv, or on resume: the split this run trained on
+        (self.output_dir / DATA_SUMMARY).write_text(json.dumps(self.summary, indent=2))
 
     # -- loaders -----------------------------------------------------------------------------
     def _loader(self, name: str, train: bool) -> DataLoader:

@@ -1,39 +1,83 @@
-"""Patient-level splitting (Wood et al. 2021, "Modelling": 60/20/20 "at the patient level in order to
-prevent data leakage"; hold-out patients removed first, Fig. 1).
+"""The patient-level split protocol: one implementation for every DataModule (DESIGN.md, "Data contracts").
 
-Every split is a pure function of ``(seed, fractions, patient ids)``: the patient ids are sorted
-before shuffling, so row order and duplicates in the table do not change the assignment.
+* Wood et al. 2021 (ALARM), "Modelling": a 60/20/20 split "at the patient level in order to prevent
+  data leakage"; Fig. 1: the reports of hold-out patients (image-label test set, external site) are
+  removed from the development data *before* the split is drawn.
+* Liu et al. 2023 (Cross-DL) and the spine study split their own units; here every split is by patient
+  (DESIGN.md), and hold-out sets (prospective set, CQ500, the spine image test set) never share a
+  patient with train/val/test.
+
+One entry point, :class:`SplitProtocol`::
+
+    protocol = SplitProtocol.from_config(cfg.data.split, holdout_order="exclude_first")
+    run_split = protocol.assign(rows, holdouts, source="reports.csv")  # rows: id, patient_id[, usable]
+    run_split.save(run_dir)  # writes splits.csv, or checks it on a resumed / test-only run
+
+Every drawn split is a pure function of ``(seed, fractions, patient ids)`` (or of ``(seed, n_folds,
+fold, patient ids)``): the patient ids are sorted before shuffling, so row order and duplicates in the
+table do not change the assignment. Whether the draw happens before or after the hold-out patients
+leave is ``holdout_order``, one explicit choice per experiment (``configs/data/*.yaml``):
+
+* ``exclude_first`` (the ALARM paper): hold-out patients leave, then the split is drawn over the rest;
+* ``split_first``: the split is drawn over every development patient, then hold-out patients leave, so
+  a hold-out set added later (a test-only run scoring a trained model on a new set) moves nobody else.
+
+This module is the bottom layer: pure pandas/numpy, it imports nothing else of ours but the contracts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from reportsup.contracts.run_dir import SPLITS_CSV
+
 SPLIT_NAMES = ("train", "val", "test")
+HOLDOUT_ORDERS = ("exclude_first", "split_first")
+#: the keys of ``data.split`` the protocol reads
+CONFIG_KEYS = ("seed", "fractions", "n_folds", "fold", "file", "holdout_order")
+#: optional boolean column of :meth:`SplitProtocol.assign`'s tables: False = the row takes no part
+USABLE = "usable"
+#: the split of a development row that is not usable (e.g. no known label) and of no hold-out patient
+UNUSED = ""
 
 
 class SplitError(ValueError):
     """A split request or split file that cannot be honoured; the message says what to change."""
 
 
+# ----------------------------------------------------------------------------- the draws
 def _shuffled_patients(patient_ids: Iterable[str], seed: int) -> np.ndarray:
     unique = np.array(sorted(set(patient_ids)), dtype=object)
     return unique[np.random.default_rng(seed).permutation(len(unique))]
+
+
+def _check_fractions(fractions: Sequence[float]) -> None:
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or not np.isclose(sum(fractions), 1.0):
+        raise SplitError(
+            f"data.split.fractions={list(fractions)}: give three non-negative fractions "
+            "(train, val, test) that sum to 1."
+        )
+
+
+def _check_folds(n_folds: int, fold: int) -> None:
+    if n_folds < 3 or not 0 <= fold < n_folds:
+        raise SplitError(
+            f"data.split.n_folds={n_folds}, data.split.fold={fold}: need n_folds >= 3 "
+            "(train, val and test folds) and 0 <= fold < n_folds."
+        )
 
 
 def patient_split(
     patient_ids: Sequence[str], seed: int, fractions: Sequence[float] = (0.6, 0.2, 0.2)
 ) -> dict[str, str]:
     """Map each patient to train/val/test with the given fractions of *patients*."""
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or not np.isclose(sum(fractions), 1.0):
-        raise SplitError(
-            f"data.split.fractions={list(fractions)}: give three non-negative fractions "
-            "(train, val, test) that sum to 1."
-        )
+    _check_fractions(fractions)
     patients = _shuffled_patients(patient_ids, seed)
     n = len(patients)
     if n < 3:
@@ -51,11 +95,7 @@ def patient_split(
 
 def patient_kfold(patient_ids: Sequence[str], seed: int, n_folds: int, fold: int) -> dict[str, str]:
     """k-fold at patient level: fold ``fold`` is the test set, the next fold the validation set."""
-    if n_folds < 3 or not 0 <= fold < n_folds:
-        raise SplitError(
-            f"data.split.n_folds={n_folds}, data.split.fold={fold}: need n_folds >= 3 "
-            "(train, val and test folds) and 0 <= fold < n_folds."
-        )
+    _check_folds(n_folds, fold)
     folds = np.array_split(_shuffled_patients(patient_ids, seed), n_folds)
     val_fold = (fold + 1) % n_folds
     out = {}
@@ -63,59 +103,6 @@ def patient_kfold(patient_ids: Sequence[str], seed: int, n_folds: int, fold: int
         name = "test" if k == fold else "val" if k == val_fold else "train"
         out.update({p: name for p in members})
     return out
-
-
-def read_split_file(path: str | Path, table: pd.DataFrame) -> pd.Series:
-    """A fixed split (CSV with ``id`` or ``report_id`` and ``split``), checked against the table:
-    every report must be assigned, split names must be train/val/test, and no patient may be in two."""
-    path = Path(path)
-    if not path.exists():
-        raise SplitError(f"{path}: split file not found (data.split.file).")
-    sf = pd.read_csv(path, dtype=str, keep_default_na=False)
-    id_col = "id" if "id" in sf.columns else "report_id" if "report_id" in sf.columns else None
-    if id_col is None or "split" not in sf.columns:
-        raise SplitError(
-            f"{path}: a split file needs columns 'id' (or 'report_id') and 'split'; found {list(sf.columns)}."
-        )
-    # A run's own splits.csv also lists hold-out reports under their set's name: those rows are
-    # ignored, unless they name a report of the development table.
-    in_table = sf[id_col].isin(set(table["report_id"]))
-    bad = sf.loc[~sf["split"].isin(SPLIT_NAMES) & in_table]
-    sf = sf.loc[sf["split"].isin(SPLIT_NAMES)]
-    if len(bad):
-        raise SplitError(
-            f"{path}, row {bad.index[0] + 1}: split {bad['split'].iloc[0]!r} is not one of {SPLIT_NAMES}."
-        )
-    mapping = dict(zip(sf[id_col], sf["split"], strict=True))
-    missing = [r for r in table["report_id"] if r not in mapping]
-    if missing:
-        raise SplitError(
-            f"{path}: {len(missing)} report(s) of the data table have no split, e.g. {missing[:3]}. "
-            "Assign every report, or drop those reports from the table."
-        )
-    split = table["report_id"].map(mapping)
-    per_patient = split.groupby(table["patient_id"]).nunique()
-    leaking = per_patient[per_patient > 1]
-    if len(leaking):
-        raise SplitError(
-            f"{path}: patient {leaking.index[0]!r} has reports in more than one split; "
-            "splits must be by patient to prevent leakage."
-        )
-    return split
-
-
-def assign_splits(
-    table: pd.DataFrame,
-    seed: int,
-    fractions: Sequence[float] = (0.6, 0.2, 0.2),
-    n_folds: int | None = None,
-    fold: int = 0,
-    file: str | Path | None = None,
-) -> pd.Series:
-    """The split name of every row of ``table`` (one of train/val/test), by patient."""
-    if file:
-        return read_split_file(file, table)
-    return table["patient_id"].map(split_patients(table["patient_id"], seed, fractions, n_folds, fold))
 
 
 def split_patients(
@@ -131,19 +118,75 @@ def split_patients(
     return patient_split(patient_ids, seed, fractions)
 
 
-def exclude_holdout_patients(
-    table: pd.DataFrame, holdouts: dict[str, pd.DataFrame]
-) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Remove every report of a patient who appears in any hold-out set (paper Fig. 1: "after removing
-    reports describing separate studies of patients in the test set"). Returns the table and the
-    number of reports removed per hold-out, for the log."""
-    removed: dict[str, int] = {}
-    keep = np.ones(len(table), dtype=bool)
+def read_split_file(path: str | Path, rows: pd.DataFrame) -> pd.Series:
+    """A fixed split (CSV with ``id`` or ``report_id`` and ``split``) for ``rows`` (``id``,
+    ``patient_id``), checked: every row must be assigned, split names must be train/val/test, and no
+    patient may be in two splits. Returns the split of each row (``rows``' index)."""
+    path = Path(path)
+    if not path.exists():
+        raise SplitError(f"{path}: split file not found (data.split.file).")
+    sf = pd.read_csv(path, dtype=str, keep_default_na=False)
+    id_col = "id" if "id" in sf.columns else "report_id" if "report_id" in sf.columns else None
+    if id_col is None or "split" not in sf.columns:
+        raise SplitError(
+            f"{path}: a split file needs columns 'id' (or 'report_id') and 'split'; found {list(sf.columns)}."
+        )
+    # A run's own splits.csv also lists hold-out rows under their set's name: those rows are
+    # ignored, unless they name a row of the development data.
+    in_table = sf[id_col].isin(set(rows["id"]))
+    bad = sf.loc[~sf["split"].isin(SPLIT_NAMES) & in_table]
+    sf = sf.loc[sf["split"].isin(SPLIT_NAMES)]
+    if len(bad):
+        raise SplitError(
+            f"{path}, row {bad.index[0] + 2}: split {bad['split'].iloc[0]!r} is not one of {SPLIT_NAMES}."
+        )
+    mapping = dict(zip(sf[id_col], sf["split"], strict=True))
+    missing = [r for r in rows["id"] if r not in mapping]
+    if missing:
+        raise SplitError(
+            f"{path}: {len(missing)} row(s) of the development data have no split, e.g. {missing[:3]}. "
+            "Assign every row, or drop those rows from the data."
+        )
+    split = rows["id"].map(mapping)
+    per_patient = split.groupby(rows["patient_id"]).nunique()
+    leaking = per_patient[per_patient > 1]
+    if len(leaking):
+        raise SplitError(
+            f"{path}: patient {leaking.index[0]!r} has rows in more than one split; "
+            "splits must be by patient to prevent leakage."
+        )
+    return split
+
+
+def holdout_of(patient_ids: pd.Series, holdouts: Mapping[str, pd.DataFrame]) -> pd.Series:
+    """For each row, the name of the first hold-out set (in ``holdouts``' order) that has its patient,
+    or ``""``: every row of such a patient leaves the development data (paper Fig. 1: "after removing
+    reports describing separate studies of patients in the test set")."""
+    member = pd.Series(UNUSED, index=patient_ids.index, dtype=object)
     for name, holdout in holdouts.items():
-        hit = table["patient_id"].isin(set(holdout["patient_id"])).to_numpy()
-        removed[name] = int((hit & keep).sum())
-        keep &= ~hit
-    return table.loc[keep].reset_index(drop=True), removed
+        hit = patient_ids.isin(set(holdout["patient_id"])) & (member == UNUSED)
+        member[hit] = name
+    return member
+
+
+# ----------------------------------------------------------------------------- checks
+def check_learnable(targets: np.ndarray, labels: Sequence[str], source: str, what: str = "report") -> None:
+    """Every label needs known positives and negatives in the training split, or it cannot be learnt.
+
+    ``targets``: (training rows, labels), NaN where unknown; ``source`` names the data file."""
+    for j, label in enumerate(labels):
+        y = targets[:, j]
+        known = y[~np.isnan(y)]
+        if not len(known):
+            raise SplitError(
+                f"{source}: label '{label}' has no known value in the training split (the column "
+                "is empty there). Fill it in or remove it from data.labels."
+            )
+        if known.min() == known.max():
+            raise SplitError(
+                f"{source}: label '{label}' is {int(known[0])} for every training {what} with a "
+                f"known value: nothing to learn. Add {what}s of the other class or drop the label."
+            )
 
 
 def check_run_split(path: str | Path, splits: pd.DataFrame) -> None:
@@ -156,6 +199,12 @@ def check_run_split(path: str | Path, splits: pd.DataFrame) -> None:
     scoring a trained model on a new set is what a test-only run with ``data.holdouts`` is for.
     """
     before = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in ("id", "patient_id", "split") if c not in before.columns]
+    if missing:
+        raise SplitError(
+            f"{path}: missing column(s) {missing} (found {list(before.columns)}); this is not a run's "
+            "splits.csv. Remove it or start a new run in another directory."
+        )
     now = splits.astype(str)
     old = before.drop_duplicates("id").set_index("id")["split"]
     new = now.drop_duplicates("id").set_index("id")["split"]
@@ -164,8 +213,9 @@ def check_run_split(path: str | Path, splits: pd.DataFrame) -> None:
     if moved:
         raise SplitError(
             f"{path}: {len(moved)} row(s) are in another split than when this run started (e.g. "
-            f"{moved[0]!r}: {old[moved[0]]} -> {new[moved[0]]}); the seed, fractions or data changed. Resume "
-            "with the original data and data.split settings, or start a new run."
+            f"{moved[0]!r}: {old[moved[0]]} -> {new[moved[0]]}); the seed, fractions or data changed "
+            "(or, with data.split.holdout_order=exclude_first, the hold-out sets). Resume with the original "
+            "data, data.holdouts and data.split settings, or start a new run."
         )
     fitted = set(before.loc[before["split"].isin(("train", "val")), "patient_id"])
     for name, rows in now[~now["split"].isin(SPLIT_NAMES)].groupby("split"):
@@ -175,3 +225,189 @@ def check_run_split(path: str | Path, splits: pd.DataFrame) -> None:
                 f"data.holdouts.{name}: {len(seen)} patient(s) (e.g. {seen[0]!r}) trained or selected this "
                 f"run's model (train/val in {path}); a hold-out must be patients the model has not seen."
             )
+
+
+# ----------------------------------------------------------------------------- the protocol
+def _id_frame(table: pd.DataFrame, what: str) -> pd.DataFrame:
+    """``id``, ``patient_id`` (as text, so ids read as numbers in one file match another's) and
+    ``usable`` (all True unless given) of a table."""
+    missing = [c for c in ("id", "patient_id") if c not in table.columns]
+    if missing:
+        raise SplitError(f"{what}: missing column(s) {missing} for the split; found {list(table.columns)}.")
+    usable = table[USABLE].astype(bool) if USABLE in table.columns else True
+    return pd.DataFrame(
+        {"id": table["id"].astype(str), "patient_id": table["patient_id"].astype(str), USABLE: usable},
+        index=table.index,
+    )
+
+
+@dataclass(frozen=True)
+class RunSplit:
+    """The outcome of :meth:`SplitProtocol.assign`.
+
+    ``split`` (index of the development rows given): ``train``/``val``/``test``; the name of the
+    hold-out set whose patient the row belongs to (the row left the development data); or ``""``
+    (:data:`UNUSED`) for a row that was not usable. ``holdout_rows``: ``id``, ``patient_id``, ``split``
+    (= the set's name) of the usable rows of every hold-out set.
+    """
+
+    rows: pd.DataFrame
+    split: pd.Series
+    holdout_rows: pd.DataFrame
+    holdout_names: tuple[str, ...]
+    source: str
+    what: str = "rows"
+
+    def mask(self, name: str) -> np.ndarray:
+        """Boolean array over the development rows: in split (or hold-out, or ``""``) ``name``."""
+        return (self.split == name).to_numpy()
+
+    def removed(self, where: np.ndarray | None = None) -> dict[str, int]:
+        """Development rows (all, or those in ``where``) that left for each hold-out set, for the log."""
+        where = np.ones(len(self.split), dtype=bool) if where is None else np.asarray(where, dtype=bool)
+        return {name: int((self.mask(name) & where).sum()) for name in self.holdout_names}
+
+    def require(
+        self, names: Sequence[str] = SPLIT_NAMES, where: np.ndarray | None = None, what: str | None = None
+    ) -> None:
+        """Refuse an empty split among ``names`` (counting the rows in ``where``, default all)."""
+        where = np.ones(len(self.split), dtype=bool) if where is None else np.asarray(where, dtype=bool)
+        what = what or self.what
+        dev = self.split.isin(SPLIT_NAMES).to_numpy() & where
+        for name in names:
+            if not (self.mask(name) & where).any():
+                raise SplitError(
+                    f"{self.source}: the {name} split is empty ({int(dev.sum())} {what} of "
+                    f"{self.rows.loc[dev, 'patient_id'].nunique()} patients in the development data, "
+                    "after hold-out patients left): add data or change data.split (seed, fractions, "
+                    "n_folds or file)."
+                )
+
+    def table(self) -> pd.DataFrame:
+        """The rows of ``splits.csv``: ``id``, ``patient_id``, ``split`` of every development row still in
+        train/val/test, then of every hold-out row (under its set's name)."""
+        dev = self.split.isin(SPLIT_NAMES)
+        frames = [self.rows.loc[dev, ["id", "patient_id"]].assign(split=self.split[dev]), self.holdout_rows]
+        out = pd.concat(frames, ignore_index=True)
+        shared = set(out.loc[out["split"].isin(SPLIT_NAMES), "patient_id"]) & set(
+            self.holdout_rows["patient_id"]
+        )
+        if shared:  # cannot happen by construction; a bug here would leak a hold-out patient
+            raise SplitError(f"{self.source}: patient(s) {sorted(shared)[:3]} in a hold-out and a split.")
+        return out
+
+    def save(self, run_dir: str | Path) -> Path:
+        """Write ``run_dir/splits.csv``; if it exists (a resumed or test-only run), check the split
+        against it instead (:func:`check_run_split`): the run keeps the split it trained on."""
+        path = Path(run_dir) / SPLITS_CSV
+        table = self.table()
+        if path.exists():
+            check_run_split(path, table)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            table.to_csv(path, index=False)
+        return path
+
+
+@dataclass(frozen=True)
+class SplitProtocol:
+    """The split of one experiment: a seeded patient-level draw (fractions or k-fold) or a fixed split
+    file, and the order of the hold-out exclusion (module docstring). Build it with
+    :meth:`from_config` from ``data.split``; :meth:`assign` applies it."""
+
+    holdout_order: str
+    seed: int = 0
+    fractions: tuple[float, ...] = (0.6, 0.2, 0.2)
+    n_folds: int | None = None
+    fold: int = 0
+    file: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.holdout_order not in HOLDOUT_ORDERS:
+            raise SplitError(
+                f"data.split.holdout_order={self.holdout_order!r}: choose exclude_first (hold-out patients "
+                "leave before the split is drawn, as the ALARM paper) or split_first (drawn over every "
+                "development patient first, so a hold-out added later moves nobody)."
+            )
+        if self.n_folds:
+            _check_folds(self.n_folds, self.fold)
+        else:
+            _check_fractions(self.fractions)
+
+    @classmethod
+    def from_config(cls, split: Mapping[str, Any] | None, holdout_order: str) -> SplitProtocol:
+        """From ``data.split`` (keys :data:`CONFIG_KEYS`); ``holdout_order`` is the experiment's default
+        when the config does not name one."""
+        cfg = dict(split or {})
+        unknown = sorted(set(cfg) - set(CONFIG_KEYS))
+        if unknown:
+            raise SplitError(f"data.split: unknown key(s) {unknown}; the keys are {list(CONFIG_KEYS)}.")
+        try:
+            values = {
+                "seed": int(cfg.get("seed") or 0),
+                "fractions": tuple(float(f) for f in (cfg.get("fractions") or (0.6, 0.2, 0.2))),
+                "n_folds": int(cfg["n_folds"]) if cfg.get("n_folds") else None,
+                "fold": int(cfg.get("fold") or 0),
+            }
+        except (TypeError, ValueError) as err:
+            raise SplitError(
+                f"data.split={cfg}: {err}; seed, n_folds and fold are integers, fractions three numbers."
+            ) from None
+        return cls(
+            holdout_order=str(cfg.get("holdout_order") or holdout_order),
+            file=str(cfg["file"]) if cfg.get("file") else None,
+            **values,
+        )
+
+    def assign(
+        self,
+        rows: pd.DataFrame,
+        holdouts: Mapping[str, pd.DataFrame] | None = None,
+        *,
+        source: str,
+        required: Sequence[str] = SPLIT_NAMES,
+        what: str = "rows",
+    ) -> RunSplit:
+        """Split the development ``rows`` by patient and remove every row of a hold-out patient.
+
+        Args:
+            rows: ``id``, ``patient_id`` and optionally ``usable`` (bool): rows with False (e.g. no
+                known label) take no part in the draw and are not written to ``splits.csv``.
+            holdouts: ``{name: table}`` with ``id``, ``patient_id`` and optionally ``usable``: all their
+                patients leave the development data (an unusable row's patient too); their usable rows
+                are listed in ``splits.csv`` under the set's name.
+            source: the data file, named in error messages.
+            required: splits that must not be empty (the spine image DataModule has no internal test).
+            what: what a row is, for messages ("reports", "scans", ...).
+        """
+        dev = _id_frame(rows, source)
+        held = {}
+        for name, table in (holdouts or {}).items():
+            if not name or name in SPLIT_NAMES:
+                raise SplitError(
+                    f"data.holdouts.{name}: {name!r} names a development split; give the hold-out another name."
+                )
+            held[name] = _id_frame(table, f"data.holdouts.{name}")
+        member = holdout_of(dev["patient_id"], held)
+        stays = member == UNUSED
+        usable = dev[USABLE]
+        if self.file:
+            # No draw: the order cannot move anyone, and a run's own splits.csv (a valid split file)
+            # lists no development row of a hold-out patient. So hold-out patients always leave first.
+            split = pd.Series(UNUSED, index=dev.index, dtype=object)
+            split[usable & stays] = read_split_file(self.file, dev.loc[usable & stays])
+        else:
+            drawn = usable & stays if self.holdout_order == "exclude_first" else usable
+            mapping = split_patients(
+                dev.loc[drawn, "patient_id"], self.seed, self.fractions, self.n_folds, self.fold
+            )
+            split = dev["patient_id"].map(mapping).where(usable, UNUSED)
+        split = split.where(stays, member).astype(object)
+        holdout_rows = pd.concat(
+            [h.loc[h[USABLE], ["id", "patient_id"]].assign(split=name) for name, h in held.items()]
+            or [pd.DataFrame(columns=["id", "patient_id", "split"])],
+            ignore_index=True,
+        )
+        result = RunSplit(dev, split, holdout_rows, tuple(held), source, what)
+        result.require(required)
+        return result

@@ -20,7 +20,8 @@ Hold-out test sets (``holdouts``: ``{name: {manifest_path, labels_path}}``, or `
 for a manifest with its own label columns; e.g. the paper's prospective set, or CQ500): every scan of
 a hold-out patient leaves the development data (as ALARM's hold-outs, :mod:`datamodules.common.reports`), and
 each hold-out is scored as its own test set (``test/<name>/...``) by the model of the internal test
-set. The split is drawn before they leave, so a hold-out added later moves no other patient.
+set. By default the split is drawn before they leave (``data.split.holdout_order=split_first``,
+:class:`reportsup.contracts.splits.SplitProtocol`), so a hold-out added later moves no other patient.
 
 Scans whose report has no Findings have unknown labels: they are listed in
 ``scans_without_labels.csv`` and left out, with a log line. Bad scans stop setup with one message
@@ -67,13 +68,8 @@ from datamodules.crossdl.head_ct.transforms import (
     preprocessing,
 )
 from reportsup.contracts.labels.crossdl import LabelSpace
-from reportsup.contracts.splits import (
-    SPLIT_NAMES,
-    SplitError,
-    check_run_split,
-    exclude_holdout_patients,
-    split_patients,
-)
+from reportsup.contracts.run_dir import DATA_SUMMARY
+from reportsup.contracts.splits import SPLIT_NAMES, RunSplit, SplitError, SplitProtocol
 
 CHECKED_COLUMN = "scan_check"  # written by reportsup-check-scans: rows passed by these checks need no
 CHECKED_OK = f"ok-v{VALIDATION_VERSION}"  # re-validation (an older version's "ok" is validated again)
@@ -159,6 +155,10 @@ class HeadCTDataModule(L.LightningDataModule):
         )
         self.cache_dir = Path(cache_dir) if cache_dir else self.manifest_path.parent / ".reportsup_cache"
         self.split_cfg = dict(split or {})
+        # Split first: a hold-out added to a test-only run of a trained model moves no other patient.
+        self.protocol = SplitProtocol.from_config(self.split_cfg, holdout_order="split_first")
+        if max_train_scans is not None and max_train_scans < 1:
+            raise SplitError(f"data.max_train_scans={max_train_scans}: give at least 1, or null for all.")
         self.max_train_scans = max_train_scans
         if not 0 < train_fraction <= 1:
             raise SplitError(f"data.train_fraction={train_fraction} must be in (0, 1].")
@@ -299,39 +299,33 @@ class HeadCTDataModule(L.LightningDataModule):
             self._check_files(h_usable, mask_keys, spec["manifest_path"])
             held[name], held_manifests[name] = (h_usable, h_labels), h_manifest
             unknown = pd.concat([unknown, h_unknown.assign(holdout=name)], ignore_index=True)
-        # Split first, over every development patient, then remove the hold-out patients: adding a
-        # hold-out later (a test-only run of a trained model) moves no other patient to another split.
-        mapping = split_patients(
-            sorted(set(usable["patient_id"])),
-            seed=int(self.split_cfg.get("seed", 0)),
-            fractions=self.split_cfg.get("fractions", (0.6, 0.2, 0.2)),
-            n_folds=self.split_cfg.get("n_folds"),
-            fold=int(self.split_cfg.get("fold", 0)),
+        # Paper (and ALARM's hold-outs): no scan of a hold-out patient trains or selects the model; an
+        # unlabelled scan of a hold-out manifest still takes its patient out of the development data.
+        run_split = self.protocol.assign(
+            usable.assign(id=usable["scan_id"]),
+            {
+                name: h_manifest.assign(id=h_manifest["scan_id"], usable=held[name][1].known)
+                for name, h_manifest in held_manifests.items()
+            },
+            source=str(self.manifest_path),
+            what="scans",
         )
-        # Paper (and ALARM's hold-outs): no scan of a hold-out patient trains or selects the model.
-        usable, removed = exclude_holdout_patients(usable, held_manifests)
-        usable["split"] = usable["patient_id"].map(mapping)
-        parts = {name: usable.loc[usable["split"] == name] for name in ("train", "val", "test")}
+        removed = run_split.removed()
+        usable = usable.assign(split=run_split.split)
+        parts = {name: usable.loc[run_split.mask(name)] for name in SPLIT_NAMES}
         if self.max_train_scans is not None:
             if self.max_train_scans > len(parts["train"]):
                 raise SplitError(
                     f"data.max_train_scans={self.max_train_scans} but the training split has only "
                     f"{len(parts['train'])} scans."
                 )
-            parts["train"] = parts["train"].sample(
-                n=self.max_train_scans, random_state=int(self.split_cfg.get("seed", 0))
-            )
+            parts["train"] = parts["train"].sample(n=self.max_train_scans, random_state=self.protocol.seed)
         if self.train_fraction < 1:  # whole patients, so the training-size curve stays patient-level
             patients = sorted(set(parts["train"]["patient_id"]))
-            rng = np.random.default_rng(int(self.split_cfg.get("seed", 0)))
+            rng = np.random.default_rng(self.protocol.seed)
             n_keep = max(1, round(self.train_fraction * len(patients)))
             chosen = set(rng.choice(patients, size=n_keep, replace=False))
             parts["train"] = parts["train"][parts["train"]["patient_id"].isin(chosen)]
-        for name, part in parts.items():
-            if part.empty:
-                raise SplitError(
-                    f"the {name} split of {self.manifest_path} has no scans: add scans or change data.split."
-                )
         part_labels = dict.fromkeys(parts, labels)
         for name, (h_usable, h_labels) in held.items():
             parts[name], part_labels[name] = h_usable.assign(split=name), h_labels
@@ -391,7 +385,7 @@ class HeadCTDataModule(L.LightningDataModule):
                 f"[reportsup] {len(unknown)} scan(s) have reports without Findings (unknown labels): "
                 "listed in scans_without_labels.csv and not used."
             )
-        self._write_outputs(pd.concat([usable, *(parts[name] for name in held)], ignore_index=True), unknown)
+        self._write_outputs(run_split, unknown)
 
     def _record(self, row, labels, has_voxel_masks: bool) -> dict[str, Any]:
         i = row.row_index
@@ -422,19 +416,13 @@ class HeadCTDataModule(L.LightningDataModule):
             stats.save(saved)
         return stats
 
-    def _write_outputs(self, usable: pd.DataFrame, unknown: pd.DataFrame) -> None:
+    def _write_outputs(self, run_split: RunSplit, unknown: pd.DataFrame) -> None:
         if self.output_dir is None or (self.trainer is not None and not self.trainer.is_global_zero):
             return
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        path = self.output_dir / "splits.csv"
-        splits = usable.rename(columns={"scan_id": "id"})[["id", "patient_id", "split"]]
-        if path.exists():  # a resumed or test-only run: the split it trained on, no hold-out it saw
-            check_run_split(path, splits)
-        else:
-            splits.to_csv(path, index=False)
+        run_split.save(self.output_dir)  # splits.csv, or on resume: the split this run trained on
         if len(unknown):
             unknown.to_csv(self.output_dir / "scans_without_labels.csv", index=False)
-        (self.output_dir / "data_summary.json").write_text(json.dumps(self.summary, indent=2) + "\n")
+        (self.output_dir / DATA_SUMMARY).write_text(json.dumps(self.summary, indent=2) + "\n")
 
     @property
     def test_set_names(self) -> list[str]:

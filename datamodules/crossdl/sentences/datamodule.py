@@ -19,7 +19,8 @@ Test sets: ``sentence`` (sentence-level labels) and ``report`` (the test reports
 sentences, scored against their gold matrices after the max-merge of ``A = max_s r_s t_s^T``), and
 one per hold-out (``holdouts``: ``{name: reports table with gold matrices}``, e.g. the paper's
 prospective set, Fig. S2H), scored as ``report``; every sentence and report of a hold-out patient
-leaves the development data, after the split is drawn (a hold-out added later moves no other patient).
+leaves the development data, by default after the split is drawn (``data.split.holdout_order=split_first``,
+:class:`reportsup.contracts.splits.SplitProtocol`: a hold-out added later moves no other patient).
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ from datamodules.common.reports import ReportDataset, TokenizedLoaders
 from datamodules.common.tables import ReportTableError, read_report_table
 from datamodules.crossdl.sentences.text_flip import ENGLISH_SIDE_WORDS, LeftRightFlip
 from reportsup.contracts.labels.crossdl import LabelSpace
-from reportsup.contracts.splits import SplitError, check_run_split, exclude_holdout_patients, split_patients
+from reportsup.contracts.run_dir import DATA_SUMMARY
+from reportsup.contracts.splits import RunSplit, SplitError, SplitProtocol
 
 SENTENCE_COLUMNS = ("sentence_id", "report_id", "patient_id", "text")
 
@@ -140,6 +142,8 @@ class ReportSentenceDataModule(TokenizedLoaders, pl.LightningDataModule):
         self.language = language
         self.findings_headers, self.end_headers = list(findings_headers), list(end_headers)
         self.split_cfg = dict(split or {})
+        # Split first: scoring a trained discretizer on a new hold-out set moves no other patient.
+        self.protocol = SplitProtocol.from_config(self.split_cfg, holdout_order="split_first")
         self.max_train_sentences = max_train_sentences
         flip = dict(flip or {})
         self.flip_probability = float(flip.get("probability", 0.5))
@@ -184,42 +188,40 @@ class ReportSentenceDataModule(TokenizedLoaders, pl.LightningDataModule):
             name: read_report_table(path, matrix_cols, path_key=f"data.holdouts.{name}")
             for name, path in self.holdout_paths.items()
         }
-        patient_ids = set(sentences["patient_id"]) | (
-            set(reports["patient_id"]) if reports is not None else set()
+        # One split over both tables, so no patient's sentences train the model scored on their reports.
+        n_sentences = len(sentences)
+        rows = pd.concat(
+            [sentences.assign(id=sentences["sentence_id"])]
+            + ([reports.assign(id=reports["report_id"])] if reports is not None else []),
+            ignore_index=True,
         )
-        # Split first, over every development patient, then remove the hold-out patients: adding a
-        # hold-out later (scoring a trained discretizer on a new set) moves no other patient.
-        mapping = split_patients(
-            sorted(patient_ids),
-            seed=int(self.split_cfg.get("seed", 0)),
-            fractions=self.split_cfg.get("fractions", (0.6, 0.2, 0.2)),
-            n_folds=self.split_cfg.get("n_folds"),
-            fold=int(self.split_cfg.get("fold", 0)),
+        run_split = self.protocol.assign(
+            rows[["id", "patient_id"]],
+            {name: table.assign(id=table["report_id"]) for name, table in holdouts.items()},
+            source=str(self.sentences_path),
+            required=(),
+            what="sentences",
         )
-        # As the paper's prospective set and ALARM's hold-outs: no hold-out patient trains or selects.
-        sentences, removed_sentences = exclude_holdout_patients(sentences, holdouts)
-        removed_reports = {}
-        if reports is not None:
-            reports, removed_reports = exclude_holdout_patients(reports, holdouts)
-        split = sentences["patient_id"].map(mapping)
-        train = sentences.loc[split == "train"]
+        is_sentence = np.arange(len(rows)) < n_sentences
+        run_split.require(where=is_sentence)  # every split needs sentences, not only reports
+        removed_sentences = run_split.removed(where=is_sentence)
+        removed_reports = run_split.removed(where=~is_sentence)
+        split = run_split.split.to_numpy()
+        sentence_split, report_split = split[:n_sentences], split[n_sentences:]
+        train = sentences.loc[sentence_split == "train"]
         if self.max_train_sentences is not None:
-            if self.max_train_sentences > len(train):
+            if not 1 <= self.max_train_sentences <= len(train):
                 raise SplitError(
-                    f"data.max_train_sentences={self.max_train_sentences} but the training split has "
-                    f"only {len(train)} sentences."
+                    f"data.max_train_sentences={self.max_train_sentences}: give 1 to {len(train)}, the "
+                    "number of sentences in the training split."
                 )
-            train = train.sample(n=self.max_train_sentences, random_state=int(self.split_cfg.get("seed", 0)))
+            train = train.sample(n=self.max_train_sentences, random_state=self.protocol.seed)
         parts = {
             "train": train,
-            "val": sentences.loc[split == "val"],
-            "sentence": sentences.loc[split == "test"],
+            "val": sentences.loc[sentence_split == "val"],
+            "sentence": sentences.loc[sentence_split == "test"],
         }
         for name, part in parts.items():
-            if part.empty:
-                raise SplitError(
-                    f"the {name} split of {self.sentences_path} has no sentences: add data or change data.split."
-                )
             ds = ReportDataset(part, part[self.labels].to_numpy(dtype=np.float64))
             self.datasets[name] = (
                 FlipAugmentedDataset(ds, self.flip, self.flip_probability, len(self.space.regions))
@@ -229,7 +231,7 @@ class ReportSentenceDataModule(TokenizedLoaders, pl.LightningDataModule):
             self.tables[name] = ds.table
         missing = pd.DataFrame()
         if reports is not None and all(c in reports.columns for c in matrix_cols):
-            test_reports = reports.loc[reports["patient_id"].map(mapping) == "test"].reset_index(drop=True)
+            test_reports = reports.loc[report_split == "test"].reset_index(drop=True)
             rows, missing = sentences_of_reports(
                 test_reports, self.language, self.findings_headers, self.end_headers
             )
@@ -255,7 +257,7 @@ class ReportSentenceDataModule(TokenizedLoaders, pl.LightningDataModule):
                     "path": str(self.holdout_paths[name]),
                     "reports": len(table),
                     "development_sentences_removed": removed_sentences[name],
-                    "development_reports_removed": removed_reports.get(name, 0),
+                    "development_reports_removed": removed_reports[name],
                 }
                 for name, table in holdouts.items()
             },
@@ -270,48 +272,15 @@ class ReportSentenceDataModule(TokenizedLoaders, pl.LightningDataModule):
                 f"{self.findings_headers}); listed in reports_without_findings.csv and not scored."
             )
         rank_zero_info(f"[reportsup] data: {json.dumps(self.summary['sizes'])}")
-        self._write_outputs(sentences, split, mapping, reports, missing, holdouts)
+        self._write_outputs(run_split, missing)
 
-    def _write_outputs(
-        self,
-        sentences: pd.DataFrame,
-        split: pd.Series,
-        mapping: Mapping[str, str],
-        reports: pd.DataFrame | None,
-        missing: pd.DataFrame,
-        holdouts: Mapping[str, pd.DataFrame],
-    ) -> None:
+    def _write_outputs(self, run_split: RunSplit, missing: pd.DataFrame) -> None:
         if self.output_dir is None or (self.trainer is not None and not self.trainer.is_global_zero):
             return
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        frames = [
-            pd.DataFrame(
-                {"id": sentences["sentence_id"], "patient_id": sentences["patient_id"], "split": split}
-            )
-        ]
-        if reports is not None:
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "id": reports["report_id"],
-                        "patient_id": reports["patient_id"],
-                        "split": reports["patient_id"].map(mapping),
-                    }
-                )
-            )
-        frames += [
-            pd.DataFrame({"id": table["report_id"], "patient_id": table["patient_id"], "split": name})
-            for name, table in holdouts.items()
-        ]
-        path = self.output_dir / "splits.csv"
-        splits = pd.concat(frames, ignore_index=True)
-        if path.exists():  # a resumed or test-only run: the split it trained on, no hold-out it saw
-            check_run_split(path, splits)
-        else:
-            splits.to_csv(path, index=False)
+        run_split.save(self.output_dir)  # splits.csv, or on resume: the split this run trained on
         if len(missing):
             missing.to_csv(self.output_dir / "reports_without_findings.csv", index=False)
-        (self.output_dir / "data_summary.json").write_text(json.dumps(self.summary, indent=2))
+        (self.output_dir / DATA_SUMMARY).write_text(json.dumps(self.summary, indent=2))
 
     # -- loaders -----------------------------------------------------------------------------
     @property

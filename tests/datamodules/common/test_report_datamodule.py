@@ -7,6 +7,7 @@ import torch
 
 from datamodules.common.reports import ReportDataModule
 from datamodules.common.tables import ReportTableError
+from reportsup.contracts.splits import SplitError
 
 
 def _table(tmp_path, with_prob=False):
@@ -96,7 +97,7 @@ def test_a_label_that_cannot_be_learnt_is_an_error(tmp_path, fill, message):
     ]
     pd.DataFrame(rows).to_csv(tmp_path / "t.csv", index=False)
     dm = ReportDataModule(path=str(tmp_path / "t.csv"), labels=["a", "b"], output_dir=str(tmp_path))
-    with pytest.raises(ReportTableError, match=rf"label 'b' {message}"):
+    with pytest.raises(SplitError, match=rf"t\.csv: label 'b' {message}"):
         dm.setup()
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -73,6 +75,41 @@ def test_demo_training_reaches_auroc_09_and_fills_the_run_directory(tmp_path):
     pred = pd.read_csv(run / "predictions_image_label.csv")
     assert list(pred.columns) == ["id", "patient_id", "abnormal_true", "abnormal_prob"]
     assert str(run) in proc.stdout + proc.stderr and "report_label" in proc.stdout + proc.stderr
+    assert json.loads((run / "provenance.json").read_text())["command"]
+    _readme_snippet_labels_three_reports(run, tmp_path)
+    _export_gives_the_same_probabilities(run, tmp_path)
+
+
+def _readme_snippet_labels_three_reports(run, tmp_path):
+    """README's five-line Python API example, run as written from a folder whose outputs/ is this run's."""
+    readme = (ROOT / "README.md").read_text()
+    snippet = readme.split("## Python API", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    assert len(snippet.strip().splitlines()) == 5, snippet
+    cwd = tmp_path / "user"
+    cwd.mkdir()
+    (cwd / "outputs").symlink_to(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", snippet], cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "abnormal" in proc.stdout and len([ln for ln in proc.stdout.splitlines() if ln.strip()]) >= 4
+
+
+def _export_gives_the_same_probabilities(run, tmp_path):
+    """reportsup-export of the demo checkpoint, then from_pretrained of the folder: same probabilities."""
+    from reportsup import ReportLabeller
+
+    out = tmp_path / "exported"
+    subprocess.run(["reportsup-export", str(run), str(out)], check=True, stdin=subprocess.DEVNULL)
+    assert {"model.safetensors", "config.json", "README.md"} <= {p.name for p in out.iterdir()}
+    texts = [
+        "No acute intracranial abnormality.",
+        "Large enhancing mass in the left frontal lobe with surrounding oedema.",
+        "Chronic small vessel ischaemic change.",
+    ]
+    direct = ReportLabeller.from_pretrained(run).predict(texts)
+    shared = ReportLabeller.from_pretrained(out).predict(texts)
+    np.testing.assert_allclose(direct["abnormal_prob"], shared["abnormal_prob"], rtol=0, atol=1e-6)
 
 
 def test_resume_continues_the_epoch_count(tmp_path):
@@ -281,7 +318,7 @@ def test_crossdl_discretizer_demo_reaches_f1_09_and_its_checkpoint_labels_report
     ):
         assert (run / name).exists(), name
     (ckpt,) = list((run / "checkpoints").glob("best-*.ckpt"))
-    from datamodules.synthetic.text.ct_reports import generate_ct_tables
+    from datamodules.synthetic.datasets.ct_reports import generate_ct_tables
 
     reports = generate_ct_tables(400, seed=11)["ct_reports"]
     reports[["report_id", "patient_id", "scan_id", "text"]].to_csv(tmp_path / "new.csv", index=False)

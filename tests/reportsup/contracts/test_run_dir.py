@@ -105,19 +105,21 @@ def test_config_and_overrides_prefer_hydras_record(tmp_path):
 
 
 def test_best_checkpoint_is_the_newest_best_else_last(tmp_path):
+    run = tmp_path / "multirun" / "0"  # a job folder of a multirun
+    run.mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        rd.best_checkpoint(tmp_path)
-    ckpts = rd.checkpoints_dir(tmp_path)
+        rd.best_checkpoint(run)
+    ckpts = rd.checkpoints_dir(run)
     ckpts.mkdir()
     (ckpts / rd.LAST_CHECKPOINT).write_bytes(b"")
-    assert rd.best_checkpoint(tmp_path) == ckpts / "last.ckpt" == rd.last_checkpoint(tmp_path)
+    assert rd.best_checkpoint(run) == ckpts / "last.ckpt" == rd.last_checkpoint(run)
     old, new = ckpts / "best-epoch09.ckpt", ckpts / "best-epoch02.ckpt"
     old.write_bytes(b"")
     new.write_bytes(b"")
     os.utime(old, (time.time() - 60, time.time() - 60))  # a resumed run's newer best has a lower epoch
-    assert rd.best_checkpoints(tmp_path) == [old, new]
-    assert rd.best_checkpoint(tmp_path) == new
-    assert rd.best_checkpoints_below(tmp_path.parent) == [new, old]  # by path, at any depth; never last.ckpt
+    assert rd.best_checkpoints(run) == [old, new]
+    assert rd.best_checkpoint(run) == new
+    assert rd.best_checkpoints_below(tmp_path) == [new, old]  # by path, at any depth; never last.ckpt
 
 
 def test_find_runs_orders_jobs_numerically_and_filters_unfinished(tmp_path):

@@ -6,7 +6,6 @@ import contextlib
 import io
 import subprocess
 import sys
-import tomllib
 import zipfile
 from importlib.metadata import entry_points
 
@@ -14,6 +13,7 @@ import pytest
 
 from tests.conftest import ROOT
 
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+; on 3.10 these checks are skipped
 SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
 # reportsup-sbatch passes its arguments to Hydra as overrides (as train.py does): its help is Hydra's.
 HYDRA_STYLE = {"reportsup-sbatch"}

@@ -1,5 +1,6 @@
-"""The synthetic lumbar-spine data set (datamodules/synthetic/datasets/spine.py): sessions and their two truths,
-Italian reports, radiograph phantoms that show every finding, and the written files (Figure 1 roles)."""
+"""The synthetic lumbar-spine data: sessions and their two truths (``spine_sessions``), Italian reports
+(``text/spine_reports``), radiograph phantoms that show every finding (``images/spine_radiographs``), and
+the written files with the Figure 1 roles (``datasets/spine``), all under datamodules/synthetic/."""
 
 from __future__ import annotations
 
@@ -15,17 +16,10 @@ import pytest
 from PIL import Image
 
 from datamodules.spine.radiographs import read_radiograph
-from datamodules.synthetic.datasets.spine import (
-    FINDING_VIEWS,
-    MAX_VALUE,
-    demo_data_config,
-    main,
-    render_views,
-    sample_sessions,
-    session_rng,
-    write_report,
-    write_spine_dataset,
-)
+from datamodules.synthetic.datasets.spine import demo_data_config, main, session_rng, write_spine_dataset
+from datamodules.synthetic.images.spine_radiographs import FINDING_VIEWS, MAX_VALUE, render_views
+from datamodules.synthetic.spine_sessions import sample_sessions
+from datamodules.synthetic.text.spine_reports import write_report
 from reportsup.contracts.labels.spine import FINDINGS, VIEWS
 
 SEED = 1

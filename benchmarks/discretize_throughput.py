@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from datamodules.synthetic.text.ct_reports import generate_ct_tables
+from datamodules.synthetic.datasets.ct_reports import generate_ct_tables
 from reportsup.discretize import Discretizer
 
 

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, SequentialSampler
 
 from datamodules.common.reports import LengthSortedSampler, ReportCollator, ReportDataset
-from datamodules.synthetic.text.mri_reports import generate_tables
+from datamodules.synthetic.datasets.mri_reports import generate_tables
 from lightning_modules.alarm.module import ALARMClassifier
 from lightning_modules.common.encoders import minilm_encoder
 

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from datamodules.synthetic.text.mri_reports import generate_tables
+from datamodules.synthetic.datasets.mri_reports import generate_tables
 from lightning_modules.alarm.module import ALARMClassifier
 from lightning_modules.common.encoders import tiny_bert_encoder
 from reportsup.labelling import (

@@ -16,7 +16,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory) -> Path:
-    from datamodules.synthetic.text.mri_reports import write_synthetic_dataset
+    from datamodules.synthetic.datasets.mri_reports import write_synthetic_dataset
 
     out = tmp_path_factory.mktemp("synthetic")
     write_synthetic_dataset(out, n_reports=800, seed=0)

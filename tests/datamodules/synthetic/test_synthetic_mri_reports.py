@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import balanced_accuracy_score
 
-from datamodules.synthetic.text.mri_reports import NEGATION, compose_report, generate_tables
+from datamodules.synthetic.datasets.mri_reports import generate_tables
+from datamodules.synthetic.text.mri_reports import NEGATION, compose_report
 from reportsup.analysis.keyword_baseline import keyword_rule
 from reportsup.contracts.labels.alarm import GRANULAR_CATEGORIES
 

@@ -71,7 +71,7 @@ def test_tiny_tokenizer_vocabulary_is_identical_across_processes():
     import sys
 
     code = (
-        "import hashlib, json; from datamodules.synthetic.text.mri_reports import generate_tables; "
+        "import hashlib, json; from datamodules.synthetic.datasets.mri_reports import generate_tables; "
         "from lightning_modules.common.encoders import train_wordpiece_tokenizer; "
         "t = train_wordpiece_tokenizer(generate_tables(300)['reports']['text'].tolist(), 500); "
         "print(hashlib.sha256(json.dumps(sorted(t.get_vocab().items())).encode()).hexdigest())"

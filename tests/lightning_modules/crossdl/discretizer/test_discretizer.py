@@ -16,7 +16,7 @@ from datamodules.common.report_sections import (
 from datamodules.common.tables import ReportTableError
 from datamodules.crossdl.sentences.datamodule import read_sentence_table
 from datamodules.crossdl.sentences.text_flip import LeftRightFlip, symmetric_word_map
-from datamodules.synthetic.text.ct_reports import generate_ct_tables, write_ct_dataset
+from datamodules.synthetic.datasets.ct_reports import generate_ct_tables, write_ct_dataset
 from reportsup.contracts.labels.crossdl import REGIONS, TYPES, LabelSpace, report_matrices
 
 SPACE = LabelSpace()
@@ -215,7 +215,7 @@ def test_ct_dataset_writer_refuses_a_foreign_directory(tmp_path):
 
 def test_discretizer_holdouts_leave_development_and_are_report_level_test_sets(tmp_path):
     from datamodules.crossdl.sentences.datamodule import ReportSentenceDataModule
-    from datamodules.synthetic.text.ct_reports import write_ct_dataset
+    from datamodules.synthetic.datasets.ct_reports import write_ct_dataset
 
     paths = write_ct_dataset(tmp_path / "data", n_reports=300, seed=2)
     reports = pd.read_csv(paths["ct_reports"])

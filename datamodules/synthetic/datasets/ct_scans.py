@@ -33,17 +33,13 @@ from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from datamodules.crossdl.head_ct.dicom_series import write_dicom_series
-from datamodules.synthetic.images.head_phantom import (
-    DEFAULT_SHAPE,
-    DEFAULT_SPACING,
-    render_phantom,
-    write_nifti,
-)
+from datamodules.synthetic.images.head_phantom import DEFAULT_SHAPE, DEFAULT_SPACING, render_phantom
 from datamodules.synthetic.lesion_spec import (
     ABNORMAL_RATE,
     LESION_COUNT_WEIGHTS,
@@ -54,6 +50,14 @@ from datamodules.synthetic.lesion_spec import (
 from datamodules.synthetic.text.ct_reports import write_report
 from datamodules.synthetic.writing import write_once
 from reportsup.contracts.labels.crossdl import LabelSpace
+
+
+def write_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path) -> Path:
+    """Save ``array`` as NIfTI at ``path`` (``affine``: voxel index -> RAS mm), creating its folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(array, affine), path)
+    return path
 
 
 def write_atlases(out: Path, shape, spacing, n_reference: int, seed: int) -> dict[str, tuple[Path, Path]]:

@@ -30,7 +30,8 @@ probability maps, 1 mm, skull-stripped):
   once to image, region map and lesion mask together (one resampling), then CT noise (4 HU).
 
 Everything is seeded by the scan; one 128 x 128 x 32 scan takes well under 2 s once the template is
-loaded (the template itself loads once per process).
+loaded (the template itself loads once per process). Images only: the phantoms are arrays, written to
+disk by :mod:`datamodules.synthetic.datasets.ct_scans`.
 """
 
 from __future__ import annotations
@@ -393,10 +394,3 @@ def voxel_matrix(regions: np.ndarray, bits: np.ndarray, space: LabelSpace) -> np
         for label in present[present > 0]:
             out[label - 1, j] = 1
     return out
-
-
-def write_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(array, affine), path)
-    return path

@@ -25,7 +25,8 @@ from datamodules.crossdl.head_ct.transforms import (
     preprocessing,
     region_label_flip_lut,
 )
-from datamodules.synthetic.images.head_phantom import render_phantom, voxel_matrix, write_nifti
+from datamodules.synthetic.datasets.ct_scans import write_nifti
+from datamodules.synthetic.images.head_phantom import render_phantom, voxel_matrix
 from datamodules.synthetic.lesion_spec import Lesion, ScanSpec, abnormality_matrix, sample_scan_spec
 from reportsup.contracts.labels.crossdl import LabelSpace
 from reportsup.contracts.splits import SplitError

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -21,6 +22,13 @@ HYDRA_STYLE = {"reportsup-sbatch"}
 
 def test_the_wheel_installs_three_packages_and_no_generic_names(tmp_path):
     """One distribution; ``tools`` or ``analysis`` in site-packages would collide with other packages."""
+    # build from a copy: setuptools leaves build/ in the folder it builds
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(ROOT / name, src / name)
+    for name in ("reportsup", "lightning_modules", "datamodules"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run(
         [
             sys.executable,
@@ -32,7 +40,7 @@ def test_the_wheel_installs_three_packages_and_no_generic_names(tmp_path):
             "-q",
             "-w",
             str(tmp_path),
-            str(ROOT),
+            str(src),
         ],
         check=True,
         capture_output=True,

@@ -68,7 +68,7 @@ from datamodules.crossdl.head_ct.transforms import (
     preprocessing,
 )
 from reportsup.contracts.labels.crossdl import LabelSpace
-from reportsup.contracts.run_dir import DATA_SUMMARY
+from reportsup.contracts.run_dir import DATA_SUMMARY, INTENSITY_STATS, SCANS_WITHOUT_LABELS
 from reportsup.contracts.splits import SPLIT_NAMES, RunSplit, SplitError, SplitProtocol
 
 CHECKED_COLUMN = "scan_check"  # written by reportsup-check-scans: rows passed by these checks need no
@@ -404,7 +404,7 @@ class HeadCTDataModule(L.LightningDataModule):
         return record
 
     def _intensity_stats(self, train: Dataset) -> IntensityStats:
-        saved = self.output_dir / "intensity_stats.json" if self.output_dir else None
+        saved = self.output_dir / INTENSITY_STATS if self.output_dir else None
         if self.given_stats:
             stats = IntensityStats(float(self.given_stats["mean"]), float(self.given_stats["std"]), 0, 0)
         elif saved is not None and saved.exists():
@@ -421,7 +421,7 @@ class HeadCTDataModule(L.LightningDataModule):
             return
         run_split.save(self.output_dir)  # splits.csv, or on resume: the split this run trained on
         if len(unknown):
-            unknown.to_csv(self.output_dir / "scans_without_labels.csv", index=False)
+            unknown.to_csv(self.output_dir / SCANS_WITHOUT_LABELS, index=False)
         (self.output_dir / DATA_SUMMARY).write_text(json.dumps(self.summary, indent=2) + "\n")
 
     @property

@@ -48,7 +48,7 @@ from datamodules.common.reports import ReportDataset, TokenizedLoaders
 from datamodules.common.tables import ReportTableError, read_report_table
 from datamodules.crossdl.sentences.text_flip import ENGLISH_SIDE_WORDS, LeftRightFlip
 from reportsup.contracts.labels.crossdl import LabelSpace
-from reportsup.contracts.run_dir import DATA_SUMMARY
+from reportsup.contracts.run_dir import DATA_SUMMARY, REPORTS_WITHOUT_FINDINGS
 from reportsup.contracts.splits import RunSplit, SplitError, SplitProtocol
 
 SENTENCE_COLUMNS = ("sentence_id", "report_id", "patient_id", "text")
@@ -279,7 +279,7 @@ class ReportSentenceDataModule(TokenizedLoaders, pl.LightningDataModule):
             return
         run_split.save(self.output_dir)  # splits.csv, or on resume: the split this run trained on
         if len(missing):
-            missing.to_csv(self.output_dir / "reports_without_findings.csv", index=False)
+            missing.to_csv(self.output_dir / REPORTS_WITHOUT_FINDINGS, index=False)
         (self.output_dir / DATA_SUMMARY).write_text(json.dumps(self.summary, indent=2))
 
     # -- loaders -----------------------------------------------------------------------------

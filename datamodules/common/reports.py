@@ -31,7 +31,6 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from datamodules.common.tables import ReportTableError, check_text_column, read_report_table, read_table_file
-from reportsup.contracts.run_dir import DATA_SUMMARY
 from reportsup.contracts.splits import (
     SPLIT_NAMES,
     UNUSED,
@@ -272,8 +271,8 @@ class ReportDataModule(TokenizedLoaders, pl.LightningDataModule):
     def _write_outputs(self, run_split: RunSplit) -> None:
         if self.output_dir is None or (self.trainer is not None and not self.trainer.is_global_zero):
             return
-        run_split.save(self.output_dir)  # splits.csv, or on resume: the split this run trained on
-        (self.output_dir / DATA_SUMMARY).write_text(json.dumps(self.summary, indent=2))
+        # splits.csv (or on resume: checked against the split this run trained on) and data_summary.json
+        run_split.save(self.output_dir, data_summary=self.summary)
 
     # -- accessors ---------------------------------------------------------------------------
     @property

@@ -48,7 +48,6 @@ from datamodules.spine.radiographs import (
     resize_view,
 )
 from reportsup.contracts.labels.spine import VIEWS, check_findings
-from reportsup.contracts.run_dir import DATA_SUMMARY
 from reportsup.contracts.splits import RunSplit, SplitError, SplitProtocol, check_learnable
 
 TRAIN_ON = ("machine", "refinement")
@@ -552,8 +551,8 @@ class SpineXrayDataModule(pl.LightningDataModule):
     def _write_outputs(self, run_split: RunSplit) -> None:
         if self.output_dir is None or (self.trainer is not None and not self.trainer.is_global_zero):
             return
-        run_split.save(self.output_dir)  # splits.csv, or on resume: the split this run trained on
-        (self.output_dir / DATA_SUMMARY).write_text(json.dumps(self.summary, indent=2))
+        # splits.csv (or on resume: checked against the split this run trained on) and data_summary.json
+        run_split.save(self.output_dir, data_summary=self.summary)
 
     # -- loaders -----------------------------------------------------------------------------
     def _loader(self, name: str, train: bool) -> DataLoader:

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reportsup.contracts.run_dir import SPLITS_CSV
+from reportsup.contracts.run_dir import DATA_SUMMARY, SPLITS_CSV, write_json
 
 SPLIT_NAMES = ("train", "val", "test")
 HOLDOUT_ORDERS = ("exclude_first", "split_first")
@@ -296,9 +296,11 @@ class RunSplit:
             raise SplitError(f"{self.source}: patient(s) {sorted(shared)[:3]} in a hold-out and a split.")
         return out
 
-    def save(self, run_dir: str | Path) -> Path:
+    def save(self, run_dir: str | Path, data_summary: Mapping[str, Any] | None = None) -> Path:
         """Write ``run_dir/splits.csv``; if it exists (a resumed or test-only run), check the split
-        against it instead (:func:`check_run_split`): the run keeps the split it trained on."""
+        against it instead (:func:`check_run_split`): the run keeps the split it trained on. With
+        ``data_summary``, also write it as ``data_summary.json`` (what every DataModule read, kept and left
+        out), after the check, so a refused resume leaves the earlier run's summary in place."""
         path = Path(run_dir) / SPLITS_CSV
         table = self.table()
         if path.exists():
@@ -306,6 +308,8 @@ class RunSplit:
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             table.to_csv(path, index=False)
+        if data_summary is not None:
+            write_json(Path(run_dir) / DATA_SUMMARY, data_summary)
         return path
 
 

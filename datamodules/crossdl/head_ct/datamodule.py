@@ -68,7 +68,7 @@ from datamodules.crossdl.head_ct.transforms import (
     preprocessing,
 )
 from reportsup.contracts.labels.crossdl import LabelSpace
-from reportsup.contracts.run_dir import DATA_SUMMARY, INTENSITY_STATS, SCANS_WITHOUT_LABELS
+from reportsup.contracts.run_dir import INTENSITY_STATS, SCANS_WITHOUT_LABELS
 from reportsup.contracts.splits import SPLIT_NAMES, RunSplit, SplitError, SplitProtocol
 
 CHECKED_COLUMN = "scan_check"  # written by reportsup-check-scans: rows passed by these checks need no
@@ -419,10 +419,10 @@ class HeadCTDataModule(L.LightningDataModule):
     def _write_outputs(self, run_split: RunSplit, unknown: pd.DataFrame) -> None:
         if self.output_dir is None or (self.trainer is not None and not self.trainer.is_global_zero):
             return
-        run_split.save(self.output_dir)  # splits.csv, or on resume: the split this run trained on
+        # splits.csv (or on resume: checked against the split this run trained on) and data_summary.json
+        run_split.save(self.output_dir, data_summary=self.summary)
         if len(unknown):
             unknown.to_csv(self.output_dir / SCANS_WITHOUT_LABELS, index=False)
-        (self.output_dir / DATA_SUMMARY).write_text(json.dumps(self.summary, indent=2) + "\n")
 
     @property
     def test_set_names(self) -> list[str]:

@@ -48,7 +48,7 @@ from datamodules.common.reports import ReportDataset, TokenizedLoaders
 from datamodules.common.tables import ReportTableError, read_report_table
 from datamodules.crossdl.sentences.text_flip import ENGLISH_SIDE_WORDS, LeftRightFlip
 from reportsup.contracts.labels.crossdl import LabelSpace
-from reportsup.contracts.run_dir import DATA_SUMMARY, REPORTS_WITHOUT_FINDINGS
+from reportsup.contracts.run_dir import REPORTS_WITHOUT_FINDINGS
 from reportsup.contracts.splits import RunSplit, SplitError, SplitProtocol
 
 SENTENCE_COLUMNS = ("sentence_id", "report_id", "patient_id", "text")
@@ -277,10 +277,10 @@ class ReportSentenceDataModule(TokenizedLoaders, pl.LightningDataModule):
     def _write_outputs(self, run_split: RunSplit, missing: pd.DataFrame) -> None:
         if self.output_dir is None or (self.trainer is not None and not self.trainer.is_global_zero):
             return
-        run_split.save(self.output_dir)  # splits.csv, or on resume: the split this run trained on
+        # splits.csv (or on resume: checked against the split this run trained on) and data_summary.json
+        run_split.save(self.output_dir, data_summary=self.summary)
         if len(missing):
             missing.to_csv(self.output_dir / REPORTS_WITHOUT_FINDINGS, index=False)
-        (self.output_dir / DATA_SUMMARY).write_text(json.dumps(self.summary, indent=2))
 
     # -- loaders -----------------------------------------------------------------------------
     @property

@@ -3,7 +3,8 @@ estimate the resources a run will need before anything is cached.
 
 Every scan's headers are read (:func:`datamodules.crossdl.head_ct.dicom_series.validate_scan`: missing, duplicated or
 unevenly spaced slices, mixed series, non-CT modality, undecodable transfer syntax, fewer than
-``--min-slices`` slices as Liu et al. 2023 Figure S3a); mask files must exist, be readable and have the
+``--min-slices`` slices as Liu et al. 2023 Figure S3a, bone-window reconstructions by kernel or window
+as Figure S3c: ``--bone-kernels`` / ``--bone-window``); mask files must exist, be readable and have the
 scan's size; with ``--labels`` every scan's report must have labels; with ``--decode`` the pixels are
 decoded too (slower; catches corrupt pixel data). Writes, in ``--out-dir`` (never over existing files):
 
@@ -31,6 +32,7 @@ from datamodules.common.tables import ReportTableError, read_table_file
 from datamodules.crossdl.head_ct.datamodule import CHECKED_COLUMN, CHECKED_OK
 from datamodules.crossdl.head_ct.dicom_series import ScanError, SeriesInfo, validate_scan
 from datamodules.crossdl.head_ct.manifest import read_scan_manifest, scan_labels
+from datamodules.crossdl.head_ct.scan_checks import DEFAULT_BONE_KERNELS, DEFAULT_BONE_WINDOW, CheckSettings
 from reportsup.contracts.labels.crossdl import LabelSpace
 from reportsup.runner.resources import estimate_resources
 
@@ -64,8 +66,14 @@ def check_manifest(
     decode: bool = False,
     known_labels: np.ndarray | None = None,
     progress: bool = True,
+    bone_kernel_patterns: Sequence[str] = DEFAULT_BONE_KERNELS,
+    bone_window: tuple[float, float] | None = DEFAULT_BONE_WINDOW,
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[int]]:
-    """(usable rows, quarantine table, raw voxel counts of the usable scans)."""
+    """(usable rows, quarantine table, raw voxel counts of the usable scans).
+
+    ``bone_kernel_patterns`` / ``bone_window``: what counts as a bone-window reconstruction
+    (:func:`datamodules.crossdl.head_ct.scan_checks.check_not_bone_window`; ``()`` / None turn a test off).
+    """
     loader = None
     if decode:
         from datamodules.crossdl.head_ct.transforms import LoadScand
@@ -76,7 +84,12 @@ def check_manifest(
     for i, row in enumerate(tqdm(rows, desc="checking scans", disable=not progress)):
         problem: tuple[str, str] | None = None
         try:
-            info = validate_scan(row["image"], min_slices=min_slices)
+            info = validate_scan(
+                row["image"],
+                min_slices=min_slices,
+                bone_kernel_patterns=tuple(bone_kernel_patterns),
+                bone_window=bone_window,
+            )
             for column in mask_columns:
                 problem = problem or check_mask(row.get(column, ""), column, scan_shape(info))
             if problem is None and loader is not None:
@@ -127,12 +140,34 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--mask-columns", nargs="*", default=None, help="default: every *mask column")
     parser.add_argument("--min-slices", type=int, default=10)
     parser.add_argument("--decode", action="store_true", help="also decode the pixels")
+    parser.add_argument(
+        "--bone-kernels",
+        nargs="*",
+        default=list(DEFAULT_BONE_KERNELS),
+        metavar="REGEX",
+        help="ConvolutionKernel patterns of bone reconstructions (case-insensitive search; replace the "
+        f"defaults {list(DEFAULT_BONE_KERNELS)}; give none to skip the kernel test)",
+    )
+    parser.add_argument(
+        "--bone-window",
+        type=float,
+        nargs=2,
+        default=DEFAULT_BONE_WINDOW,
+        metavar=("CENTER", "WIDTH"),
+        help="a WindowCenter and WindowWidth at or above these are a bone window (default: %(default)s)",
+    )
+    parser.add_argument("--no-bone-window", action="store_true", help="skip the display-window test")
     parser.add_argument("--spatial-size", type=int, nargs=3, default=[160, 160, 80])
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--cache-in-memory", action="store_true")
     parser.add_argument("--precision", choices=["32", "bf16", "16"], default="32")
     args = parser.parse_args(argv)
+    bone_window = None if args.no_bone_window else tuple(args.bone_window)
+    try:
+        CheckSettings(bone_kernel_patterns=tuple(args.bone_kernels), bone_window=bone_window)
+    except ValueError as err:
+        parser.error(f"--bone-kernels: {err}")
     existing = [args.out_dir / name for name in OUTPUTS if (args.out_dir / name).exists()]
     if existing:
         sys.exit(f"error: {existing[0]} exists; choose a new --out-dir (nothing you made is overwritten).")
@@ -151,7 +186,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     missing = [c for c in mask_columns if c not in manifest.columns]
     if missing:
         sys.exit(f"error: {args.manifest}: no column(s) {missing}; columns are {list(manifest.columns)}.")
-    checked, quarantine, voxels = check_manifest(manifest, mask_columns, args.min_slices, args.decode, known)
+    checked, quarantine, voxels = check_manifest(
+        manifest,
+        mask_columns,
+        args.min_slices,
+        args.decode,
+        known,
+        bone_kernel_patterns=args.bone_kernels,
+        bone_window=bone_window,
+    )
     model, name = stand_in_network()
     estimate = estimate_resources(
         voxels,

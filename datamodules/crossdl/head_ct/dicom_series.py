@@ -36,6 +36,8 @@ from pydicom.uid import (
 from pydicom.valuerep import DSfloat
 
 from datamodules.crossdl.head_ct.scan_checks import (
+    DEFAULT_BONE_KERNELS,
+    DEFAULT_BONE_WINDOW,
     MONAI_DICOM_READER_ARGS,
     REASONS,
     TOO_FEW_SLICES_FIX,
@@ -227,20 +229,27 @@ def write_dicom_series(
 
 
 def validate_series(
-    folder: str | Path, *, min_slices: int = 10, spacing_tolerance: float = 0.1
+    folder: str | Path,
+    *,
+    min_slices: int = 10,
+    spacing_tolerance: float = 0.1,
+    bone_kernel_patterns: tuple[str, ...] = DEFAULT_BONE_KERNELS,
+    bone_window: tuple[float, float] | None = DEFAULT_BONE_WINDOW,
 ) -> SeriesInfo:
     """Check one CT series folder from its headers only; raise ScanError with a fix, else summarize it.
 
     Every non-hidden file other than DICOMDIR must be a DICOM Part 10 file of the same series.
-    ``spacing_tolerance`` is the allowed relative deviation of a slice gap from the median gap.
+    ``spacing_tolerance`` is the allowed relative deviation of a slice gap from the median gap;
+    ``bone_kernel_patterns`` / ``bone_window`` define a bone-window reconstruction (``scan_checks.CheckSettings``).
     The checks, in order: ``scan_checks.list_slice_files``, ``scan_checks.read_series``, then each of
-    ``scan_checks.SERIES_CHECKS`` (same series, CT modality, geometry tags present, same size and
+    ``scan_checks.SERIES_CHECKS`` (same series, CT modality, not a bone-window reconstruction, geometry tags present, same size and
     orientation, decodable transfer syntax, no duplicate slices, slice count, uniform spacing, no
     missing slices, InstanceNumber present and in position order).
     """
     root = Path(folder)
     series = read_series(root, list_slice_files(root))
-    run_series_checks(series, CheckSettings(min_slices=min_slices, spacing_tolerance=spacing_tolerance))
+    settings = CheckSettings(min_slices, spacing_tolerance, tuple(bone_kernel_patterns), bone_window)
+    run_series_checks(series, settings)
 
     first = series.geometry[0]
     syntaxes = series.transfer_syntaxes
@@ -306,8 +315,8 @@ def validate_nifti(path: str | Path, *, min_slices: int = 10) -> SeriesInfo:
 
 # Bump when a check is added or changed: records of scans that passed older checks
 # (HeadCTDataModule's validated-scans file in its cache folder) are then not trusted, and every scan
-# is validated again.
-VALIDATION_VERSION = 1
+# is validated again. 2: bone-window reconstructions are rejected (scan_checks.check_not_bone_window).
+VALIDATION_VERSION = 2
 
 
 def validate_scan(path: str | Path, **kw) -> SeriesInfo:
@@ -316,7 +325,9 @@ def validate_scan(path: str | Path, **kw) -> SeriesInfo:
     if p.is_dir():
         return validate_series(p, **kw)
     if re.search(r"\.nii(\.gz)?$", p.name, flags=re.IGNORECASE):
-        kw.pop("spacing_tolerance", None)  # NIfTI carries one spacing per axis; nothing to compare
+        # NIfTI carries one spacing per axis (nothing to compare) and no kernel or window tags.
+        for key in ("spacing_tolerance", "bone_kernel_patterns", "bone_window"):
+            kw.pop(key, None)
         return validate_nifti(p, **kw)
     if not p.exists():
         raise fail(p, "not_found", "path does not exist.", "check the scan path in your table.")

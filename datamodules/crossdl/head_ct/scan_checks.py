@@ -34,6 +34,7 @@ check changes which scans pass: bump ``dicom_series.VALIDATION_VERSION`` then.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 from pydicom.uid import UID
 
 REASONS = frozenset(
@@ -62,6 +64,7 @@ REASONS = frozenset(
         "no_decoder",
         "not_3d",
         "instance_order",
+        "bone_window",
     }
 )
 
@@ -103,16 +106,41 @@ def fail(path: Path | str, reason: str, problem: str, fix: str) -> ScanError:
     return ScanError(f"{path}: {problem} Fix: {fix}", reason, str(path))
 
 
+# Reconstruction kernels of bone-window series (case-insensitive ``re.search`` on ConvolutionKernel, its
+# values joined by "\\"): GE BONE / BONEPLUS and EDGE; Siemens head kernels 60 and sharper (H60s, H70h,
+# Hr60, J70h; the soft-tissue head kernels are H10-H45 / Hr/J up to 49). Other vendors name their sharp
+# kernels differently (e.g. Canon FC30, Philips D/E): add yours with ``--bone-kernels``.
+DEFAULT_BONE_KERNELS: tuple[str, ...] = (r"BONE", r"EDGE", r"^[HJ]r?[6-9]\d")
+# A display window counts as a bone window when WindowCenter >= 250 HU and WindowWidth >= 1400 HU
+# (bone presets are about 300-700 / 1500-4000; brain 35-40 / 80-100, subdural 50-100 / 130-300,
+# soft tissue 40 / 400).
+DEFAULT_BONE_WINDOW: tuple[float, float] = (250.0, 1400.0)
+
+
 @dataclass(frozen=True)
 class CheckSettings:
     """Tunable limits of the checks.
 
     ``min_slices``: fewest slices a usable scan has (Cross-DL: 10, STAR Methods).
     ``spacing_tolerance``: allowed relative deviation of a slice gap from the median gap.
+    ``bone_kernel_patterns``: regular expressions for bone reconstruction kernels (``()``: no kernel
+    check). ``bone_window``: (lowest WindowCenter, lowest WindowWidth) of a bone window (None: no
+    window check). See ``check_not_bone_window``.
     """
 
     min_slices: int = 10
     spacing_tolerance: float = 0.1
+    bone_kernel_patterns: tuple[str, ...] = DEFAULT_BONE_KERNELS
+    bone_window: tuple[float, float] | None = DEFAULT_BONE_WINDOW
+
+    def __post_init__(self) -> None:
+        for pattern in self.bone_kernel_patterns:
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ValueError(
+                    f"bone kernel pattern {pattern!r} is not a regular expression ({err}); e.g. '^H[6-9]\\d'."
+                ) from None
 
 
 @dataclass(frozen=True)
@@ -336,6 +364,69 @@ def check_modality(series: SeriesHeaders, settings: CheckSettings) -> None:
             "not_ct",
             f"Modality is {found}, not CT.",
             "this pipeline expects CT in Hounsfield units; remove the scan or point to its CT series.",
+        )
+
+
+def _first_float(value: object) -> float | None:
+    """The first number of a (possibly multi-valued) DS tag such as WindowCenter, or None."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple, MultiValue)):
+        value = value[0] if len(value) else None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) else None
+
+
+def bone_window_evidence(ds: Dataset, settings: CheckSettings) -> str | None:
+    """Why this slice header looks like a bone-window reconstruction, or None.
+
+    Evidence is a ConvolutionKernel matching ``settings.bone_kernel_patterns`` or a default display
+    window (the first WindowCenter / WindowWidth value) at or above ``settings.bone_window``.
+    """
+    kernel = ds.get("ConvolutionKernel")
+    if kernel is not None and settings.bone_kernel_patterns:
+        text = "\\".join(str(k) for k in kernel) if not isinstance(kernel, str) else kernel
+        for pattern in settings.bone_kernel_patterns:
+            if re.search(pattern, text, flags=re.IGNORECASE):
+                return f"ConvolutionKernel {text!r} matches bone-kernel pattern {pattern!r}"
+    if settings.bone_window is not None:
+        center = _first_float(ds.get("WindowCenter"))
+        width = _first_float(ds.get("WindowWidth"))
+        lo_center, lo_width = settings.bone_window
+        if center is not None and width is not None and center >= lo_center and width >= lo_width:
+            return (
+                f"window {center:g}/{width:g} (center/width) is a bone window "
+                f"(center >= {lo_center:g} and width >= {lo_width:g})"
+            )
+    return None
+
+
+def check_not_bone_window(series: SeriesHeaders, settings: CheckSettings) -> None:
+    """No slice is a bone-window reconstruction (``bone_window``; names the evidence and the files).
+
+    Why: Cross-DL removed 424 scans "reconstructed for the bone window as such scans have low signal
+    to noise ratio (SNR) under soft tissue window" (STAR Methods, data collection; Figure S3c). The
+    paper does not say how they were found; here the headers decide: a bone ConvolutionKernel or a
+    bone display window (``bone_window_evidence``). A series without either tag passes (NIfTI files
+    carry neither and are not checked).
+    """
+    evidence = Counter()
+    for _, ds in series.slices:
+        found = bone_window_evidence(ds, settings)
+        if found:
+            evidence[found] += 1
+    if evidence:
+        found, n = evidence.most_common(1)[0]
+        raise fail(
+            series.folder,
+            "bone_window",
+            f"bone-window reconstruction: {found} ({_files(n)} of {len(series.slices)}).",
+            "use the soft-tissue (brain) reconstruction of this study instead: bone-kernel scans are too "
+            "noisy under the brain window (Liu et al. 2023 excluded them, Figure S3c). If this kernel is "
+            "not a bone kernel, change the patterns (reportsup-check-scans --bone-kernels / --bone-window).",
         )
 
 
@@ -612,6 +703,7 @@ def check_instance_order(series: SeriesHeaders, settings: CheckSettings) -> None
 SERIES_CHECKS: tuple[Check, ...] = (
     check_same_series,
     check_modality,
+    check_not_bone_window,
     check_geometry_present,
     check_same_size_and_orientation,
     check_decodable,

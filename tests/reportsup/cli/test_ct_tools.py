@@ -46,7 +46,7 @@ def test_check_scans_quarantines_each_bad_scan_with_its_reason(ct_dir, tmp_path,
     assert all("HCT0000" in m or "dicom" in m for m in quarantine["message"])
     checked = pd.read_csv(out / "checked_manifest.csv")
     assert checked["scan_id"].tolist() == ["HCT00000", *(f"HCT{i:05d}" for i in range(4, 10))]
-    assert (checked["scan_check"] == "ok-v1").all()  # the validator's version: new checks re-validate
+    assert (checked["scan_check"] == "ok-v2").all()  # the validator's version: new checks re-validate
     resources = json.loads((out / "resources.json").read_text())
     assert resources["n_scans"] == 7
     assert resources["cache_disk_bytes"] == 7 * cached_item_bytes((160, 160, 80), 4, True, True)
@@ -68,6 +68,46 @@ def test_check_scans_reports_a_mask_of_the_wrong_size(ct_dir, tmp_path):
     check_scans.main([str(data / "manifest.csv"), "--out-dir", str(out)])
     q = pd.read_csv(out / "quarantine.csv")
     assert q["reason"].tolist() == ["mask_shape"] and "voxel_mask" in q["message"][0]
+
+
+def _edit_headers(folder, **tags):
+    for f in folder.iterdir():
+        ds = pydicom.dcmread(f)
+        for keyword, value in tags.items():
+            setattr(ds, keyword, value)
+        ds.save_as(f)
+
+
+def test_check_scans_quarantines_bone_window_reconstructions(ct_dir, tmp_path):
+    """Liu et al. 2023 removed 424 bone-window scans (Figure S3c): by kernel or by display window."""
+    data = tmp_path / "data"
+    shutil.copytree(ct_dir, data)
+    _edit_headers(data / "dicom" / "HCT00004", ConvolutionKernel="H70h")  # Siemens bone kernel
+    _edit_headers(data / "dicom" / "HCT00005", WindowCenter=600, WindowWidth=2800)
+    _edit_headers(data / "dicom" / "HCT00006", ConvolutionKernel="H31s")  # Siemens soft-tissue head kernel
+    _edit_headers(data / "dicom" / "HCT00007", ConvolutionKernel="FC30")  # site-specific bone kernel
+    check_scans.main([str(data / "manifest.csv"), "--out-dir", str(tmp_path / "a")])
+    q = pd.read_csv(tmp_path / "a" / "quarantine.csv").set_index("scan_id")
+    assert q["reason"].to_dict() == {"HCT00004": "bone_window", "HCT00005": "bone_window"}
+    assert "'H70h' matches bone-kernel pattern" in q.loc["HCT00004", "message"]
+    assert "window 600/2800" in q.loc["HCT00005", "message"]
+    # Patterns are configurable: a site's kernel list replaces the defaults; the window test can be off.
+    check_scans.main(
+        [
+            str(data / "manifest.csv"),
+            "--out-dir",
+            str(tmp_path / "b"),
+            "--bone-kernels",
+            "^FC3\\d",
+            "--no-bone-window",
+        ]
+    )
+    q = pd.read_csv(tmp_path / "b" / "quarantine.csv")
+    assert q[["scan_id", "reason"]].values.tolist() == [["HCT00007", "bone_window"]]
+    with pytest.raises(SystemExit):
+        check_scans.main(
+            [str(data / "manifest.csv"), "--out-dir", str(tmp_path / "c"), "--bone-kernels", "H[6"]
+        )
 
 
 def test_activation_count_is_exact_for_a_known_network():

@@ -31,6 +31,7 @@ from datamodules.crossdl.head_ct.scan_checks import (
     check_modality,
     check_no_duplicate_slices,
     check_no_missing_slices,
+    check_not_bone_window,
     check_same_series,
     check_same_size_and_orientation,
     check_slice_count,
@@ -110,6 +111,8 @@ def test_series_checks_lists_every_check_once_in_documented_order():
     assert pos[check_geometry_present] < pos[check_same_size_and_orientation] < pos[check_no_duplicate_slices]
     assert pos[check_no_duplicate_slices] < pos[check_slice_spacing] < pos[check_no_missing_slices]
     assert pos[check_instance_numbers_present] < pos[check_instance_order]
+    # A bone reconstruction is reported as such even when its slices are also incomplete.
+    assert pos[check_not_bone_window] < pos[check_geometry_present]
 
 
 def test_sound_series_passes_every_check():
@@ -209,6 +212,73 @@ def test_check_modality():
     mr = _header("MR_small.dcm")  # a real MR header, given CT geometry so only the modality is wrong
     _raises(check_modality, _series(base=mr), "not_ct", "'MR'", "not CT", "Hounsfield")
     _raises(check_modality, _set(_series(), 4, "Modality", None), "not_ct", "'CT', missing")
+
+
+def test_check_not_bone_window_on_pydicoms_real_ct_header():
+    assert CT.ConvolutionKernel == "STANDARD" and "WindowCenter" not in CT  # GE soft-tissue kernel
+    _passes(check_not_bone_window, _series())
+    # Soft-tissue head kernels (Siemens H31s / H45s / Hr40 / J40s) and brain / soft-tissue windows pass.
+    for kernel in ("H31s", "H45s", ["Hr40", "3"], "J40s", "SOFT", "FC21"):
+        _passes(check_not_bone_window, _set(_series(), 0, "ConvolutionKernel", kernel))
+    for center, width in ((40, 80), (35, 90), (80, 300), (40, 400), ([40, 400], [80, 2000])):
+        series = _set(_set(_series(), 0, "WindowCenter", center), 0, "WindowWidth", width)
+        _passes(check_not_bone_window, series)
+    # Malformed window values are no evidence either way.
+    _passes(check_not_bone_window, _set(_set(_series(), 0, "WindowCenter", ""), 0, "WindowWidth", 2000))
+
+
+@pytest.mark.parametrize(
+    ("kernel", "pattern"),
+    [("BONE", "BONE"), ("BONEPLUS", "BONE"), ("EDGE", "EDGE"), ("H60s", r"^[HJ]r?[6-9]\d")]
+    + [("H70h", r"^[HJ]r?[6-9]\d"), (["Hr64", "3"], r"^[HJ]r?[6-9]\d"), ("J70h", r"^[HJ]r?[6-9]\d")],
+)
+def test_check_not_bone_window_rejects_bone_kernels(kernel, pattern):
+    series = _series()
+    for k in range(len(series.slices)):
+        _set(series, k, "ConvolutionKernel", kernel)
+    shown = kernel if isinstance(kernel, str) else "\\".join(kernel)
+    _raises(
+        check_not_bone_window, series, "bone_window", repr(shown), repr(pattern), "(12 files of 12)", "Fix"
+    )
+    # The patterns are settings: without kernel patterns the same series passes.
+    _passes(check_not_bone_window, series, CheckSettings(bone_kernel_patterns=()))
+    # A site's own kernel name, given as a pattern, is caught too.
+    custom = _set(_series(), 3, "ConvolutionKernel", "FC30")
+    _passes(check_not_bone_window, custom)
+    _raises(
+        check_not_bone_window,
+        custom,
+        "bone_window",
+        "'FC30'",
+        "(1 file of 12)",
+        settings=CheckSettings(bone_kernel_patterns=(r"^FC3\d",)),
+    )
+
+
+def test_check_not_bone_window_rejects_bone_display_windows():
+    for center, width in ((400, 1800), (500, 2000), ([600, 40], [2800, 80])):
+        series = _set(_set(_series(), 0, "WindowCenter", center), 0, "WindowWidth", width)
+        _raises(check_not_bone_window, series, "bone_window", "is a bone window", "center >= 250")
+        _passes(check_not_bone_window, series, CheckSettings(bone_window=None))
+    # The thresholds are settings.
+    series = _set(_set(_series(), 0, "WindowCenter", 300), 0, "WindowWidth", 1500)
+    _passes(check_not_bone_window, series, CheckSettings(bone_window=(350.0, 1400.0)))
+    with pytest.raises(ValueError, match="not a regular expression"):
+        CheckSettings(bone_kernel_patterns=("H[6-9",))
+
+
+def test_validate_series_flags_a_written_series_whose_kernel_is_edited(tmp_path):
+    volume = np.zeros((8, 8, 12), np.float32)
+    paths = dicom_series.write_dicom_series(volume, (1.0, 1.0, 5.0), tmp_path / "s", patient_id="P1")
+    assert dicom_series.validate_series(tmp_path / "s").n_slices == 12  # writer: no kernel, window 35/90
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.ConvolutionKernel = "H70h"
+        ds.save_as(path)
+    with pytest.raises(ScanError, match="'H70h' matches bone-kernel pattern") as info:
+        dicom_series.validate_series(tmp_path / "s")
+    assert info.value.reason == "bone_window"
+    assert dicom_series.validate_series(tmp_path / "s", bone_kernel_patterns=()).n_slices == 12
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,9 @@ Training as the paper: Adam lr 5e-4 halved every epoch from the 3rd (:mod:`damil
 ``lambda * L_s + L_ra + alpha * L_sa`` with lambda 1 -> 0.01 halving per epoch and alpha 0.1
 (:mod:`damil_losses`), best checkpoint by the validation region-level MIL loss (``val/region_mil``),
 early stopping patience 3 (callbacks config). ``variant: released_code`` switches the losses, the
-network's abnormality activation and the schedule to the released Keras code's choices.
+network's abnormality activation and the schedule to the released Keras code's choices: every option
+of :mod:`~lightning_modules.crossdl.damil.variants` that holds the paper's value takes the released
+code's (logged once; the resolved values are what ``hparams`` records).
 
 Ablations (Table S2) as options: ``mil_mode: static`` (C: bags from the atlas coarse segmentation
 instead of the predicted one), ``inference_regions: atlas`` (D: DaMIL-trained, atlas segmentation at
@@ -19,6 +21,7 @@ abnormality maps against voxel masks (MONAI), for :class:`~lightning_modules.cro
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,7 +42,10 @@ from lightning_modules.crossdl.damil.losses import DaMILLoss, downsample_labels,
 from lightning_modules.crossdl.damil.network import DaMILNet
 from lightning_modules.crossdl.damil.pooling import scan_predictions
 from lightning_modules.crossdl.damil.schedules import halving_scheduler, segmentation_weight
+from lightning_modules.crossdl.damil.variants import resolve
 from reportsup.contracts.labels.crossdl import LabelSpace
+
+log = logging.getLogger(__name__)
 
 #: the label manifest's task of a DaMIL checkpoint (reportsup.api.API_CLASSES dispatches on it)
 DAMIL_TASK = "damil"
@@ -122,20 +128,25 @@ class DaMILModule(ScanModelSteps, pl.LightningModule):
         lr: float = 5e-4,
         lr_halving_start_epoch: int = 3,
         halve_in_start_epoch: bool = True,
-        scheduler: str = "halving",
+        scheduler: str | None = None,
         plateau_patience: int = 2,
         lambda_start: float = 1.0,
         lambda_decay: float = 0.5,
         lambda_min: float = 0.01,
-        alpha: float = 0.1,
-        region_weight: float = 1.0,
+        alpha: float | None = None,
+        region_weight: float | None = None,
         threshold: float = 0.5,
-        k_scale: float = 1.0,
-        k_min: int = 1,
+        k_grid: str | None = None,
+        k_scale: float | None = None,
+        k_min: int | None = None,
         k_region_map: str = "previous",
-        eps: float = 1e-3,
-        mask_scan_loss_for_unclear: bool = True,
-        detach_region_maps: bool = True,
+        eps: float | None = None,
+        mask_scan_loss_for_unclear: bool | None = None,
+        detach_region_maps: bool | None = None,
+        dice_smooth: float | None = None,
+        coarse_target: str | None = None,
+        min_region_sum: float | None = None,
+        scan_loss_scales: str | None = None,
         mil_mode: str = "dynamic",
         inference_regions: str = "predicted",
         supervision: str = "region",
@@ -145,6 +156,29 @@ class DaMILModule(ScanModelSteps, pl.LightningModule):
         super().__init__()
         check_dice_threshold(dice_threshold)
         self.save_hyperparameters()
+        given = {
+            "alpha": alpha,
+            "region_weight": region_weight,
+            "eps": eps,
+            "k_grid": k_grid,
+            "k_scale": k_scale,
+            "k_min": k_min,
+            "mask_scan_loss_for_unclear": mask_scan_loss_for_unclear,
+            "detach_region_maps": detach_region_maps,
+            "dice_smooth": dice_smooth,
+            "coarse_target": coarse_target,
+            "min_region_sum": min_region_sum,
+            "scan_loss_scales": scan_loss_scales,
+            "scheduler": scheduler,
+        }
+        options, switched = resolve(variant, {k: v for k, v in given.items() if v is not None})
+        if switched:
+            log.info(
+                "model.variant=%s: options at the paper's value take the released code's: %s",
+                variant,
+                ", ".join(f"{k}={new!r} (config: {old!r})" for k, (old, new) in switched.items()),
+            )
+        self.hparams.update(options)  # what the run uses, in hparams.yaml and the checkpoint
         self.space = LabelSpace.from_config(**(label_space or {}))
         self.n_regions, self.n_types = len(self.space.anatomical_regions), len(self.space.types)
         net_cfg = dict(network or {})
@@ -152,8 +186,6 @@ class DaMILModule(ScanModelSteps, pl.LightningModule):
             net_cfg.setdefault("abnormality_activation", "softmax")
         self.net = DaMILNet(self.n_regions, self.n_types, **net_cfg)
         for name, value, allowed in (
-            ("variant", variant, ("paper", "released_code")),
-            ("scheduler", scheduler, ("halving", "plateau")),
             ("mil_mode", mil_mode, ("dynamic", "static")),
             ("inference_regions", inference_regions, ("predicted", "atlas")),
             ("supervision", supervision, ("region", "scan")),
@@ -169,18 +201,10 @@ class DaMILModule(ScanModelSteps, pl.LightningModule):
             np.full((self.n_regions, self.n_types), 0.5),
             np.full(self.n_types, 0.5),
             variant=variant,
-            alpha=alpha,
-            region_weight=region_weight if variant == "paper" else 0.2,
-            eps=eps,
             threshold=threshold,
-            k_scale=k_scale,
-            k_min=k_min,
             k_region_map=k_region_map,
-            mask_scan_loss_for_unclear=mask_scan_loss_for_unclear,
-            detach_region_maps=detach_region_maps,
+            **{k: v for k, v in options.items() if k != "scheduler"},
         )
-        if variant == "released_code":
-            self.criterion.alpha = 0.02
         self.region_mask = torch.ones(self.n_regions, 1)
         if single_region is not None:
             self.region_mask = torch.zeros(self.n_regions, 1)
@@ -190,13 +214,7 @@ class DaMILModule(ScanModelSteps, pl.LightningModule):
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None)
         if stage == "fit" and dm is not None and getattr(dm, "positive_rates", None) is not None:
-            from lightning_modules.crossdl.damil.losses import positive_weights, released_code_rates
-
-            rates = dm.positive_rates
-            paper = self.hparams.variant == "paper"
-            table = rates if paper else released_code_rates(rates)
-            self.criterion.pos_weight.copy_(positive_weights(table, self.hparams.eps if paper else 1e-8))
-            self.criterion.scan_pos_weight.copy_(positive_weights(dm.scan_positive_rates, 1e-8))
+            self.criterion.set_rates(dm.positive_rates, dm.scan_positive_rates)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # What the outputs mean (plain values: the checkpoint loads with torch.load(weights_only=True)).
@@ -277,7 +295,7 @@ class DaMILModule(ScanModelSteps, pl.LightningModule):
         return {"region_probs": region, "scan_probs": scan, "regions": s, "abnormality": d}
 
     def configure_optimizers(self) -> Any:
-        if self.hparams.scheduler == "plateau" or self.hparams.variant == "released_code":
+        if self.hparams.scheduler == "plateau":
             optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
             plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 optimizer, factor=0.5, patience=self.hparams.plateau_patience

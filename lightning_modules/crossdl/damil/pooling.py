@@ -10,14 +10,18 @@ Choices where the paper is silent (each a parameter):
 
 * which region map counts k: the previous scale's S (``k_region_map="previous"``, default: S and
   D^(l-1) then live on the same grid) or the current S max-pooled to the previous grid ("current");
-* k is counted on the coarser grid while top-k is taken on the finer one (8x more voxels in 3D); the
-  paper's formula uses the count as is (``k_scale=1``, default); the released code uses
-  ``max(4c, 4)`` (``k_scale=4, k_min=4``);
+* k is counted on the coarser grid while top-k is taken on the finer one (8x more voxels in 3D):
+  ``k_grid="coarse"`` (default) uses the count as the paper's formula writes it; ``k_grid="fine"``
+  multiplies it by the voxels per coarse voxel (8), so the top-k covers the same volume; ``k_scale``
+  multiplies after that and ``k_min`` floors the result. The released code's ``max(8c, 8) / 2 =
+  max(4c, 4)`` is ``k_grid="fine", k_scale=0.5, k_min=4``;
 * k = 0 (nothing above t at the previous scale): ``k_min=1`` (default) makes it top-1, i.e. max
   pooling, so negative bags still get a prediction to push down.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +56,18 @@ def topk_counts(
     return k.long()
 
 
+def k_factor(
+    k_grid: str, k_scale: float, fine_shape: tuple[int, ...], coarse_shape: tuple[int, ...]
+) -> float:
+    """What the count on the coarse grid is multiplied by: ``k_scale``, times the fine voxels per coarse
+    voxel when ``k_grid="fine"``."""
+    if k_grid == "coarse":
+        return k_scale
+    if k_grid == "fine":
+        return k_scale * math.prod(fine_shape) / math.prod(coarse_shape)
+    raise ValueError(f"k_grid must be 'coarse' or 'fine', got {k_grid!r}")
+
+
 def topk_mil_pooling(s: torch.Tensor, d: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """(B, N, M) = mean of the k_ij largest S_iv D_jv (k per bag; k >= 1)."""
     products = instance_products(s, d)
@@ -76,6 +92,7 @@ def multiscale_region_predictions(
     k_min: int = 1,
     k_region_map: str = "previous",
     regions_override: list[torch.Tensor] | None = None,
+    k_grid: str = "coarse",
 ) -> list[torch.Tensor]:
     """Region-level predictions (B, N, M) at every scale, coarse to fine (paper's DaMIL pooling).
 
@@ -95,11 +112,14 @@ def multiscale_region_predictions(
             s_prev = previous_grid_regions(s, s_prev)
         elif k_region_map != "previous":
             raise ValueError(f"k_region_map must be 'previous' or 'current', got {k_region_map!r}")
-        k = topk_counts(s_prev, d_prev, threshold, k_scale, k_min)
+        factor = k_factor(k_grid, k_scale, tuple(d.shape[2:]), tuple(d_prev.shape[2:]))
+        k = topk_counts(s_prev, d_prev, threshold, factor, k_min)
         preds.append(topk_mil_pooling(s_bag, d, k))
     return preds
 
 
 def scan_predictions(outputs: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
-    """Scan-level prediction per scale (B, M): the maximum of each abnormality map (paper)."""
+    """Scan-level prediction per scale (B, M): the maximum of each abnormality map (paper, "Scan-level
+    abnormality prediction could also be acquired using global max pooling"); the finest scale's is the
+    model's ("The prediction of the highest scale is used as the final prediction")."""
     return [d.flatten(2).amax(dim=-1) for _, d in outputs]

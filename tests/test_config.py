@@ -196,3 +196,38 @@ def test_damil_demo_keeps_the_paper_method_and_says_what_it_changes():
     assert cfg.data.demo.n_scans == 160 and cfg.data.demo.register is False
     assert demo.model.lambda_start == cfg.model.lambda_start == 1.0
     assert OmegaConf.to_container(demo.trainer)["precision"] == "${auto_precision:cpu_bf16}"
+
+
+def test_crossdl_paper_splits_languages_and_training_sizes():
+    """Issue 19, items 4-6: the paper's Chinese reports, its random 3,000 / 904 / 903 sentence split with 1,500
+    trained on, its 90/5/5 patient split of the head CTs and its 2,000 ... 28,472 training scans."""
+    cfg = _compose("experiment=crossdl_discretizer")
+    assert cfg.data.language == "zh" and list(cfg.data.findings_headers)[:2] == ["检查所见", "影像所见"]
+    assert "诊断意见" in cfg.data.end_headers and cfg.data.flip.word_map["左"] == "右"
+    assert list(cfg.model.sentence_splitting.findings_headers) == list(cfg.data.findings_headers)
+    split = cfg.data.split
+    assert split.unit == "row" and [round(f * 4807) for f in split.fractions] == [3000, 904, 903]
+    assert cfg.data.max_train_sentences == 1500
+    english = _compose("experiment=crossdl_discretizer", "data.language=en")
+    assert "findings" in english.data.findings_headers and english.data.flip.word_map["left"] == "right"
+    ct = _compose("experiment=damil_multiscale").data.split
+    assert ct.unit == "patient" and list(ct.fractions) == [0.9, 0.05, 0.05]
+    params = _compose("experiment=damil_trainsize").hydra.sweeper.params
+    assert params["data.max_train_scans"] == "2000,5000,10000,28472"
+    assert _compose("experiment=damil_trainsize_fractions").hydra.sweeper.params["data.train_fraction"]
+
+
+def test_the_discretizer_demo_is_english_unless_data_language_says_otherwise(tmp_path):
+    from reportsup.runner.setup import apply_demo
+
+    for extra, encoder, language in (
+        ([], "minilm_encoder", "en"),
+        (["data.language=zh"], "tiny_bert_encoder", "zh"),
+    ):
+        overrides = ["experiment=crossdl_discretizer", f"paths.data_dir={tmp_path}", "demo=true", *extra]
+        cfg = apply_demo(_compose(*overrides), command_line_overrides=overrides)
+        assert cfg.encoder._target_.endswith(encoder) and cfg.data.language == language
+        first = open(cfg.data.sentences_path, encoding="utf-8").read(2000)
+        assert ("左" in first) == (language == "zh")
+    damil = _compose("experiment=damil_multiscale", "demo=true")
+    assert list(damil.demo_overrides.data.split.fractions) == [0.6, 0.2, 0.2]  # the demo's own split

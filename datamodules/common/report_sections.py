@@ -1,8 +1,8 @@
 """Findings-section extraction and sentence splitting (Liu et al. 2023, "Discretizer model and training":
 "the 'findings' part of each report was first split into sentences").
 
-Section headers are configuration (English defaults; Chinese reports use e.g. 检查所见/影像所见 and
-诊断意见/印象). Sentences are split with pysbd for the languages it knows (English, Chinese, ...),
+Section headers are configuration (English defaults here; the Chinese ones, e.g. 检查所见/影像所见 and
+诊断意见/印象, are the ``zh`` preset of :mod:`datamodules.crossdl.sentences.languages`). Sentences are split with pysbd for the languages it knows (English, Chinese, ...),
 and for any other language by a punctuation rule (., !, ?, and the CJK full stops) followed by space,
 line end or a CJK character.
 """
@@ -22,7 +22,8 @@ class MissingFindingsError(ValueError):
     """A report without a Findings section: reported per report, never silently dropped."""
 
 
-def _header_pattern(headers: Sequence[str]) -> re.Pattern:
+def header_pattern(headers: Sequence[str]) -> re.Pattern:
+    """A Findings or end header of ``headers`` where reports put one (case-insensitive)."""
     alternatives = "|".join(
         re.escape(h.strip().rstrip(":：")) for h in sorted(headers, key=len, reverse=True)
     )
@@ -40,11 +41,11 @@ def extract_findings(
     end_headers: Sequence[str] = DEFAULT_END_HEADERS,
 ) -> str | None:
     """The text between a Findings header and the next end header (or the end); None without one."""
-    start = _header_pattern(findings_headers).search(text)
+    start = header_pattern(findings_headers).search(text)
     if start is None:
         return None
     rest = text[start.end() :]
-    end = _header_pattern(end_headers).search(rest)
+    end = header_pattern(end_headers).search(rest)
     findings = (rest[: end.start()] if end else rest).strip()
     return findings or None
 

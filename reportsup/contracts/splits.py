@@ -3,9 +3,12 @@
 * Wood et al. 2021 (ALARM), "Modelling": a 60/20/20 split "at the patient level in order to prevent
   data leakage"; Fig. 1: the reports of hold-out patients (image-label test set, external site) are
   removed from the development data *before* the split is drawn.
-* Liu et al. 2023 (Cross-DL) and the spine study split their own units; here every split is by patient
-  (DESIGN.md), and hold-out sets (prospective set, CQ500, the spine image test set) never share a
-  patient with train/val/test.
+* Liu et al. 2023 (Cross-DL), "Datasets": head-CT scans split "randomly ... by patient" (28,472 / 1,699 /
+  1,607 scans, about 90/5/5 of the patients); the 4,807 report sentences split "randomly" (3,000 / 904
+  / 903), not by patient. DESIGN.md allows a paper's own unit for its experiment: ``unit: row`` draws
+  the rows themselves (sentences), ``unit: patient`` (the default everywhere else) the stricter
+  patient-level split. Hold-out sets (prospective set, CQ500, the spine image test set) never share a
+  patient with train/val/test, whatever the unit.
 
 One entry point, :class:`SplitProtocol`::
 
@@ -14,7 +17,7 @@ One entry point, :class:`SplitProtocol`::
     run_split.save(run_dir)  # writes splits.csv, or checks it on a resumed / test-only run
 
 Every drawn split is a pure function of ``(seed, fractions, patient ids)`` (or of ``(seed, n_folds,
-fold, patient ids)``): the patient ids are sorted before shuffling, so row order and duplicates in the
+fold, patient ids)``; with ``unit: row``, of the row ids): the ids are sorted before shuffling, so row order and duplicates in the
 table do not change the assignment. Whether the draw happens before or after the hold-out patients
 leave is ``holdout_order``, one explicit choice per experiment (``configs/data/*.yaml``):
 
@@ -40,7 +43,9 @@ from reportsup.contracts.run_dir import DATA_SUMMARY, SPLITS_CSV, write_json
 SPLIT_NAMES = ("train", "val", "test")
 HOLDOUT_ORDERS = ("exclude_first", "split_first")
 #: the keys of ``data.split`` the protocol reads
-CONFIG_KEYS = ("seed", "fractions", "n_folds", "fold", "file", "holdout_order")
+CONFIG_KEYS = ("seed", "fractions", "n_folds", "fold", "file", "holdout_order", "unit")
+#: what one draw assigns as a whole: a patient (all their rows), or each row on its own (a paper's own unit)
+UNITS = ("patient", "row")
 #: optional boolean column of :meth:`SplitProtocol.assign`'s tables: False = the row takes no part
 USABLE = "usable"
 #: the split of a development row that is not usable (e.g. no known label) and of no hold-out patient
@@ -74,15 +79,17 @@ def _check_folds(n_folds: int, fold: int) -> None:
 
 
 def patient_split(
-    patient_ids: Sequence[str], seed: int, fractions: Sequence[float] = (0.6, 0.2, 0.2)
+    patient_ids: Sequence[str], seed: int, fractions: Sequence[float] = (0.6, 0.2, 0.2), unit: str = "patient"
 ) -> dict[str, str]:
-    """Map each patient to train/val/test with the given fractions of *patients*."""
+    """Map each patient (each id: ``unit`` names what they are) to train/val/test with the given fractions
+    of *patients*; the counts are rounded (the paper's 4,807 sentences at 0.6241/0.1881/0.1878 give
+    exactly 3,000 / 904 / 903)."""
     _check_fractions(fractions)
     patients = _shuffled_patients(patient_ids, seed)
     n = len(patients)
     if n < 3:
         raise SplitError(
-            f"only {n} patient(s) in the development data: a train/val/test split needs at least 3."
+            f"only {n} {unit}(s) in the development data: a train/val/test split needs at least 3."
         )
     n_train = int(round(fractions[0] * n))
     n_val = int(round(fractions[1] * n))
@@ -111,17 +118,18 @@ def split_patients(
     fractions: Sequence[float] = (0.6, 0.2, 0.2),
     n_folds: int | None = None,
     fold: int = 0,
+    unit: str = "patient",
 ) -> dict[str, str]:
     """``{patient: split}``: patient-level k-fold when ``n_folds`` is given, else the fractions split."""
     if n_folds:
         return patient_kfold(patient_ids, seed, n_folds, fold)
-    return patient_split(patient_ids, seed, fractions)
+    return patient_split(patient_ids, seed, fractions, unit)
 
 
-def read_split_file(path: str | Path, rows: pd.DataFrame) -> pd.Series:
+def read_split_file(path: str | Path, rows: pd.DataFrame, by_patient: bool = True) -> pd.Series:
     """A fixed split (CSV with ``id`` or ``report_id`` and ``split``) for ``rows`` (``id``,
-    ``patient_id``), checked: every row must be assigned, split names must be train/val/test, and no
-    patient may be in two splits. Returns the split of each row (``rows``' index)."""
+    ``patient_id``), checked: every row must be assigned, split names must be train/val/test, and (when
+    ``by_patient``) no patient may be in two splits. Returns the split of each row (``rows``' index)."""
     path = Path(path)
     if not path.exists():
         raise SplitError(f"{path}: split file not found (data.split.file).")
@@ -148,12 +156,15 @@ def read_split_file(path: str | Path, rows: pd.DataFrame) -> pd.Series:
             "Assign every row, or drop those rows from the data."
         )
     split = rows["id"].map(mapping)
+    if not by_patient:
+        return split
     per_patient = split.groupby(rows["patient_id"]).nunique()
     leaking = per_patient[per_patient > 1]
     if len(leaking):
         raise SplitError(
             f"{path}: patient {leaking.index[0]!r} has rows in more than one split; "
-            "splits must be by patient to prevent leakage."
+            "splits must be by patient to prevent leakage (data.split.unit=row allows it where a "
+            "paper split rows at random)."
         )
     return split
 
@@ -283,6 +294,21 @@ class RunSplit:
                     "n_folds or file)."
                 )
 
+    @classmethod
+    def concat(cls, parts: Sequence[RunSplit], source: str, what: str = "rows") -> RunSplit:
+        """Several draws over the same hold-outs (e.g. sentences by row, reports by patient) as one split:
+        rows and their splits in ``parts``' order, the hold-out rows once."""
+        if len({p.holdout_names for p in parts}) > 1:
+            raise ValueError("RunSplit.concat: the parts were drawn with different hold-out sets.")
+        return cls(
+            pd.concat([p.rows for p in parts], ignore_index=True),
+            pd.concat([p.split for p in parts], ignore_index=True),
+            pd.concat([p.holdout_rows for p in parts], ignore_index=True).drop_duplicates(ignore_index=True),
+            parts[0].holdout_names,
+            source,
+            what,
+        )
+
     def table(self) -> pd.DataFrame:
         """The rows of ``splits.csv``: ``id``, ``patient_id``, ``split`` of every development row still in
         train/val/test, then of every hold-out row (under its set's name)."""
@@ -315,9 +341,9 @@ class RunSplit:
 
 @dataclass(frozen=True)
 class SplitProtocol:
-    """The split of one experiment: a seeded patient-level draw (fractions or k-fold) or a fixed split
-    file, and the order of the hold-out exclusion (module docstring). Build it with
-    :meth:`from_config` from ``data.split``; :meth:`assign` applies it."""
+    """The split of one experiment: a seeded draw (fractions or k-fold) of patients (``unit="patient"``)
+    or of rows (``unit="row"``), or a fixed split file, and the order of the hold-out exclusion (module
+    docstring). Build it with :meth:`from_config` from ``data.split``; :meth:`assign` applies it."""
 
     holdout_order: str
     seed: int = 0
@@ -325,8 +351,14 @@ class SplitProtocol:
     n_folds: int | None = None
     fold: int = 0
     file: str | None = None
+    unit: str = "patient"
 
     def __post_init__(self) -> None:
+        if self.unit not in UNITS:
+            raise SplitError(
+                f"data.split.unit={self.unit!r}: choose patient (every row of a patient in one split) or row "
+                "(rows drawn on their own, where a paper split e.g. sentences at random)."
+            )
         if self.holdout_order not in HOLDOUT_ORDERS:
             raise SplitError(
                 f"data.split.holdout_order={self.holdout_order!r}: choose exclude_first (hold-out patients "
@@ -360,6 +392,7 @@ class SplitProtocol:
         return cls(
             holdout_order=str(cfg.get("holdout_order") or holdout_order),
             file=str(cfg["file"]) if cfg.get("file") else None,
+            unit=str(cfg.get("unit") or "patient"),
             **values,
         )
 
@@ -399,13 +432,16 @@ class SplitProtocol:
             # No draw: the order cannot move anyone, and a run's own splits.csv (a valid split file)
             # lists no development row of a hold-out patient. So hold-out patients always leave first.
             split = pd.Series(UNUSED, index=dev.index, dtype=object)
-            split[usable & stays] = read_split_file(self.file, dev.loc[usable & stays])
+            split[usable & stays] = read_split_file(
+                self.file, dev.loc[usable & stays], by_patient=self.unit == "patient"
+            )
         else:
             drawn = usable & stays if self.holdout_order == "exclude_first" else usable
+            group = "patient_id" if self.unit == "patient" else "id"
             mapping = split_patients(
-                dev.loc[drawn, "patient_id"], self.seed, self.fractions, self.n_folds, self.fold
+                dev.loc[drawn, group], self.seed, self.fractions, self.n_folds, self.fold, self.unit
             )
-            split = dev["patient_id"].map(mapping).where(usable, UNUSED)
+            split = dev[group].map(mapping).where(usable, UNUSED)
         split = split.where(stays, member).astype(object)
         holdout_rows = pd.concat(
             [h.loc[h[USABLE], ["id", "patient_id"]].assign(split=name) for name, h in held.items()]

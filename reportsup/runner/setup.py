@@ -4,7 +4,9 @@
   in Hydra's ConfigStore as the groups ``experiment`` and ``sweep`` (package ``_global_``).
 * Resolvers: ``run_dir`` (``outputs/<experiment>/<date>_<time>[_<slurm job>_<task>]``, or the run
   directory of ``ckpt_path`` when resuming), ``hydra_subdir`` (a resumed run keeps the original
-  ``.hydra/``), ``slurm_suffix`` and ``auto_precision`` (bf16-mixed where the GPU supports it).
+  ``.hydra/``), ``slurm_suffix``, ``auto_precision`` (bf16-mixed where the GPU supports it) and
+  ``language_preset`` (``${language_preset:zh,findings_headers}``: a value of the Cross-DL sentence
+  pipeline's language presets, :mod:`datamodules.crossdl.sentences.languages`).
 * ``demo=true``: synthetic reports written (seeded) under ``paths.data_dir``, the offline ``tiny``
   encoder and the CPU-sized settings of ``demo_overrides``.
 """
@@ -137,6 +139,13 @@ def slurm_gpus(accelerator: str, devices: object) -> int | None:
     return int(devices) if str(devices).isdigit() else None
 
 
+def language_preset(language: str, key: str) -> list[str] | dict[str, str]:
+    """``data.findings_headers``, ``data.end_headers`` or ``data.flip.word_map`` of ``data.language``."""
+    from datamodules.crossdl.sentences.languages import preset_value
+
+    return preset_value(str(language), str(key))
+
+
 def register_resolvers() -> None:
     for name, fn in (
         ("run_dir", run_dir),
@@ -146,6 +155,7 @@ def register_resolvers() -> None:
         ("auto_precision", auto_precision),
         ("demo_run_mode", demo_run_mode),
         ("slurm_gpus", slurm_gpus),
+        ("language_preset", language_preset),
     ):
         if not OmegaConf.has_resolver(name):
             # Cached: the run directory must not change between the places that resolve it.
@@ -196,12 +206,20 @@ def apply_demo(
     returns the ``data.*`` values pointing at them; ``demo_overrides`` holds the encoder and the
     CPU-sized model/trainer settings. Values typed on the command line win over both.
     """
-    recipe = cfg.data.get("demo")
-    if recipe is None:
+    if cfg.data.get("demo") is None:
         raise ValueError(f"demo=true: the data config {cfg.data.get('_target_')} has no `demo` recipe.")
-    data_values = instantiate(recipe, data_dir=cfg.paths.data_dir, _convert_="all")
     overrides = cfg.get("demo_overrides") or {}
+    typed = command_line_values(command_line_overrides or [])
     with open_dict(cfg):
+        # The recipe and the demo encoder are chosen once the demo's data settings and what the user typed
+        # are in place: data.language=zh makes the discretizer demo write Chinese reports (its recipe reads
+        # ${data.language}) and train the encoder that can read them.
+        if "data" in overrides:
+            cfg.data = OmegaConf.merge(cfg.data, overrides["data"])
+        for key, value in typed.items():
+            if key.startswith("data."):
+                OmegaConf.update(cfg, key, value, force_add=True)
+        data_values = instantiate(cfg.data.demo, data_dir=cfg.paths.data_dir, _convert_="all")
         demo_encoder = overrides.get("encoder", "tiny")
         if cfg.get("encoder") is None or demo_encoder is None:
             pass  # an image model: no text encoder to swap in
@@ -218,7 +236,7 @@ def apply_demo(
                 OmegaConf.update(cfg, key, value, force_add=True)
             else:
                 cfg.data[key] = value
-        for key in ("model", "trainer", "data", "callbacks"):
+        for key in ("model", "trainer", "callbacks"):
             if key in overrides:
                 extra = overrides[key]
                 if key == "model":
@@ -232,7 +250,7 @@ def apply_demo(
                         extra = {k: v for k, v in extra.items() if k != "optimizer"}
                 cfg[key] = OmegaConf.merge(cfg[key], extra)
         # What the user typed wins over the demo settings.
-        for key, value in command_line_values(command_line_overrides or []).items():
+        for key, value in typed.items():
             OmegaConf.update(cfg, key, value, force_add=True)
     return cfg
 

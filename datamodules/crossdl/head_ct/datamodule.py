@@ -313,13 +313,18 @@ class HeadCTDataModule(L.LightningDataModule):
         removed = run_split.removed()
         usable = usable.assign(split=run_split.split)
         parts = {name: usable.loc[run_split.mask(name)] for name in SPLIT_NAMES}
+        train_scans_available = len(parts["train"])
         if self.max_train_scans is not None:
-            if self.max_train_scans > len(parts["train"]):
-                raise SplitError(
-                    f"data.max_train_scans={self.max_train_scans} but the training split has only "
-                    f"{len(parts['train'])} scans."
+            # The paper's training sizes are scan counts (2,000 / 5,000 / 10,000 / 28,472, Fig. S2C/D); a
+            # count above what this split holds trains on all of it, said in the log and data_summary.json.
+            # One seeded permutation for every count, so a smaller training set is a subset of a larger one.
+            n = min(self.max_train_scans, train_scans_available)
+            if n < self.max_train_scans:
+                rank_zero_info(
+                    f"[reportsup] data.max_train_scans={self.max_train_scans} but the training split holds "
+                    f"{train_scans_available} scans: training on all {train_scans_available}."
                 )
-            parts["train"] = parts["train"].sample(n=self.max_train_scans, random_state=self.protocol.seed)
+            parts["train"] = parts["train"].sample(n=n, random_state=self.protocol.seed)
         if self.train_fraction < 1:  # whole patients, so the training-size curve stays patient-level
             patients = sorted(set(parts["train"]["patient_id"]))
             rng = np.random.default_rng(self.protocol.seed)
@@ -366,6 +371,10 @@ class HeadCTDataModule(L.LightningDataModule):
             "manifest_path": str(self.manifest_path),
             "labels_path": str(self.labels_path),
             "sizes": {k: len(v) for k, v in self.datasets.items()},
+            "split": {"unit": self.protocol.unit, "fractions": list(self.protocol.fractions)},
+            "train_scans_available": train_scans_available,
+            "max_train_scans": self.max_train_scans,
+            "train_fraction": self.train_fraction,
             "scans_without_labels": len(unknown),
             "cache_dir": str(cache),
             "preprocessing": {k: v for k, v in self.preprocess.__dict__.items() if k != "extra"},

@@ -10,10 +10,23 @@ Two tables:
   into sentences; a report without a Findings section is listed in ``reports_without_findings.csv``
   and counted, never silently dropped.
 
-Patients are split once over both tables (60/20/20 by default), so no patient's sentences train the
-model that is then scored on that patient's reports. ``max_train_sentences`` subsamples the training
-sentences (seeded) for the training-size experiment (Fig. S2A). Training sentences are left-right
-flipped with probability ``flip.probability`` (text and paired region labels).
+The split (``data.split``, :class:`reportsup.contracts.splits.SplitProtocol`) has two forms:
+
+* ``unit: row`` (the paper's experiment): the sentences are split at random, as the paper's 4,807 into
+  3,000 / 904 / 903 ("Datasets"), and the reports by patient. Identical template sentences, and sentences
+  of one report, can sit in training and test, and a test report's patient may have trained the model.
+* ``unit: patient`` (the stricter option, and the default of this class): patients are split once over
+  both tables, so no patient's sentences train the model that is then scored on that patient's reports.
+
+``max_train_sentences`` subsamples the training sentences (seeded; paper: 1,500 of the 3,000) for the
+training-size experiment (Fig. S2A). Training sentences are left-right flipped with probability
+``flip.probability`` (text and paired region labels), but only where the flip changes the text or the
+labels are side-symmetric; the others are counted in ``data_summary.json`` (``flip``).
+
+``language`` picks the preset of :mod:`datamodules.crossdl.sentences.languages` (Findings and end
+headers, sentence splitting, side words); explicit ``findings_headers`` / ``end_headers`` /
+``flip.word_map`` win. A run whose sentences name no configured side word, or whose reports have no
+configured Findings header, stops with :class:`LanguageMismatchError`.
 
 Test sets: ``sentence`` (sentence-level labels) and ``report`` (the test reports' Findings
 sentences, scored against their gold matrices after the max-merge of ``A = max_s r_s t_s^T``), and
@@ -25,6 +38,7 @@ leaves the development data, by default after the split is drawn (``data.split.h
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections.abc import Mapping, Sequence
@@ -38,15 +52,11 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import Dataset
 
-from datamodules.common.report_sections import (
-    DEFAULT_END_HEADERS,
-    DEFAULT_FINDINGS_HEADERS,
-    MissingFindingsError,
-    findings_sentences,
-)
+from datamodules.common.report_sections import MissingFindingsError, findings_sentences
 from datamodules.common.reports import ReportDataset, TokenizedLoaders
 from datamodules.common.tables import ReportTableError, read_report_table
-from datamodules.crossdl.sentences.text_flip import ENGLISH_SIDE_WORDS, LeftRightFlip
+from datamodules.crossdl.sentences.languages import check_language, language_preset
+from datamodules.crossdl.sentences.text_flip import LeftRightFlip
 from reportsup.contracts.labels.crossdl import LabelSpace
 from reportsup.contracts.run_dir import REPORTS_WITHOUT_FINDINGS
 from reportsup.contracts.splits import RunSplit, SplitError, SplitProtocol
@@ -55,17 +65,30 @@ SENTENCE_COLUMNS = ("sentence_id", "report_id", "patient_id", "text")
 
 
 class FlipAugmentedDataset(Dataset):
-    """Training sentences, each left-right flipped with probability ``p`` when drawn."""
+    """Training sentences, each left-right flipped with probability ``p`` when drawn, if it can be:
+    :meth:`LeftRightFlip.can_flip` (the text names a side, or the labels are side-symmetric). A sentence
+    labelled with a side its text does not name keeps its text and labels."""
 
     def __init__(self, base: ReportDataset, flip: LeftRightFlip, p: float, n_regions: int) -> None:
         self.base, self.flip, self.p, self.n_regions = base, flip, p, n_regions
+        regions = base.targets[:, :n_regions].numpy()
+        self.flippable = np.array(
+            [flip.can_flip(text, r) for text, r in zip(base.texts, regions, strict=True)], dtype=bool
+        )
 
     def __len__(self) -> int:
         return len(self.base)
 
+    def flip_counts(self) -> dict[str, int]:
+        """For ``data_summary.json``: training sentences the flip may change, and those it always skips
+        (text names no side word, lateral labels)."""
+        return {"flippable": int(self.flippable.sum()), "skipped": int((~self.flippable).sum())}
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         item = self.base[i]
-        if self.p > 0 and random.random() < self.p:  # seeded per worker by seed_everything(workers=True)
+        # random.random() is drawn for every item, flippable or not, so the skip changes no other draw;
+        # it is seeded per worker by seed_everything(workers=True).
+        if self.p > 0 and random.random() < self.p and self.flippable[i]:
             targets = item["targets"].clone()
             targets[: self.n_regions] = item["targets"][torch.as_tensor(self.flip.permutation)]
             item = {**item, "text": self.flip.flip_text(item["text"]), "targets": targets}
@@ -120,8 +143,8 @@ class ReportSentenceDataModule(TokenizedLoaders, pl.LightningDataModule):
         reports_path: str | None = None,
         label_space: Mapping[str, Any] | None = None,
         language: str = "en",
-        findings_headers: Sequence[str] = DEFAULT_FINDINGS_HEADERS,
-        end_headers: Sequence[str] = DEFAULT_END_HEADERS,
+        findings_headers: Sequence[str] | None = None,
+        end_headers: Sequence[str] | None = None,
         split: Mapping[str, Any] | None = None,
         max_train_sentences: int | None = None,
         flip: Mapping[str, Any] | None = None,
@@ -139,15 +162,18 @@ class ReportSentenceDataModule(TokenizedLoaders, pl.LightningDataModule):
             )
         self.sentences_path, self.reports_path = sentences_path, reports_path
         self.space = LabelSpace.from_config(**(label_space or {}))
-        self.language = language
-        self.findings_headers, self.end_headers = list(findings_headers), list(end_headers)
+        self.language = str(language)
+        # None: the language preset's value (an unknown language is refused only when a value is missing)
+        flip = dict(flip or {})
+        self.findings_headers = list(findings_headers or language_preset(self.language).findings_headers)
+        self.end_headers = list(end_headers or language_preset(self.language).end_headers)
+        word_map = flip.get("word_map") or language_preset(self.language).side_words
         self.split_cfg = dict(split or {})
         # Split first: scoring a trained discretizer on a new hold-out set moves no other patient.
         self.protocol = SplitProtocol.from_config(self.split_cfg, holdout_order="split_first")
         self.max_train_sentences = max_train_sentences
-        flip = dict(flip or {})
         self.flip_probability = float(flip.get("probability", 0.5))
-        self.flip = LeftRightFlip(self.space, flip.get("word_map") or ENGLISH_SIDE_WORDS)
+        self.flip = LeftRightFlip(self.space, word_map)
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.output_dir = Path(output_dir) if output_dir else None
         self.holdout_paths = dict(holdouts or {})
@@ -184,25 +210,21 @@ class ReportSentenceDataModule(TokenizedLoaders, pl.LightningDataModule):
             reports = (
                 read_report_table(self.reports_path, gold, path_key="data.reports_path") if gold else probe
             )
+        check_language(
+            sentences["text"].tolist(),
+            reports["text"].tolist() if reports is not None else None,
+            self.flip,
+            self.findings_headers,
+            language=self.language,
+            source=f"{self.sentences_path}" + (f" / {self.reports_path}" if reports is not None else ""),
+        )
         holdouts = {
             name: read_report_table(path, matrix_cols, path_key=f"data.holdouts.{name}")
             for name, path in self.holdout_paths.items()
         }
-        # One split over both tables, so no patient's sentences train the model scored on their reports.
         n_sentences = len(sentences)
-        rows = pd.concat(
-            [sentences.assign(id=sentences["sentence_id"])]
-            + ([reports.assign(id=reports["report_id"])] if reports is not None else []),
-            ignore_index=True,
-        )
-        run_split = self.protocol.assign(
-            rows[["id", "patient_id"]],
-            {name: table.assign(id=table["report_id"]) for name, table in holdouts.items()},
-            source=str(self.sentences_path),
-            required=(),
-            what="sentences",
-        )
-        is_sentence = np.arange(len(rows)) < n_sentences
+        run_split = self._draw_split(sentences, reports, holdouts)
+        is_sentence = np.arange(len(run_split.split)) < n_sentences
         run_split.require(where=is_sentence)  # every split needs sentences, not only reports
         removed_sentences = run_split.removed(where=is_sentence)
         removed_reports = run_split.removed(where=~is_sentence)
@@ -229,6 +251,12 @@ class ReportSentenceDataModule(TokenizedLoaders, pl.LightningDataModule):
                 else ds
             )
             self.tables[name] = ds.table
+        flip_counts = self.datasets["train"].flip_counts()
+        if flip_counts["skipped"] and self.flip_probability > 0:
+            rank_zero_info(
+                f"[reportsup] left-right flip: {flip_counts['skipped']} of {len(train)} training sentences "
+                "name no side word but have lateral labels; they are never flipped (data_summary.json: flip)."
+            )
         missing = pd.DataFrame()
         if reports is not None and all(c in reports.columns for c in matrix_cols):
             test_reports = reports.loc[report_split == "test"].reset_index(drop=True)
@@ -262,7 +290,10 @@ class ReportSentenceDataModule(TokenizedLoaders, pl.LightningDataModule):
                 for name, table in holdouts.items()
             },
             "reports_without_findings": len(missing),
+            "language": self.language,
+            "split_unit": self.protocol.unit,
             "flip_probability": self.flip_probability,
+            "flip": flip_counts,
             "max_train_sentences": self.max_train_sentences,
             "positives_train": {lb: int(np.nansum(train[lb] == 1)) for lb in self.labels},
         }
@@ -273,6 +304,33 @@ class ReportSentenceDataModule(TokenizedLoaders, pl.LightningDataModule):
             )
         rank_zero_info(f"[reportsup] data: {json.dumps(self.summary['sizes'])}")
         self._write_outputs(run_split, missing)
+
+    def _draw_split(
+        self, sentences: pd.DataFrame, reports: pd.DataFrame | None, holdouts: dict[str, pd.DataFrame]
+    ) -> RunSplit:
+        """The split of the sentence rows, then of the report rows (in that order)."""
+        held = {name: table.assign(id=table["report_id"]) for name, table in holdouts.items()}
+        sentence_rows = sentences.assign(id=sentences["sentence_id"])[["id", "patient_id"]]
+        report_rows = (
+            reports.assign(id=reports["report_id"])[["id", "patient_id"]] if reports is not None else None
+        )
+        if self.protocol.unit == "row":
+            # The paper: sentences at random ("Datasets"); the reports scored against gold matrices stay
+            # split by patient (a report is the unit of the report-level test set).
+            parts = [
+                self.protocol.assign(sentence_rows, held, source=str(self.sentences_path), what="sentences")
+            ]
+            if report_rows is not None:
+                by_patient = dataclasses.replace(self.protocol, unit="patient")
+                parts.append(by_patient.assign(report_rows, held, source=str(self.reports_path), required=()))
+            return RunSplit.concat(parts, str(self.sentences_path), "sentences")
+        # One split over both tables, so no patient's sentences train the model scored on their reports.
+        rows = pd.concat(
+            [sentence_rows, *([report_rows] if report_rows is not None else [])], ignore_index=True
+        )
+        return self.protocol.assign(
+            rows, held, source=str(self.sentences_path), required=(), what="sentences"
+        )
 
     def _write_outputs(self, run_split: RunSplit, missing: pd.DataFrame) -> None:
         if self.output_dir is None or (self.trainer is not None and not self.trainer.is_global_zero):

@@ -9,6 +9,9 @@ drawn by :func:`~datamodules.synthetic.lesion_spec.sample_scan_spec`, its report
     ct_reports.csv      report_id, scan_id, patient_id, text, gold matrix <region>__<type>
     ct_sentences.csv    sentence_id, report_id, patient_id, text, <region>..., <type>...  (annotated patients)
     lesion_specs.jsonl  the specs everything was generated from
+
+``language="zh"`` writes Chinese reports (the paper's language); the English tables are what they were
+before the Chinese mode existed (same folder name, same bytes).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ def generate_ct_tables(
     annotated_fraction: float = 0.5,
     abnormal_rate: float = 0.6,
     space: LabelSpace | None = None,
+    language: str = "en",
 ) -> dict[str, pd.DataFrame | list]:
     """Reports (with gold matrices), the sentence-annotation table of a subset of patients, and the specs.
 
@@ -52,7 +56,7 @@ def generate_ct_tables(
                 break
             rid = f"CT{len(reports):07d}"
             spec = sample_scan_spec(f"S{len(reports):07d}", pid, rng, abnormal_rate)
-            text, rows = write_report(spec, rng, space)
+            text, rows = write_report(spec, rng, space, language)
             matrix = abnormality_matrix(spec, space).reshape(-1)
             reports.append(
                 {
@@ -97,9 +101,15 @@ def write_ct_dataset(out_dir: str | Path, n_reports: int = 2000, seed: int = 0, 
     return names
 
 
-def demo_data_config(data_dir: str | Path, n_reports: int = 1500, seed: int = 0) -> dict:
-    """``data.*`` values for ``demo=true``: synthetic sentence annotations and reports with gold matrices."""
-    paths = write_ct_dataset(Path(data_dir) / f"synthetic_ct_reports_n{n_reports}_s{seed}", n_reports, seed)
+def demo_data_config(
+    data_dir: str | Path, n_reports: int = 1500, seed: int = 0, language: str = "en"
+) -> dict:
+    """``data.*`` values for ``demo=true``: synthetic sentence annotations and reports with gold matrices,
+    in ``language`` (``data.language``: the demo's default is English, ``data.language=zh`` Chinese)."""
+    # English keeps its folder and signature from before the Chinese mode, so earlier demo data is reused.
+    extra = {} if language == "en" else {"language": language}
+    folder = f"synthetic_ct_reports_n{n_reports}_s{seed}" + ("" if language == "en" else f"_{language}")
+    paths = write_ct_dataset(Path(data_dir) / folder, n_reports, seed, **extra)
     return {"sentences_path": str(paths["ct_sentences"]), "reports_path": str(paths["ct_reports"])}
 
 
@@ -108,8 +118,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("out_dir")
     parser.add_argument("--n-reports", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--language", choices=("en", "zh"), default="en", help="report language (paper: zh)")
     args = parser.parse_args(argv)
-    for name, path in write_ct_dataset(args.out_dir, args.n_reports, args.seed).items():
+    extra = {} if args.language == "en" else {"language": args.language}
+    for name, path in write_ct_dataset(args.out_dir, args.n_reports, args.seed, **extra).items():
         print(f"{name}: {path}")
 
 

@@ -396,3 +396,62 @@ def test_spine_learnability_is_a_split_error_naming_the_label_source(synthetic_d
     machine.to_csv(tmp_path / "spine" / "machine.csv", index=False)
     with pytest.raises(SplitError, match=r"machine\.csv: label 'scoliosis' is 1 for every training session"):
         _spine(tmp_path, synthetic_dir, 0, tmp_path / "run2").setup()
+
+
+# --- a paper's own unit (Cross-DL's sentences at random) and the paper's training sizes ------------------
+def test_a_row_level_split_draws_rows_not_patients_and_gives_the_papers_counts(tmp_path):
+    """4,807 sentences at 0.6241 / 0.1881 / 0.1878: exactly the paper's 3,000 / 904 / 903."""
+    rows = pd.DataFrame(
+        {"id": [f"S{i}" for i in range(4807)], "patient_id": [f"P{i // 7}" for i in range(4807)]}
+    )
+    protocol = SplitProtocol.from_config(
+        {"unit": "row", "fractions": [0.6241, 0.1881, 0.1878], "seed": 3}, holdout_order="split_first"
+    )
+    split = protocol.assign(rows, source="sentences.csv").split
+    assert split.value_counts().to_dict() == {"train": 3000, "val": 904, "test": 903}
+    assert split.groupby(rows["patient_id"]).nunique().max() > 1  # patients straddle splits: by row
+    shuffled = rows.sample(frac=1, random_state=1)  # a pure function of (seed, fractions, ids)
+    again = protocol.assign(shuffled, source="sentences.csv").split
+    assert (again.sort_index() == split).all()
+    # Hold-out patients still leave whole, whatever the unit.
+    held = {"prospective": pd.DataFrame({"id": ["X1"], "patient_id": ["P3"]})}
+    with_holdout = protocol.assign(rows, held, source="sentences.csv").split
+    assert set(with_holdout[rows["patient_id"] == "P3"]) == {"prospective"}
+    # A split file under unit=row may put one patient's rows in two splits; under unit=patient it may not.
+    rows.assign(split=split).to_csv(tmp_path / "split.csv", index=False)
+    file_split = SplitProtocol(holdout_order="split_first", unit="row", file=str(tmp_path / "split.csv"))
+    assert (file_split.assign(rows, source="s.csv").split == split).all()
+    with pytest.raises(SplitError, match="has rows in more than one split.*data.split.unit=row"):
+        SplitProtocol(holdout_order="split_first", file=str(tmp_path / "split.csv")).assign(
+            rows, source="s.csv"
+        )
+    with pytest.raises(SplitError, match=r"data\.split\.unit='sentence'.*patient.*row"):
+        SplitProtocol.from_config({"unit": "sentence"}, holdout_order="split_first")
+
+
+def test_run_splits_of_two_draws_concatenate_with_the_holdout_rows_once():
+    rows = _table(20)
+    held = {"h": pd.DataFrame({"id": ["H1"], "patient_id": ["P0"]})}
+    by_row = SplitProtocol(holdout_order="split_first", unit="row").assign(rows, held, source="a")
+    by_patient = SplitProtocol(holdout_order="split_first").assign(
+        rows.assign(id=rows["id"] + "r"), held, source="b"
+    )
+    both = type(by_row).concat([by_row, by_patient], "a")
+    assert len(both.split) == 2 * len(rows) and list(both.split[: len(rows)]) == list(by_row.split)
+    assert (both.table()["split"] == "h").sum() == 1
+
+
+def test_max_train_scans_above_the_training_split_trains_on_all_of_it(tmp_path, caplog):
+    """damil_trainsize asks for the paper's 28,472 scans; the data holds fewer: all of them, said in the log."""
+    dm = _head_ct(tmp_path, None, 0, tmp_path / "run")
+    dm.max_train_scans = 28472
+    with caplog.at_level("INFO"):
+        dm.setup()
+    available = dm.summary["train_scans_available"]
+    assert len(dm.datasets["train"]) == available > 0 and dm.summary["max_train_scans"] == 28472
+    assert f"data.max_train_scans=28472 but the training split holds {available} scans" in caplog.text
+    small = _head_ct(tmp_path, None, 0, tmp_path / "run2")
+    small.max_train_scans = 3
+    small.setup()
+    trained = set(small.tables["train"]["scan_id"])
+    assert len(trained) == 3 and trained <= set(dm.tables["train"]["scan_id"])  # nested in the larger set

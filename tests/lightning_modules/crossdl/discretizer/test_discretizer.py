@@ -257,3 +257,194 @@ def test_discretizer_holdouts_leave_development_and_are_report_level_test_sets(t
     )
     with pytest.raises(ReportTableError, match=r"bad\.csv"):
         bad.setup()
+
+
+# --- languages, the guarded flip and the paper's sentence split (issue 19, items 4 and 5) ------------------
+def test_english_synthetic_output_is_unchanged_by_the_chinese_mode():
+    """sha256 of the English tables of seed 3, written by the writer before it had a Chinese mode."""
+    import hashlib
+
+    t = generate_ct_tables(200, seed=3)
+    digest = hashlib.sha256(
+        (t["ct_reports"].to_csv(index=False) + t["ct_sentences"].to_csv(index=False)).encode()
+    )
+    assert digest.hexdigest() == "68443f60e57f95998006946da67fddca189180bdf1993f1baa0c158a7a270f55"
+
+
+def _sides_named(text: str, language: str) -> set[str]:
+    import re
+
+    words = {
+        "zh": {"left": "左", "right": "右"},
+        "en": {"left": r"\b(?:left|Left)\b", "right": r"\b(?:right|Right)\b"},
+    }
+    cleaned = text.replace("左右", "") if language == "zh" else text
+    return {side for side, pattern in words[language].items() if re.search(pattern, cleaned)}
+
+
+def _lateral_sides(regions: np.ndarray) -> set[str]:
+    """Sides with a region label whose mirror is not also labelled (bilateral findings name no side)."""
+    flipped = regions[SPACE.flip_permutation()]
+    sides = set()
+    for j, name in enumerate(SPACE.regions):
+        if regions[j] == 1 and flipped[j] != 1 and name.startswith(("left_", "right_")):
+            sides.add(name.split("_")[0])
+    return sides
+
+
+def _flip_dataset(texts: list[str], regions: list[np.ndarray], word_map=None):
+    from datamodules.common.reports import ReportDataset
+    from datamodules.crossdl.sentences.datamodule import FlipAugmentedDataset
+
+    n_types = len(SPACE.types)
+    targets = np.stack([np.concatenate([r, np.zeros(n_types)]) for r in regions])
+    base = ReportDataset(pd.DataFrame({"text": texts}), targets)
+    flip = LeftRightFlip(SPACE, word_map or {"left": "right", "Left": "Right"})
+    return base, FlipAugmentedDataset(base, flip, p=1.0, n_regions=len(SPACE.regions))
+
+
+def test_a_flipped_training_sentence_never_keeps_a_lateral_label_without_a_side_word():
+    texts = [
+        "A hematoma is seen in the left frontal lobe.",  # names its side: flipped
+        "A hematoma is seen in the surgery area.",  # annotated left frontal from context: never flipped
+        "Edema in the bilateral frontal lobes.",  # no side word, symmetric labels: flipping changes nothing
+        "左侧额叶见血肿。",  # Chinese under an English word map: never flipped
+        "The midline structures are centered.",  # no label: flipping changes nothing
+    ]
+    regions = [
+        _regions("left_frontal_lobe"),
+        _regions("left_frontal_lobe"),
+        _regions("left_frontal_lobe", "right_frontal_lobe"),
+        _regions("left_frontal_lobe"),
+        _regions(),
+    ]
+    base, ds = _flip_dataset(texts, regions)
+    assert ds.flip_counts() == {"flippable": 3, "skipped": 2}
+    for i in range(len(ds)):
+        item = ds[i]
+        unchanged = item["text"] == texts[i] and torch.equal(item["targets"], base[i]["targets"])
+        lateral = _lateral_sides(item["targets"][: len(SPACE.regions)].numpy())
+        # Flipped (p = 1): the text names the side of every lateral label; not flipped: as annotated.
+        assert unchanged or lateral <= _sides_named(item["text"], "en"), (item["text"], lateral)
+        assert unchanged == (i in (1, 2, 3, 4)), i
+    flipped = ds[0]
+    assert flipped["text"] == "A hematoma is seen in the right frontal lobe."
+    assert flipped["targets"][SPACE.regions.index("right_frontal_lobe")] == 1
+    # The Chinese map flips 左 and 右 but keeps 左右 ("about"); a sentence naming only 左右 is no side.
+    zh = LeftRightFlip(SPACE, {"左": "右", "左右": "左右"})
+    assert zh.flip_text("左侧额叶见高密度影，直径约20mm左右。") == "右侧额叶见高密度影，直径约20mm左右。"
+    assert not zh.can_flip("直径约20mm左右。", _regions("left_frontal_lobe"))
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_synthetic_sentences_split_and_flip_correctly(tmp_path, language):
+    """Every report's Findings sentences, cut out and split with the language's preset, are its annotated
+    sentences; in the training set (p = 1), every sentence flipped or not names the sides of its lateral
+    labels, and with p = 1 every sentence naming a side comes out mirrored."""
+    from datamodules.crossdl.sentences.datamodule import ReportSentenceDataModule
+    from datamodules.crossdl.sentences.languages import language_preset
+
+    preset = language_preset(language)
+    tables = generate_ct_tables(300, seed=4, language=language)
+    reports, sentences = tables["ct_reports"], tables["ct_sentences"]
+    for rid, group in sentences.groupby("report_id"):
+        text = reports.loc[reports["report_id"] == rid, "text"].iloc[0]
+        got = findings_sentences(text, language, preset.findings_headers, preset.end_headers)
+        assert got == group["text"].tolist(), rid
+    if language == "zh":
+        assert reports["text"].str.contains("检查所见|影像所见").all() or reports["text"].str.len().min() < 12
+        assert sentences["text"].str.contains("左右").any()  # "about", never flipped
+    reports.to_csv(tmp_path / "reports.csv", index=False)
+    sentences.to_csv(tmp_path / "sentences.csv", index=False)
+    dm = ReportSentenceDataModule(
+        str(tmp_path / "sentences.csv"),
+        str(tmp_path / "reports.csv"),
+        language=language,
+        flip={"probability": 1.0},
+        output_dir=str(tmp_path / "run"),
+    )
+    dm.setup()
+    ds, n_regions = dm.datasets["train"], len(SPACE.regions)
+    assert dm.summary["flip"]["skipped"] == 0  # the writer names every side it labels
+    mirrored = 0
+    for i in range(len(ds)):
+        original, item = ds.base[i], ds[i]
+        regions = item["targets"][:n_regions].numpy()
+        assert _lateral_sides(regions) <= _sides_named(item["text"], language), item["text"]
+        if dm.flip.names_a_side(original["text"]):
+            assert item["text"] == dm.flip.flip_text(original["text"]) != original["text"]
+            assert np.array_equal(regions, dm.flip.flip_regions(original["targets"][:n_regions].numpy()))
+            mirrored += 1
+    assert mirrored > 30
+    assert (tmp_path / "run" / "data_summary.json").exists()
+
+
+def test_the_language_check_stops_a_run_in_another_language(tmp_path):
+    from datamodules.crossdl.sentences.datamodule import ReportSentenceDataModule
+    from datamodules.crossdl.sentences.languages import LanguageMismatchError
+
+    for written, configured in (("zh", "en"), ("en", "zh")):
+        tables = generate_ct_tables(120, seed=2, language=written)
+        tables["ct_sentences"].to_csv(tmp_path / f"s_{written}.csv", index=False)
+        tables["ct_reports"].to_csv(tmp_path / f"r_{written}.csv", index=False)
+        for reports in (str(tmp_path / f"r_{written}.csv"), None):
+            dm = ReportSentenceDataModule(str(tmp_path / f"s_{written}.csv"), reports, language=configured)
+            with pytest.raises(
+                LanguageMismatchError, match=rf"s_{written}\.csv.*data\.language='{configured}'"
+            ):
+                dm.setup()
+        ReportSentenceDataModule(
+            str(tmp_path / f"s_{written}.csv"), language=written
+        ).setup()  # the right one
+    with pytest.raises(
+        LanguageMismatchError, match=r"data\.language='de' has no preset.*data\.findings_headers"
+    ):
+        ReportSentenceDataModule(str(tmp_path / "s_en.csv"), language="de")
+    # Another language with every value given explicitly needs no preset.
+    explicit = ReportSentenceDataModule(
+        str(tmp_path / "s_en.csv"),
+        language="de",
+        findings_headers=["befund"],
+        end_headers=["beurteilung"],
+        flip={"word_map": {"left": "right"}},
+    )
+    explicit.setup()
+    assert explicit.summary["language"] == "de"
+
+
+def test_the_papers_sentence_split_is_random_and_the_reports_stay_split_by_patient(tmp_path):
+    from datamodules.crossdl.sentences.datamodule import ReportSentenceDataModule
+
+    paths = write_ct_dataset(tmp_path / "data", n_reports=600, seed=1)
+    fractions = [0.6241, 0.1881, 0.1878]  # the paper's 3,000 / 904 / 903 of 4,807
+    dm = ReportSentenceDataModule(
+        str(paths["ct_sentences"]),
+        str(paths["ct_reports"]),
+        split={"unit": "row", "fractions": fractions, "seed": 0},
+        max_train_sentences=500,
+        output_dir=str(tmp_path / "run"),
+    )
+    dm.setup()
+    n = len(pd.read_csv(paths["ct_sentences"]))
+    n_train, n_val = round(fractions[0] * n), round(fractions[1] * n)
+    assert dm.summary["split_unit"] == "row"
+    assert (len(dm.tables["val"]), len(dm.tables["sentence"])) == (n_val, n - n_train - n_val)
+    assert len(dm.tables["train"]) == 500
+    splits = pd.read_csv(tmp_path / "run" / "splits.csv", dtype=str)
+    sentence_rows = splits[splits["id"].str.contains("_s")]
+    report_rows = splits[~splits["id"].str.contains("_s")]
+    assert (sentence_rows["split"] == "train").sum() == n_train
+    # Random sentences: some patient's sentences sit in two splits (the paper's leakage of templates and
+    # of patients); the reports scored at report level stay split by patient.
+    assert sentence_rows.groupby("patient_id")["split"].nunique().max() > 1
+    assert report_rows.groupby("patient_id")["split"].nunique().max() == 1
+    # The stricter option: every row of a patient in one split, sentences and reports together.
+    strict = ReportSentenceDataModule(
+        str(paths["ct_sentences"]),
+        str(paths["ct_reports"]),
+        split={"unit": "patient", "fractions": fractions, "seed": 0},
+        output_dir=str(tmp_path / "strict"),
+    )
+    strict.setup()
+    both = pd.read_csv(tmp_path / "strict" / "splits.csv", dtype=str)
+    assert both.groupby("patient_id")["split"].nunique().max() == 1

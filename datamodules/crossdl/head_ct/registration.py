@@ -1,9 +1,11 @@
 """Atlas-based coarse region segmentation of every scan of a manifest
 (Liu et al. 2023, STAR Methods "Anatomical region segmentation").
 
-The atlas image (an average CT) is registered to each scan with elastix (itk-elastix): an affine
-transform followed by a B-spline transform (elastix's default parameter maps; ``--max-iterations``
-and ``--grid-spacing`` shorten them). The atlas's 17-region label map is warped with the same
+The atlas image (an average CT, e.g. from ``reportsup-build-atlas``) is registered to each scan with
+elastix (itk-elastix): an affine transform followed by a B-spline transform (elastix's default
+parameter maps; ``--max-iterations`` and ``--grid-spacing`` shorten them). The affine stage starts
+from the translation that aligns the two heads' centres of gravity (``--centre``; the paper centred
+each CT with simulated annealing instead, see ``CENTRE_METHODS``). The atlas's 17-region label map is warped with the same
 transforms and nearest-neighbour interpolation (``FinalBSplineInterpolationOrder 0``) and written as
 NIfTI in the scan's own geometry, so it lines up with the scan whatever reader opens both.
 
@@ -35,6 +37,13 @@ from tqdm import tqdm
 
 # Registration intensity range (HU): brain, CSF and the skull all contribute; metal and air saturate.
 REGISTRATION_HU = (-100.0, 1500.0)
+# Centring before registration (``RegistrationSettings.centre``) -> elastix's
+# AutomaticTransformInitializationMethod. The paper centred every CT with simulated annealing (head in the
+# middle of the image, as bilaterally symmetric as possible; STAR Methods, "Anatomical region
+# segmentation"); we instead start the affine stage from the translation that aligns the images'
+# centres of gravity (ITK's CenteredTransformInitializer with moments, as elastix runs it) and leave
+# rotation and symmetry to the affine optimisation.
+CENTRE_METHODS = {"gravity": "CenterOfGravity", "geometry": "GeometricalCenter", "none": None}
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,11 @@ class RegistrationSettings:
     volume_range: tuple[float, float] = (0.6, 1.6)
     min_ncc: float = 0.8
     threads: int = 1
+    centre: str = "gravity"  # a key of CENTRE_METHODS
+
+    def __post_init__(self) -> None:
+        if self.centre not in CENTRE_METHODS:
+            raise ValueError(f"centre must be one of {sorted(CENTRE_METHODS)}, got {self.centre!r}")
 
 
 def parse_atlas(text: str) -> Atlas:
@@ -92,12 +106,13 @@ def read_itk(path: Path, pixel_type=None):
     return itk.imread(str(path), pixel_type)
 
 
-def parameter_object(settings: RegistrationSettings):
-    """Affine then B-spline elastix parameter maps (elastix defaults unless shortened)."""
+def parameter_object(settings: RegistrationSettings, kinds: Sequence[str] = ("affine", "bspline")):
+    """Affine then B-spline elastix parameter maps (elastix defaults unless shortened); the first map
+    starts from the centring of ``settings.centre`` (see ``CENTRE_METHODS``)."""
     import itk
 
     po = itk.ParameterObject.New()
-    for kind in ("affine", "bspline"):
+    for i, kind in enumerate(kinds):
         pm = (
             po.GetDefaultParameterMap(kind, 3, settings.grid_spacing_mm)
             if kind == "bspline"
@@ -106,20 +121,27 @@ def parameter_object(settings: RegistrationSettings):
         if settings.max_iterations:
             pm["MaximumNumberOfIterations"] = [str(settings.max_iterations)]
         pm["WriteResultImage"] = ["false"]
+        method = CENTRE_METHODS[settings.centre]
+        if i == 0 and method:
+            pm["AutomaticTransformInitialization"] = ["true"]
+            pm["AutomaticTransformInitializationMethod"] = [method]
         po.AddParameterMap(pm)
     return po
 
 
-def _clip(img, lo: float, hi: float):
+def registration_image(img, lo: float, hi: float):
+    """``img`` clipped to [lo, hi] and shifted so that ``lo`` is 0: air then has no weight in the centre
+    of gravity (mutual information and NCC do not change with the shift)."""
     import itk
 
-    arr = np.clip(itk.array_view_from_image(img), lo, hi).astype(np.float32)
+    arr = (np.clip(itk.array_view_from_image(img), lo, hi) - lo).astype(np.float32)
     out = itk.image_from_array(arr)
     out.CopyInformation(img)
     return out
 
 
-def _ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+def masked_ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    """Normalised cross-correlation of ``a`` and ``b`` over ``mask`` (NaN if either is constant there)."""
     x, y = a[mask].astype(np.float64), b[mask].astype(np.float64)
     x, y = x - x.mean(), y - y.mean()
     denom = np.sqrt((x * x).sum() * (y * y).sum())
@@ -142,15 +164,15 @@ def register_one(
         labels = read_itk(atlas.labels)
         Path(log_dir).mkdir(parents=True, exist_ok=True)
         _, transform = itk.elastix_registration_method(
-            _clip(fixed, *REGISTRATION_HU),
-            _clip(moving, *REGISTRATION_HU),
+            registration_image(fixed, *REGISTRATION_HU),
+            registration_image(moving, *REGISTRATION_HU),
             parameter_object=parameter_object(settings),
             log_to_console=False,
             log_to_file=True,
             log_file_name=f"{scan_id}.log",
             output_directory=str(log_dir),
         )
-        warped_image = itk.transformix_filter(_clip(moving, *REGISTRATION_HU), transform)
+        warped_image = itk.transformix_filter(registration_image(moving, *REGISTRATION_HU), transform)
         transform.SetParameter("FinalBSplineInterpolationOrder", "0")  # labels: nearest neighbour
         warped = itk.transformix_filter(labels, transform)
         warped_arr = np.rint(itk.array_view_from_image(warped)).astype(np.uint8)
@@ -161,7 +183,7 @@ def register_one(
         ratio = float((warped_arr > 0).sum() * voxel_ml / atlas_ml) if atlas_ml > 0 else float("nan")
         fixed_arr = np.clip(itk.array_view_from_image(fixed), *REGISTRATION_HU)
         head = fixed_arr > REGISTRATION_HU[0]
-        result.ncc = _ncc(fixed_arr, itk.array_view_from_image(warped_image), head)
+        result.ncc = masked_ncc(fixed_arr, itk.array_view_from_image(warped_image), head)
         result.volume_ratio = ratio
         lo, hi = settings.volume_range
         if not lo <= ratio <= hi:

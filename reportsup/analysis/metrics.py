@@ -5,11 +5,16 @@ Point estimates come from torchmetrics at a fixed threshold (0.5 by default); th
 single run resamples *patients* with replacement (reports of one patient are not independent),
 ``n_bootstrap`` times from a seeded generator, and takes percentiles. Replicates in which a metric
 is undefined (e.g. AUROC with one class) are left out of that metric's percentiles and counted.
+
+The resampling (:func:`cluster_resamples`) and the interval (:func:`percentile_interval`) are shared by
+any statistic of rows (:func:`bootstrap_statistic`): Cross-DL's weighted-macro AUROC (Liu et al. 2023,
+Tables S6/S7) and its mean Dice per abnormality type ("Localization", 95 % CIs), resampling scans.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,6 +54,79 @@ def binary_metrics(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.
     }
 
 
+def cluster_resamples(clusters: Sequence[Any], n_bootstrap: int, seed: int = 0) -> Iterator[np.ndarray]:
+    """Row indices of ``n_bootstrap`` percentile-bootstrap replicates that resample *clusters* (patients,
+    or scans) with replacement: each replicate draws as many clusters as there are and keeps all rows of
+    each draw. Seeded: the same clusters, ``n_bootstrap`` and ``seed`` give the same replicates."""
+    _, codes = np.unique(np.asarray(clusters, dtype=object).astype(str), return_inverse=True)
+    rows_of = [np.flatnonzero(codes == k) for k in range(codes.max() + 1)] if len(codes) else []
+    rng = np.random.default_rng(seed)
+    for _ in range(n_bootstrap if rows_of else 0):
+        chosen = rng.integers(0, len(rows_of), len(rows_of))
+        yield np.concatenate([rows_of[c] for c in chosen])
+
+
+def percentile_interval(draws: Sequence[float], ci: float = 0.95) -> dict[str, float]:
+    """``{ci_low, ci_high, n_bootstrap_valid}``: the ``ci`` percentile interval of the finite ``draws``
+    (undefined replicates, NaN, are left out and not counted); NaN bounds when none is finite."""
+    vals = np.asarray(draws, dtype=float)
+    vals = vals[~np.isnan(vals)]
+    alpha = (1 - ci) / 2
+    low, high = np.quantile(vals, [alpha, 1 - alpha]) if len(vals) else (np.nan, np.nan)
+    return {"ci_low": float(low), "ci_high": float(high), "n_bootstrap_valid": int(len(vals))}
+
+
+def bootstrap_statistic(
+    statistic: Callable[[np.ndarray], float],
+    clusters: Sequence[Any],
+    *,
+    n_bootstrap: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+    min_clusters: int = 2,
+) -> dict[str, Any]:
+    """``{value, ci_low, ci_high, n_bootstrap_valid}`` of any statistic of rows, with a cluster bootstrap.
+
+    ``statistic(rows)`` gets row indices (``np.arange(n)`` for the point estimate, a replicate's
+    :func:`cluster_resamples` for the interval) and returns a number, NaN where undefined. With fewer
+    than ``min_clusters`` distinct clusters every replicate repeats the sample, so no interval is
+    drawn: the bounds are NaN and ``ci_note`` says why (a one-scan "interval" would be a point).
+    """
+    clusters = np.asarray(clusters, dtype=object)
+    out: dict[str, Any] = {"value": float(statistic(np.arange(len(clusters))))}
+    n_clusters = len(np.unique(clusters.astype(str)))
+    if n_clusters < min_clusters:
+        out.update({"ci_low": float("nan"), "ci_high": float("nan"), "n_bootstrap_valid": 0})
+        out["ci_note"] = (
+            f"no bootstrap CI: {n_clusters} resampling unit(s), at least {min_clusters} are needed"
+        )
+        return out
+    out.update(
+        percentile_interval([statistic(rows) for rows in cluster_resamples(clusters, n_bootstrap, seed)], ci)
+    )
+    return out
+
+
+def mean_with_ci(
+    values: np.ndarray,
+    clusters: Sequence[Any],
+    *,
+    n_bootstrap: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Mean of per-item ``values`` (e.g. one Dice per scan) with a cluster-bootstrap percentile CI
+    (:func:`bootstrap_statistic`; NaN bounds and ``ci_note`` below 2 clusters)."""
+    values = np.asarray(values, dtype=float)
+    return bootstrap_statistic(
+        lambda rows: float(values[rows].mean()) if len(rows) else float("nan"),
+        clusters,
+        n_bootstrap=n_bootstrap,
+        ci=ci,
+        seed=seed,
+    )
+
+
 def patient_bootstrap_ci(
     y_true: np.ndarray,
     y_prob: np.ndarray,
@@ -62,25 +140,8 @@ def patient_bootstrap_ci(
     """``{metric: {value, ci_low, ci_high, n_bootstrap_valid}}`` with a patient-level percentile bootstrap."""
     y_true, y_prob = np.asarray(y_true), np.asarray(y_prob)
     point = binary_metrics(y_true, y_prob, threshold)
-    _, codes = np.unique(np.asarray(patient_ids, dtype=object).astype(str), return_inverse=True)
-    rows_of = [np.flatnonzero(codes == k) for k in range(codes.max() + 1)] if len(codes) else []
-    rng = np.random.default_rng(seed)
-    draws = {m: [] for m in METRICS}
-    for _ in range(n_bootstrap if rows_of else 0):
-        chosen = rng.integers(0, len(rows_of), len(rows_of))
-        idx = np.concatenate([rows_of[c] for c in chosen])
+    draws: dict[str, list[float]] = {m: [] for m in METRICS}
+    for idx in cluster_resamples(patient_ids, n_bootstrap, seed):
         for m, v in binary_metrics(y_true[idx], y_prob[idx], threshold).items():
             draws[m].append(v)
-    alpha = (1 - ci) / 2
-    out = {}
-    for m in METRICS:
-        vals = np.asarray(draws[m], dtype=float)
-        vals = vals[~np.isnan(vals)]
-        low, high = np.quantile(vals, [alpha, 1 - alpha]) if len(vals) else (np.nan, np.nan)
-        out[m] = {
-            "value": point[m],
-            "ci_low": float(low),
-            "ci_high": float(high),
-            "n_bootstrap_valid": int(len(vals)),
-        }
-    return out
+    return {m: {"value": point[m], **percentile_interval(draws[m], ci)} for m in METRICS}

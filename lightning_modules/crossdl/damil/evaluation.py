@@ -15,6 +15,11 @@ Figs. 3-5, Table S6):
   accurately classified and localized abnormalities", and for the GradCAM Dice, "Ablation study"; none
   below 2 scans, ``ci_note`` says so), the threshold
   used and where it came from (:mod:`~lightning_modules.crossdl.damil.dice_threshold`);
+* CQ500 (Figure 6; a hold-out of ``HeadCTDataModule.cq500_sets``, e.g. ``experiment=damil_cq500``):
+  AUROC with a bootstrap 95 % CI for intracranial, intraparenchymal, extraparenchymal, left and right
+  haemorrhage, each scored from the maxima of the hyperdensity maps
+  (:func:`~datamodules.crossdl.head_ct.cq500.cq500_scores`) against the readers' majority
+  (:func:`~datamodules.crossdl.head_ct.cq500.cq500_truth`), and their ROC curves (Figure 6B);
 * prioritization: a one-sided Wilcoxon rank-sum test that scans with an abnormality score higher than
   scans without, per type and for "any" (Figure 5, S5; :mod:`reportsup.analysis.prioritization`, whose
   ``reportsup-prioritization`` ranks a disease table as the paper's Figure 5).
@@ -25,24 +30,73 @@ incomplete; the released code skips them too); the scan-level metrics keep them.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 
+from datamodules.crossdl.head_ct.cq500 import CQ500_LABELS, cq500_scores, cq500_truth
 from lightning_modules.common.evaluation import CollectingEvaluator
 from reportsup.analysis.matrix_metrics import score_matrices, score_weighted_macro, weighted_macro_metrics
 from reportsup.analysis.metrics import mean_with_ci
 from reportsup.analysis.prioritization import prioritization
+
+log = logging.getLogger(__name__)
 
 
 class DaMILEvaluator(CollectingEvaluator):
     def evaluate(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, gathered: dict[str, dict[str, np.ndarray]]
     ) -> dict[str, Any]:
-        """Every test set: the internal ``test`` split and each hold-out (``data.holdouts``)."""
-        return {name: self.score_set(trainer, pl_module, name, g) for name, g in gathered.items()}
+        """Every test set: the internal ``test`` split and each hold-out (``data.holdouts``); CQ500
+        hold-outs by their five haemorrhage labels (:meth:`score_cq500`)."""
+        cq500 = getattr(trainer.datamodule, "cq500_sets", set())
+        return {
+            name: (self.score_cq500 if name in cq500 else self.score_set)(trainer, pl_module, name, g)
+            for name, g in gathered.items()
+        }
+
+    def score_cq500(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, name: str, g: dict[str, np.ndarray]
+    ) -> dict[str, Any]:
+        """Figure 6: per haemorrhage label, AUROC with a bootstrap CI over scans (``cq500:<label>``), the
+        ROC curves (``plots/roc_damil_haemorrhage_<name>.png``) and ``predictions_<name>.csv``. A label
+        with one class only on this set gets its counts and no AUROC (logged)."""
+        space = pl_module.space
+        n_r, n_t = pl_module.n_regions, pl_module.n_types
+        if "region_max" not in g:
+            raise ValueError(
+                f"test set {name!r} is a CQ500 set: its left/right scores need the region-restricted maxima "
+                f"max_v S_iv D_jv, which {type(pl_module).__name__} does not give (DaMILModule does)."
+            )
+        table = trainer.datamodule.test_table(name).iloc[g["index"]].reset_index(drop=True)
+        scans = table["scan_id"].to_numpy()
+        n = len(scans)
+        truth = cq500_truth(table)
+        scores = cq500_scores(g["probs"][:, n_r * n_t :], g["region_max"].reshape(n, n_r, n_t), space)
+        out: dict[str, Any] = {}
+        curves: dict[str, tuple] = {}
+        for label in CQ500_LABELS:
+            y, p = truth[label].to_numpy(), scores[label].to_numpy()
+            if not 0 < y.sum() < n:
+                log.warning(
+                    "CQ500 set %r: %s has %d of %d scans positive: no AUROC.", name, label, y.sum(), n
+                )
+                out[f"cq500:{label}"] = {"n": {"value": n}, "n_positive": {"value": int(y.sum())}}
+                continue
+            res = out[f"cq500:{label}"] = self.bootstrap(y, p, scans)
+            auroc = res["auroc"]
+            curves[label] = (y, p, auroc["value"], auroc["ci_low"], auroc["ci_high"])
+        self.plot_curves(
+            trainer, {"roc_damil_haemorrhage.png": (curves, "CQ500 haemorrhage (Fig. 6B)")}, holdout=name
+        )
+        pred = table[["scan_id", "patient_id"]].copy()
+        for label in CQ500_LABELS:
+            pred[f"{label}_prob"], pred[f"{label}_true"] = scores[label].to_numpy(), truth[label].to_numpy()
+        self.write_predictions(trainer, name, pred)
+        return out
 
     def score_set(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, name: str, g: dict[str, np.ndarray]
@@ -135,6 +189,7 @@ class DaMILEvaluator(CollectingEvaluator):
             "scan_weighted_macro",
             "dice:",
             "prioritization:any",
+            "cq500:",
         )
         wanted = ("auroc", "dice", "dice_threshold", "p_value", "n", "n_positive", "n_scans")
         return {

@@ -15,8 +15,12 @@ inference), ``supervision: scan`` (scan-level labels only), ``single_region`` (t
 region only), and the network's ``n_scales: 1`` (single scale).
 
 ``test_step`` returns, per scan, the region x type probabilities of the final (finest) scale, the
-scan-level probabilities (max of each abnormality map), the labels, and the Dice of the thresholded
+scan-level probabilities (max of each abnormality map), the region-restricted maxima ``max_v S_iv D_jv``
+of the finest maps (CQ500's left/right scores, Figure 6), the labels, and the Dice of the thresholded
 abnormality maps against voxel masks (MONAI), for :class:`~lightning_modules.crossdl.damil.evaluation.DaMILEvaluator`.
+
+:meth:`DaMILModule.from_checkpoint` rebuilds a trained analyzer from its checkpoint alone (its own
+hyper-parameters), for test-only runs of another experiment (``experiment=damil_cq500``).
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from lightning_modules.common.label_manifest import build_manifest
+from lightning_modules.common.checkpoints import load_checkpoint
+from lightning_modules.common.label_manifest import CheckpointManifestError, build_manifest
 from lightning_modules.common.monai_batches import plain_tensors
 from lightning_modules.crossdl.damil.dice_threshold import (
     FROM_VALIDATION,
@@ -40,7 +45,7 @@ from lightning_modules.crossdl.damil.dice_threshold import (
 )
 from lightning_modules.crossdl.damil.losses import DaMILLoss, downsample_labels, region_one_hot
 from lightning_modules.crossdl.damil.network import DaMILNet
-from lightning_modules.crossdl.damil.pooling import scan_predictions
+from lightning_modules.crossdl.damil.pooling import max_mil_pooling, scan_predictions
 from lightning_modules.crossdl.damil.schedules import halving_scheduler, segmentation_weight
 from lightning_modules.crossdl.damil.variants import resolve
 from reportsup.contracts.labels.crossdl import LabelSpace
@@ -65,7 +70,7 @@ def test_outputs(
     """What :class:`~lightning_modules.crossdl.damil.evaluation.DaMILEvaluator` collects per scan, plus the maps
     for :class:`~lightning_modules.crossdl.damil.outputs.DaMILMapWriter` ("_" keys are not collected: memory)."""
     b = len(batch["image"])
-    return {
+    out = {
         "index": batch["index"],
         "probs": torch.cat([pred["region_probs"].reshape(b, -1), pred["scan_probs"]], 1).float(),
         "targets": torch.cat([batch["region_labels"].reshape(b, -1), batch["scan_labels"]], 1).float(),
@@ -74,6 +79,9 @@ def test_outputs(
         "_abnormality": pred["abnormality"],
         "_regions": pred["regions"],
     }
+    if "region_max" in pred:  # DaMIL's region-restricted maxima (the ablation classifiers have none)
+        out["region_max"] = pred["region_max"].reshape(b, -1).float()
+    return out
 
 
 class ScanModelSteps:
@@ -210,6 +218,32 @@ class DaMILModule(ScanModelSteps, pl.LightningModule):
             self.region_mask = torch.zeros(self.n_regions, 1)
             self.region_mask[self.space.anatomical_regions.index(single_region)] = 1
 
+    @classmethod
+    def from_checkpoint(cls, checkpoint_path: str, overrides: Mapping[str, Any] | None = None) -> DaMILModule:
+        """The trained analyzer of ``checkpoint_path`` built with its own hyper-parameters (``overrides``
+        replace some, e.g. ``dice_threshold``), weights loaded; read with ``torch.load(weights_only=True)``.
+        A test-only run of another experiment (``experiment=damil_cq500``) so gets the network it trained."""
+        if not checkpoint_path:
+            raise FileNotFoundError(
+                "model.checkpoint_path is not set: give the trained analyzer, ckpt_path=<run>/checkpoints/<best>.ckpt"
+            )
+        checkpoint = load_checkpoint(checkpoint_path)
+        manifest = checkpoint.get("label_manifest") or {}
+        if manifest.get("task") != DAMIL_TASK or "hyper_parameters" not in checkpoint:
+            raise CheckpointManifestError(
+                f"{checkpoint_path}: a {manifest.get('task')!r} checkpoint, not a DaMIL analyzer's ({DAMIL_TASK!r}) "
+                "with its hyper-parameters; give the best checkpoint of a damil_* training run."
+            )
+        hparams = {**dict(checkpoint["hyper_parameters"]), **dict(overrides or {})}
+        try:
+            module = cls(**hparams)
+        except TypeError as err:
+            raise CheckpointManifestError(
+                f"{checkpoint_path}: its hyper-parameters do not fit this version's DaMILModule ({err})."
+            ) from None
+        module.load_state_dict(checkpoint["state_dict"])
+        return module
+
     # ----------------------------------------------------------------- set-up from the training split
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None)
@@ -292,7 +326,14 @@ class DaMILModule(ScanModelSteps, pl.LightningModule):
         region = self.criterion.region_predictions(outputs, override)[-1]
         scan = scan_predictions(outputs)[-1]
         s, d = outputs[-1]
-        return {"region_probs": region, "scan_probs": scan, "regions": s, "abnormality": d}
+        bags = override[-1] if override is not None else s
+        return {
+            "region_probs": region,
+            "scan_probs": scan,
+            "region_max": max_mil_pooling(bags.float(), d.float()),
+            "regions": s,
+            "abnormality": d,
+        }
 
     def configure_optimizers(self) -> Any:
         if self.hparams.scheduler == "plateau":

@@ -163,3 +163,30 @@ def test_folder_and_reads_that_do_not_match_name_the_scan_and_the_fix(cq500_dir,
     shutil.rmtree(root / "CQ500CT2 CQ500CT2")
     with pytest.raises(CQ500Error, match="no scan with a reads.csv row and a usable series"):
         build_cq500_manifest(root, missing="skip")
+
+
+def test_datamodule_tests_a_cq500_holdout_alone_from_a_built_manifest(cq500_dir, tmp_path):
+    from datamodules.crossdl.head_ct.datamodule import HeadCTDataModule
+    from datamodules.crossdl.head_ct.manifest import ManifestError
+
+    manifest, _ = build_cq500_manifest(cq500_dir)
+    path = tmp_path / "cq500_manifest.csv"
+    manifest.drop(columns=[c for c in manifest if c.startswith("cq500_majority__")]).to_csv(path, index=False)
+    spec = {"manifest_path": str(path), "reads_csv": str(cq500_dir / "reads.csv")}
+    kwargs = {"spatial_size": (32, 32, 16), "cache_dir": str(tmp_path / "cache")}
+    with pytest.raises(ManifestError, match="needs the model's intensity statistics"):
+        HeadCTDataModule(None, holdouts={"cq500": spec}, **kwargs).setup()
+    dm = HeadCTDataModule(None, holdouts={"cq500": spec}, intensity_stats={"mean": 0.0, "std": 1.0}, **kwargs)
+    dm.setup()
+    assert dm.test_set_names == ["cq500"] and dm.cq500_sets == {"cq500"}
+    # scan labels: the hyperdensity types from the majority, the hypodensity types unknown (NaN)
+    scan = np.stack([dm.datasets["cq500"][i]["scan_labels"] for i in range(8)])
+    assert scan[:, 0].tolist() == [0, 1, 0, 0, 1, 0, 0, 1] and np.isnan(scan[:, 2:]).all()
+    with pytest.raises(ManifestError, match="only tests its hold-outs"):
+        dm.train_dataloader()
+    # a scan of the manifest without a reads.csv row
+    pd.read_csv(cq500_dir / "reads.csv").iloc[1:].to_csv(tmp_path / "reads.csv", index=False)
+    spec["reads_csv"] = str(tmp_path / "reads.csv")
+    dm = HeadCTDataModule(None, holdouts={"cq500": spec}, intensity_stats={"mean": 0.0, "std": 1.0}, **kwargs)
+    with pytest.raises(CQ500Error, match=r"scan 'CQ500-CT-0' \(row 2\) has no row in .*reads\.csv"):
+        dm.setup()

@@ -31,7 +31,13 @@ def _tiny_checkpoint(ct_dir, tmp_path):
     )
     module = DaMILModule(network={"base_filters": 4, "depth": 4}, dice_threshold=0.5)
     trainer = pl.Trainer(
-        accelerator="cpu", max_steps=2, limit_val_batches=0, logger=False, enable_progress_bar=False
+        accelerator="cpu",
+        max_steps=2,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,  # the one checkpoint is saved below, nothing in the working directory
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
     )
     trainer.fit(module, datamodule=dm)
     ckpt = tmp_path / "run" / "checkpoints" / "best.ckpt"

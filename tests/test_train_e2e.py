@@ -75,7 +75,7 @@ def test_demo_training_reaches_auroc_09_and_fills_the_run_directory(tmp_path):
     pred = pd.read_csv(run / "predictions_image_label.csv")
     assert list(pred.columns) == ["id", "patient_id", "abnormal_true", "abnormal_prob"]
     assert str(run) in proc.stdout + proc.stderr and "report_label" in proc.stdout + proc.stderr
-    assert json.loads((run / "provenance.json").read_text())["command"]
+    assert json.loads((run / "provenance.json").read_text())["command_line"]
     _readme_snippet_labels_three_reports(run, tmp_path)
     _export_gives_the_same_probabilities(run, tmp_path)
 

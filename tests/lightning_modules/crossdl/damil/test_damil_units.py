@@ -195,7 +195,15 @@ def test_model_overfits_two_scans(variant):
         first = first if first is not None else float(losses["loss"])
     assert float(losses["region_mil"]) < 0.05 * first and float(losses["region_mil"]) < 0.05
     pred = module.predict_scan(batch)["region_probs"]
-    assert pred[0, 0, 0] > 0.8 and pred[1, 0, 0] < 0.2
+    if variant == "paper":
+        assert pred[0, 0, 0] > 0.8 and pred[1, 0, 0] < 0.2
+    else:
+        # The released code lets the MIL gradient into the region maps S (stop_gradient=False) and drops
+        # regions whose S sums below 0.1, so part of the loss on the lesion-free scan is paid by moving S
+        # rather than D: its bag is less clean (measured 0.77 vs 0.31 here; paper mode 0.96 vs 0.01).
+        assert pred[0, 0, 0] > 0.6 and pred[1, 0, 0] < pred[0, 0, 0] - 0.3
+    # every other cell of the lesion scan stays negative
+    assert float(pred[0].flatten()[1:].max()) < 0.2
 
 
 def test_cq500_reads_map_to_types_by_majority(tmp_path):

@@ -11,82 +11,12 @@ lock per stage lets the DDP ranks of one job, or parallel runs, share one result
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-from lightning.pytorch.utilities import rank_zero_info
-
 from datamodules.synthetic.datasets.spine import demo_data_config
-from reportsup.contracts.run_dir import STAGE_LOG, best_checkpoints, checkpoints_dir, read_json, write_json
-from reportsup.runner.setup import PROJECT_ROOT
-
-#: environment of a distributed or SLURM parent that must not reach a stage's own single-process run
-_PARENT_RUN_VARIABLES = (
-    "RANK",
-    "LOCAL_RANK",
-    "WORLD_SIZE",
-    "NODE_RANK",
-    "MASTER_ADDR",
-    "MASTER_PORT",
-    "GROUP_RANK",
-)
-
-
-def _stage(folder: Path, build: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
-    """``build(attempt folder)`` once; its result is kept in ``folder/DONE.json`` and returned to every
-    later caller. An interrupted attempt is left in its own folder and a new attempt starts."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder / ".lock")):
-        done = folder / "DONE.json"  # a data stage's marker (not a run file): written last, atomically
-        if done.exists():
-            return read_json(done)
-        attempt = folder / f"attempt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-        result = build(attempt)
-        write_json(done, result)
-        return result
-
-
-def train_stage(overrides: list[str], run_dir: Path, what: str) -> Path:
-    """Run ``train.py`` with ``overrides`` into ``run_dir`` (one process, CPU or one GPU); its best checkpoint."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log = run_dir / STAGE_LOG
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in _PARENT_RUN_VARIABLES and not k.startswith(("SLURM_", "PL_", "TORCHELASTIC_"))
-    }
-    command = [
-        sys.executable,
-        str(Path(PROJECT_ROOT) / "train.py"),
-        *overrides,
-        f"hydra.run.dir={run_dir}",
-        "hydra.mode=RUN",
-        "trainer.devices=1",
-        "trainer.strategy=auto",
-        "logger=csv",
-    ]
-    rank_zero_info(f"[reportsup] spine demo: training {what} first ({log})")
-    with log.open("w") as out:
-        proc = subprocess.run(
-            command, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
-    if proc.returncode != 0:
-        tail = log.read_text()[-3000:]
-        raise RuntimeError(
-            f"spine demo: the {what} run failed (exit {proc.returncode}); {log} ends with:\n{tail}"
-        )
-    best = best_checkpoints(run_dir)
-    if len(best) != 1:
-        raise RuntimeError(
-            f"spine demo: the {what} run left {len(best)} best checkpoints in {checkpoints_dir(run_dir)}."
-        )
-    return best[0]
+from reportsup.runner.stages import once, train_stage
 
 
 def _data_overrides(**recipe: Any) -> list[str]:
@@ -152,7 +82,7 @@ def trained_once(
         ]
         return {"checkpoint": str(train_stage(overrides, attempt, experiment))}
 
-    return _stage(folder, build)["checkpoint"]
+    return once(folder, build)["checkpoint"]
 
 
 def machine_labels(
@@ -170,7 +100,7 @@ def machine_labels(
         counts = label_archive(nlp, paths["reports"], attempt, progress=False)
         return {"machine_labels": str(attempt), "reports": counts["reports"]}
 
-    return _stage(stages / ("machine_labels_quick" if quick else "machine_labels"), build_labels)[
+    return once(stages / ("machine_labels_quick" if quick else "machine_labels"), build_labels)[
         "machine_labels"
     ]
 

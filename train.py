@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,7 +39,7 @@ from reportsup.contracts.run_dir import (
     write_text,
 )
 from reportsup.contracts.splits import SplitError
-from reportsup.runner.provenance import record_provenance
+from reportsup.runner.provenance import record_provenance, record_resources
 from reportsup.runner.setup import apply_demo, register_all, requeued_checkpoint
 from reportsup.runner.sweep import SweepConfigError, run_sweep
 
@@ -136,10 +137,14 @@ def run(
     if ckpt_path is None and (requeued := requeued_checkpoint(run_dir)) is not None:
         rank_zero_info(f"[reportsup] requeued SLURM job: resuming from {requeued}")
         ckpt_path = str(requeued)
+    seconds: dict[str, float] = {}
     if cfg.train:
+        tic = time.perf_counter()
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        seconds["fit"] = time.perf_counter() - tic
         metric = optimized_metric(trainer, cfg.optimized_metric)
     if cfg.test:
+        tic = time.perf_counter()
         if cfg.train:
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             test_ckpt = best or None
@@ -149,6 +154,9 @@ def run(
         evaluator = next((c for c in callbacks if isinstance(c, CollectingEvaluator)), None)
         if evaluator is not None and evaluator.metrics:
             rank_zero_info("\n" + metrics_table(evaluator.headline()))
+        seconds["test"] = time.perf_counter() - tic
+    if trainer.is_global_zero:
+        record_resources(run_dir, seconds)
     rank_zero_info(f"[reportsup] run directory: {run_dir}")
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         # Wait for every rank, then release gloo/NCCL: a process group left to the interpreter's exit

@@ -76,6 +76,7 @@ def test_demo_training_reaches_auroc_09_and_fills_the_run_directory(tmp_path):
     assert list(pred.columns) == ["id", "patient_id", "abnormal_true", "abnormal_prob"]
     assert str(run) in proc.stdout + proc.stderr and "report_label" in proc.stdout + proc.stderr
     assert json.loads((run / "provenance.json").read_text())["command_line"]
+    assert json.loads((run / "resources_used.json").read_text())["wall_seconds"]["fit"] > 0
     _readme_snippet_labels_three_reports(run, tmp_path)
     _export_gives_the_same_probabilities(run, tmp_path)
 

@@ -46,6 +46,7 @@ HYDRA_OVERRIDES = "overrides.yaml"  # inside CONFIG_DIR, written by Hydra
 CONFIG_RESOLVED = "config_resolved.yaml"
 LABEL_MANIFEST = "label_manifest.json"
 PROVENANCE_JSON = "provenance.json"
+RESOURCES_USED = "resources_used.json"  # wall times, peak host and accelerator memory of the run
 SPLITS_CSV = "splits.csv"
 DATA_SUMMARY = "data_summary.json"
 CHECKPOINTS = "checkpoints"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import socket
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_modules.common.evaluation import keep_previous
-from reportsup.contracts.run_dir import PROVENANCE_JSON, write_json
+from reportsup.contracts.run_dir import PROVENANCE_JSON, RESOURCES_USED, write_json
 from reportsup.runner.setup import PROJECT_ROOT
 from reportsup.version import __version__
 
@@ -217,3 +218,26 @@ def record_provenance(
     path = Path(run_dir) / PROVENANCE_JSON
     keep_previous(path)
     return write_provenance(run_dir, collect_provenance(repo, started, overrides=overrides))
+
+
+def resources_used(stage_seconds: dict[str, float]) -> dict[str, Any]:
+    """What a run cost: wall seconds per stage (``fit``, ``test``), the process's peak resident memory
+    and, on a GPU, its name and peak allocated memory (``torch.cuda.max_memory_allocated``): the
+    numbers a benchmark (``benchmarks/damil_learning_curve.py``) reads from each run it starts."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return {
+        "wall_seconds": {k: round(float(v), 2) for k, v in stage_seconds.items()},
+        # ru_maxrss is KiB on Linux
+        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "gpu_peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3) if cuda else None,
+    }
+
+
+def record_resources(run_dir: str | Path, stage_seconds: dict[str, float]) -> Path:
+    """``<run_dir>/resources_used.json`` at the end of a run (rank 0; a resumed run keeps the earlier one)."""
+    path = Path(run_dir) / RESOURCES_USED
+    keep_previous(path)
+    return write_json(path, resources_used(stage_seconds))

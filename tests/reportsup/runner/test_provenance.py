@@ -116,3 +116,21 @@ def test_a_resumed_run_keeps_the_earlier_provenance_beside_the_new_one(repo, tmp
     assert len(kept) == 1 and kept[0].name.startswith("provenance.") and kept[0].suffix == ".json"
     assert read_json(kept[0])["overrides"] == ["seed=1"] and read_json(kept[0])["git"]["dirty"] is False
     assert read_json(first)["overrides"] == ["ckpt_path=x"] and read_json(first)["git"]["dirty"] is True
+
+
+def test_resources_used_records_stage_times_and_peak_memory_and_keeps_an_earlier_file(tmp_path):
+    import torch
+
+    from reportsup.contracts.run_dir import RESOURCES_USED
+    from reportsup.runner.provenance import record_resources
+
+    path = record_resources(tmp_path, {"fit": 12.345, "test": 1.5})
+    assert path == tmp_path / RESOURCES_USED
+    used = json.loads(path.read_text())
+    assert used["wall_seconds"] == {"fit": 12.35, "test": 1.5}
+    assert 0.05 < used["peak_rss_gib"] < 64  # this pytest process: torch alone is > 50 MiB
+    if not torch.cuda.is_available():
+        assert used["device"] == "cpu" and used["gpu_peak_allocated_gib"] is None
+    record_resources(tmp_path, {"test": 2.0})  # a resumed run: the earlier file stays beside the new one
+    assert json.loads(path.read_text())["wall_seconds"] == {"test": 2.0}
+    assert len(list(tmp_path.glob("resources_used*.json"))) == 2

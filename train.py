@@ -83,13 +83,13 @@ def run(
     """Train and test one configured run; return ``cfg.optimized_metric`` (``extra_callbacks``: e.g.
     a sweep's pruning callback)."""
     started = datetime.now(UTC)
-    if cfg.demo:
-        cfg = apply_demo(cfg, command_line_overrides=command_line)
-    if cfg.test and not cfg.train and not cfg.ckpt_path:
+    if cfg.test and not cfg.train and not cfg.ckpt_path:  # before a demo writes any data
         raise SystemExit(
             "reportsup: train=false tests a trained model: give its checkpoint, e.g. "
             "ckpt_path=outputs/<experiment>/<run>/checkpoints/best-epoch<N>.ckpt"
         )
+    if cfg.demo:
+        cfg = apply_demo(cfg, command_line_overrides=command_line)
     run_dir = Path(cfg.paths.run_dir)
     pl.seed_everything(cfg.seed, workers=True)
 

@@ -78,6 +78,50 @@ def localisation_dice(
     return scan_dice(batch, interpolated_maps(abnormality, batch["voxel_mask"].shape[2:]), thresholds)
 
 
+#: bins of the voxel-level ROC (probabilities in [0, 1]): fine enough that the binned AUROC is within
+#: ~1e-3 of the exact one on the demo's maps, small enough to keep per scan (2 x 4 x 256 counts)
+VOXEL_BINS = 256
+
+
+def voxel_histograms(
+    batch: Mapping[str, Any], abnormality: torch.Tensor, bins: int = VOXEL_BINS
+) -> torch.Tensor:
+    """(B, M, 2, bins) counts of the voxels inside the head (``region_mask`` > 0) by map probability bin,
+    negatives (index 0) and positives (1) of each type's voxel mask; NaN for a scan without voxel mask.
+    Summed over scans they give the voxel-level ROC of a test set (issue 20: are the maps calibrated, or
+    do they rank lesion voxels well while no single threshold gives a good Dice?)."""
+    b, m = abnormality.shape[:2]
+    out = torch.full((b, m, 2, bins), float("nan"))
+    if "voxel_mask" not in batch:
+        return out
+    maps = interpolated_maps(abnormality, batch["voxel_mask"].shape[2:]).clamp(0, 1)
+    head = batch["region_mask"].to(maps.device)[:, 0] > 0
+    if head.shape != maps.shape[:1] + maps.shape[2:]:  # region mask on another grid: the whole volume
+        head = torch.ones_like(maps[:, 0], dtype=torch.bool)
+    index = (maps * bins).long().clamp(max=bins - 1)
+    truth = batch["voxel_mask"].bool()
+    has = batch.get("has_voxel_mask", torch.ones(b, dtype=torch.bool)).bool().cpu()
+    for i in range(b):
+        if not has[i]:
+            continue
+        for j in range(m):
+            idx, pos = index[i, j][head[i]], truth[i, j][head[i]]
+            out[i, j, 0] = torch.bincount(idx[~pos], minlength=bins).float().cpu()
+            out[i, j, 1] = torch.bincount(idx[pos], minlength=bins).float().cpu()
+    return out
+
+
+def binned_auroc(histogram: np.ndarray) -> float:
+    """AUROC from (2, bins) negative/positive counts (ties within a bin count half), NaN without both."""
+    neg, pos = histogram[0][::-1], histogram[1][::-1]  # highest probability first
+    if neg.sum() == 0 or pos.sum() == 0:
+        return float("nan")
+    neg_before = np.cumsum(neg) - neg  # negatives ranked above each bin
+    return float(((neg.sum() - neg_before - neg) * pos).sum() + 0.5 * (neg * pos).sum()) / float(
+        neg.sum() * pos.sum()
+    )
+
+
 def dice_per_threshold(
     batch: Mapping[str, Any], abnormality: torch.Tensor, grid: np.ndarray = THRESHOLD_GRID
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -39,6 +39,7 @@ import pandas as pd
 
 from datamodules.crossdl.head_ct.cq500 import CQ500_LABELS, cq500_scores, cq500_truth
 from lightning_modules.common.evaluation import CollectingEvaluator
+from lightning_modules.crossdl.damil.dice_threshold import binned_auroc
 from reportsup.analysis.matrix_metrics import score_matrices, score_weighted_macro, weighted_macro_metrics
 from reportsup.analysis.metrics import mean_with_ci
 from reportsup.analysis.prioritization import prioritization
@@ -98,6 +99,34 @@ class DaMILEvaluator(CollectingEvaluator):
         self.write_predictions(trainer, name, pred)
         return out
 
+    def voxel_auroc(self, hist: np.ndarray, scans: np.ndarray) -> dict[str, Any] | None:
+        """Voxel-level AUROC inside the head of one type's maps over the scans with voxel masks
+        (``hist``: (n, 2, bins) from :func:`~lightning_modules.crossdl.damil.dice_threshold.voxel_histograms`),
+        with a bootstrap CI over scans; ``None`` when no scan has lesion voxels of the type. Next to the
+        Dice at a threshold it tells whether the maps rank lesion voxels well (issue 20's diagnosis)."""
+        finite = np.isfinite(hist).all(axis=(1, 2))
+        hist, scans = hist[finite], scans[finite]
+        if not len(hist) or hist[:, 1].sum() == 0:
+            return None
+        value = binned_auroc(hist.sum(0))
+        rng = np.random.default_rng(self.seed)
+        replicates = [
+            binned_auroc(hist[rng.integers(0, len(hist), len(hist))].sum(0)) for _ in range(self.n_bootstrap)
+        ]
+        replicates = np.asarray([r for r in replicates if np.isfinite(r)])
+        alpha = (1 - self.ci) / 2
+        low, high = np.quantile(replicates, [alpha, 1 - alpha]) if len(replicates) else (np.nan, np.nan)
+        return {
+            "auroc": {
+                "value": value,
+                "ci_low": float(low),
+                "ci_high": float(high),
+                "n_bootstrap_valid": len(replicates),
+            },
+            "n_scans": {"value": int(len(hist))},
+            "n_positive_voxels": {"value": int(hist[:, 1].sum())},
+        }
+
     def score_set(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, name: str, g: dict[str, np.ndarray]
     ) -> dict[str, Any]:
@@ -150,6 +179,10 @@ class DaMILEvaluator(CollectingEvaluator):
                         "validation_dice": thresholds.validation_dice[j],
                     },
                 }
+            if "voxel_hist" in g:
+                voxel = self.voxel_auroc(g["voxel_hist"].reshape(n, n_t, 2, -1)[:, j], scans)
+                if voxel is not None:
+                    out[f"voxel:{t}"] = voxel
             rank = prioritization(scan_p[:, j], scan_y[:, j] > 0)
             if rank:
                 out[f"prioritization:{t}"] = rank
@@ -188,6 +221,7 @@ class DaMILEvaluator(CollectingEvaluator):
             "scan:",
             "scan_weighted_macro",
             "dice:",
+            "voxel:",
             "prioritization:any",
             "cq500:",
         )

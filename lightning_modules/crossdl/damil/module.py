@@ -42,6 +42,7 @@ from lightning_modules.crossdl.damil.dice_threshold import (
     fixed_thresholds,
     localisation_dice,
     validation_thresholds,
+    voxel_histograms,
 )
 from lightning_modules.crossdl.damil.losses import DaMILLoss, downsample_labels, region_one_hot
 from lightning_modules.crossdl.damil.network import DaMILNet
@@ -81,6 +82,8 @@ def test_outputs(
     }
     if "region_max" in pred:  # DaMIL's region-restricted maxima (the ablation classifiers have none)
         out["region_max"] = pred["region_max"].reshape(b, -1).float()
+    if "voxel_mask" in batch and "region_mask" in batch:  # the voxel-level ROC (calibration of the maps)
+        out["voxel_hist"] = voxel_histograms(batch, pred["abnormality"]).reshape(b, -1)
     return out
 
 

@@ -47,6 +47,9 @@ def test_damil_demo_trains_evaluates_and_writes_maps(tmp_path, demo_data_dir):
     assert all(0 < c["value"] < 1 and c["source"] in ("validation", "fixed") for c in chosen.values())
     assert any(c["source"] == "validation" for c in chosen.values()), chosen
     assert any(k.startswith("prioritization:") for k in metrics)
+    # the maps' voxel-level AUROC inside the head, next to the Dice at a threshold (issue 20's diagnosis)
+    voxel = [v["auroc"]["value"] for k, v in metrics.items() if k.startswith("voxel:")]
+    assert voxel and all(0 <= a <= 1 for a in voxel)
     test_scans = pd.read_csv(run / "predictions_test.csv")["scan_id"].tolist()
     for scan_id in test_scans:
         maps = nib.load(run / "maps" / f"{scan_id}_abnormality.nii.gz")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -126,7 +127,9 @@ def _export_gives_the_same_probabilities(run, tmp_path):
     from reportsup import ReportLabeller
 
     out = tmp_path / "exported"
-    subprocess.run(["reportsup-export", str(run), str(out)], check=True, stdin=subprocess.DEVNULL)
+    # The console script of the interpreter running the tests: CI does not put .venv/bin on PATH.
+    export = Path(sys.executable).parent / "reportsup-export"
+    subprocess.run([str(export), str(run), str(out)], check=True, stdin=subprocess.DEVNULL)
     assert {"model.safetensors", "config.json", "README.md"} <= {p.name for p in out.iterdir()}
     texts = [
         "No acute intracranial abnormality.",

@@ -27,7 +27,10 @@ against it. Test sets: ``image_test`` and, for the Youden cut-offs, ``refinement
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,7 @@ from datamodules.common.tables import ReportTableError, read_table_file
 from datamodules.spine.radiographs import (
     GREEN_CHANNEL,
     RadiographReadError,
+    check_radiograph,
     fuse_views,
     read_radiograph,
     resize_view,
@@ -51,6 +55,7 @@ from reportsup.contracts.labels.spine import VIEWS, check_findings
 from reportsup.contracts.splits import RunSplit, SplitError, SplitProtocol, check_learnable
 
 TRAIN_ON = ("machine", "refinement")
+CHECK_IMAGES = ("decode", "header")
 TEST_SET = "image_test"
 REFINEMENT_SET = "refinement"
 #: ImageNet statistics: the ResNet-18 starts from ImageNet weights
@@ -81,9 +86,11 @@ def _read(path: str | Path, what: str, required: Sequence[str]) -> pd.DataFrame:
 
 
 def pair_views(views: pd.DataFrame, source: Path) -> pd.DataFrame:
-    """One row per session with ``coronal`` and ``sagittal`` image paths; every problem is listed with
-    its row numbers (header = row 1): an unknown view name, a missing view, more than two views, or a
-    session whose rows disagree on the patient."""
+    """One row per session with ``coronal`` and ``sagittal`` image paths and their views-table rows
+    (``coronal_row``, ``sagittal_row``); every problem is listed with its row numbers (header = row 1): an
+    unknown view name, a missing view, more than two views, one file given as both views, or a session
+    whose rows disagree on the patient. The image files themselves are checked by
+    :func:`check_session_images`."""
     problems = []
     views = views.assign(row=np.arange(len(views)) + 2, view=views["view"].str.lower())
     bad_view = views.loc[~views["view"].isin(VIEWS)]
@@ -109,11 +116,17 @@ def pair_views(views: pd.DataFrame, source: Path) -> pd.DataFrame:
             problems.append(f"{where} names several patients {group['patient_id'].unique().tolist()}")
             continue
         by_view = group.set_index("view")
+        if str(by_view.loc["coronal", "image"]) == str(by_view.loc["sagittal", "image"]):
+            problems.append(f"{where} gives the same file as its coronal and its sagittal view")
+            continue
         record = {
             "session_id": sid,
             "patient_id": group["patient_id"].iloc[0],
             "coronal": str(by_view.loc["coronal", "image"]),
             "sagittal": str(by_view.loc["sagittal", "image"]),
+            # views-table rows (header = row 1), so an image problem found later names its row
+            "coronal_row": int(by_view.loc["coronal", "row"]),
+            "sagittal_row": int(by_view.loc["sagittal", "row"]),
         }
         if "report_id" in group.columns:
             record["report_id"] = str(group["report_id"].iloc[0])
@@ -125,15 +138,49 @@ def pair_views(views: pd.DataFrame, source: Path) -> pd.DataFrame:
     sessions = pd.DataFrame(rows)
     for view in VIEWS:  # relative paths are relative to the views table
         sessions[view] = [str(p if Path(p).is_absolute() else source.parent / p) for p in sessions[view]]
-    absent = [
-        f"{sid} {view} {p}"
-        for view in VIEWS
-        for sid, p in zip(sessions["session_id"], sessions[view], strict=True)
-        if not Path(p).is_file()
-    ]
-    if absent:
-        raise SpineDataError(f"{source}: image file(s) not found: {_listing(absent, 5)}.")
     return sessions
+
+
+def check_session_images(
+    sessions: pd.DataFrame, source: str | Path, decode: bool = True, workers: int | None = None
+) -> None:
+    """Every view image of ``sessions`` (:func:`pair_views`' table) checked with
+    :func:`~datamodules.spine.radiographs.check_radiograph` before anything trains or predicts (issue 21,
+    items 3 and 5): one :class:`SpineDataError` lists each unusable file with its views-table row, session,
+    view, the problem and the fix. No session is dropped quietly: the views table is the user's list of
+    what to train on, as :func:`pair_views` refuses a table with a bad row rather than skipping it.
+
+    ``decode`` reads the pixels as training does (finds damaged compressed streams and blank exports); without
+    it only headers and PNG chunk checksums are read. Files are checked on ``workers`` threads (PIL and
+    pydicom's decoders release the GIL while they inflate)."""
+    jobs = [
+        (int(row[f"{view}_row"]) if f"{view}_row" in sessions.columns else None, str(row["session_id"]), view, row[view])
+        for _, row in sessions.iterrows()
+        for view in VIEWS
+    ]
+    if not jobs:
+        return
+    workers = workers or min(8, os.cpu_count() or 1)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        found = list(pool.map(lambda job: check_radiograph(job[3], decode=decode), jobs))
+    rank_zero_info(
+        f"[reportsup] spine views: {len(jobs)} images checked ({'decoded' if decode else 'headers'}) "
+        f"in {time.perf_counter() - started:.1f} s"
+    )
+    bad = [(job, problem) for job, problem in zip(jobs, found, strict=True) if problem is not None]
+    if not bad:
+        return
+    lines = [
+        f"{'row ' + str(row) + ' ' if row is not None else ''}(session {sid}, {view} view) {path}: {problem}"
+        for (row, sid, view, path), problem in bad
+    ]
+    shown = lines[:20] + ([f"... and {len(lines) - 20} more"] if len(lines) > 20 else [])
+    raise SpineDataError(
+        f"{source}: {len(bad)} of {len(jobs)} view images cannot be used (checked before training or prediction):\n  "
+        + "\n  ".join(shown)
+        + "\nFix or replace each file, or remove its session's rows from the views table."
+    )
 
 
 def read_finding_labels(path: str | Path, key: str, findings: Sequence[str], what: str) -> pd.DataFrame:
@@ -273,7 +320,9 @@ class FusedViewsDataset(Dataset):
             try:
                 out.append(resize_view(read_radiograph(row[view]), self.image_size))
             except RadiographReadError as err:
-                raise SpineDataError(f"session {row['session_id']} ({view} view): {err}") from None
+                # checked before the first epoch; a file changed on disk since then still names its row
+                where = f"views-table row {row[view + '_row']}, " if f"{view}_row" in row.index else ""
+                raise SpineDataError(f"{where}session {row['session_id']} ({view} view): {err}") from None
         return torch.cat(out)
 
     def fused(self, i: int, augment: bool = False) -> torch.Tensor:
@@ -307,6 +356,10 @@ class SpineXrayDataModule(pl.LightningDataModule):
             ``exclude_first`` (:meth:`split_protocol`).
         missing_labels: ``error`` (default) or ``drop``: training sessions whose report has no machine
             label (dropped ones are counted in ``data_summary.json``).
+        check_images: how every view image of the sessions used is checked in ``setup``, before the
+            first epoch (:func:`check_session_images`): ``decode`` (default) reads the pixels as training
+            does; ``header`` reads only headers and PNG chunk checksums, for archives where one full read
+            costs too much (a damaged compressed stream is then found when training reads it).
     """
 
     id_column = "session_id"
@@ -325,6 +378,7 @@ class SpineXrayDataModule(pl.LightningDataModule):
         augment: Mapping[str, Any] | None = None,
         split: Mapping[str, Any] | None = None,
         missing_labels: str = "error",
+        check_images: str = "decode",
         batch_size: int = 32,
         eval_batch_size: int = 32,
         num_workers: int = 0,
@@ -362,6 +416,9 @@ class SpineXrayDataModule(pl.LightningDataModule):
             raise SpineDataError(f"data.green_channel={green_channel!r}: choose one of {GREEN_CHANNEL}.")
         if missing_labels not in ("error", "drop"):
             raise SpineDataError(f"data.missing_labels={missing_labels!r}: choose error or drop.")
+        if check_images not in CHECK_IMAGES:
+            raise SpineDataError(f"data.check_images={check_images!r}: choose one of {CHECK_IMAGES}.")
+        self.check_images = check_images
         self.views_path = Path(views)
         self.labels = list(labels)
         self.train_on = train_on
@@ -527,6 +584,14 @@ class SpineXrayDataModule(pl.LightningDataModule):
                 self.image_size,
                 self.green_channel,
             )
+        # Every image this run will read, before the first epoch (issue 21, item 5): a damaged file found
+        # by the test loop after training costs the whole run.
+        used = pd.concat([d.table for d in self.datasets.values()]).drop_duplicates("session_id")
+        try:
+            check_session_images(used, self.views_path, decode=self.check_images == "decode")
+        except SpineDataError:
+            self.datasets = {}  # a later setup() must check again, not find the datasets ready
+            raise
         self.summary = {
             "views": str(self.views_path),
             "labels": self.labels,

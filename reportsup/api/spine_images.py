@@ -35,6 +35,7 @@ from datamodules.spine.datamodule import (
     IMAGENET_STD,
     FusedViewsDataset,
     SpineDataError,
+    check_session_images,
     pair_views,
 )
 from lightning_modules.common.label_manifest import CheckpointManifestError
@@ -189,6 +190,8 @@ class SpineImageClassifier:
             classifier.predict(views)
         """
         sessions = session_table(views)
+        # the training DataModule's check, before the first batch: every bad file at once, with its row
+        check_session_images(sessions, views if not isinstance(views, pd.DataFrame) else "<views DataFrame>")
         labels = self.labels
         dataset = FusedViewsDataset(
             sessions, np.full((len(sessions), len(labels)), np.nan), self.image_size, self.green_channel
@@ -211,7 +214,8 @@ class SpineImageClassifier:
 
 def session_table(views: str | Path | pd.DataFrame) -> pd.DataFrame:
     """One row per session with its coronal and sagittal image paths (:func:`~datamodules.spine.datamodule.pair_views`:
-    every problem named with its rows), from a views table file or DataFrame."""
+    every problem named with its rows), from a views table file or DataFrame. The image files are checked
+    by :meth:`SpineImageClassifier.predict` (:func:`~datamodules.spine.datamodule.check_session_images`)."""
     if isinstance(views, pd.DataFrame):
         table, source = views.reset_index(drop=True).copy(), Path.cwd() / "<views DataFrame>"
     else:

@@ -32,7 +32,8 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from datamodules.crossdl.head_ct.dicom_series import ScanError, validate_scan
+from datamodules.crossdl.head_ct.dicom_series import ScanError, validate_manifest_row
+from datamodules.crossdl.head_ct.scan_checks import as_scan_error
 from datamodules.crossdl.head_ct.manifest import REQUIRED, ManifestError, read_scan_manifest
 from datamodules.crossdl.head_ct.transforms import (
     IMAGE,
@@ -265,7 +266,8 @@ class ScanAnalyzer:
         rows, skipped = [], []
         for row in table.to_dict("records"):
             try:
-                validate_scan(row["image"])
+                # the check command's and the DataModule's own row check (scan headers, masks' grid)
+                validate_manifest_row(row["image"], {k: row[k] for k in mask_keys})
             except ScanError as err:
                 skipped.append({"scan_id": row["scan_id"], "reason": err.reason, "message": str(err)})
                 continue
@@ -274,7 +276,12 @@ class ScanAnalyzer:
         for row in tqdm(rows, desc="DaMIL inference", disable=not progress):
             # One pass per scan, no cache: the preprocessed image keeps MONAI's record of the applied
             # operations, which inverting the maps into the scan's geometry needs.
-            windowed = pre({IMAGE: row["image"], **{k: row[k] for k in mask_keys}})
+            try:
+                windowed = pre({IMAGE: row["image"], **{k: row[k] for k in mask_keys}})
+            except Exception as err:  # voxels that are NaN or do not decode: skip the scan, say why
+                bad = as_scan_error(err, row["scan_id"], str(row["image"]))
+                skipped.append({"scan_id": row["scan_id"], "reason": bad.reason, "message": str(bad)})
+                continue
             pred = self.predict_preprocessed(windowed)
             region_probs = pred["region_probs"][0].numpy()
             records.append(

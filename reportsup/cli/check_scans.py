@@ -1,12 +1,16 @@
 """``reportsup-check-scans``: validate a head-CT manifest before training, quarantine bad scans, and
 estimate the resources a run will need before anything is cached.
 
-Every scan's headers are read (:func:`datamodules.crossdl.head_ct.dicom_series.validate_scan`: missing, duplicated or
-unevenly spaced slices, mixed series, non-CT modality, undecodable transfer syntax, fewer than
-``--min-slices`` slices as Liu et al. 2023 Figure S3a, bone-window reconstructions by kernel or window
-as Figure S3c: ``--bone-kernels`` / ``--bone-window``); mask files must exist, be readable and have the
-scan's size; with ``--labels`` every scan's report must have labels; with ``--decode`` the pixels are
-decoded too (slower; catches corrupt pixel data). Writes, in ``--out-dir`` (never over existing files):
+Every row is checked by :func:`datamodules.crossdl.head_ct.dicom_series.validate_manifest_row`, the
+check the DataModule's setup and prediction run too: the scan's headers (missing, duplicated or unevenly
+spaced slices, mixed series, non-CT modality, multi-frame files, undecodable transfer syntax, truncated
+or absent pixel data, fewer than ``--min-slices`` slices as Liu et al. 2023 Figure S3a, bone-window
+reconstructions by kernel or window as Figure S3c: ``--bone-kernels`` / ``--bone-window``), a NIfTI's
+voxels when its header allows NaN / inf, and its mask files (exist, readable, the scan's shape and voxel
+grid). A series whose InstanceNumbers disagree with the slice positions is read in position order and
+listed (issue 21 item 2). With ``--labels`` every scan's report must have labels; with ``--decode`` the
+pixels are decoded too, as the DataModule loads them (slower; catches pixel data that does not decode).
+Writes, in ``--out-dir`` (never over existing files):
 
 * ``checked_manifest.csv``: the usable scans (absolute paths, ``scan_check = ok``: the DataModule then
   skips re-validating them);
@@ -23,40 +27,24 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from datamodules.common.tables import ReportTableError, read_table_file
 from datamodules.crossdl.head_ct.datamodule import CHECKED_COLUMN, CHECKED_OK
-from datamodules.crossdl.head_ct.dicom_series import ScanError, SeriesInfo, validate_scan
+from datamodules.crossdl.head_ct.dicom_series import ScanError, validate_manifest_row
 from datamodules.crossdl.head_ct.manifest import read_scan_manifest, scan_labels
-from datamodules.crossdl.head_ct.scan_checks import DEFAULT_BONE_KERNELS, DEFAULT_BONE_WINDOW, CheckSettings
+from datamodules.crossdl.head_ct.scan_checks import (
+    DEFAULT_BONE_KERNELS,
+    DEFAULT_BONE_WINDOW,
+    CheckSettings,
+    as_scan_error,
+)
 from reportsup.contracts.labels.crossdl import LabelSpace
 from reportsup.runner.resources import estimate_resources
 
 OUTPUTS = ("checked_manifest.csv", "quarantine.csv", "resources.json")
-
-
-def scan_shape(info: SeriesInfo) -> tuple[int, int, int]:
-    """Array shape of the scan as the mask files store it: (columns, rows, slices)."""
-    return (info.columns, info.rows, info.n_slices)
-
-
-def check_mask(path: str, column: str, shape: tuple[int, int, int]) -> tuple[str, str] | None:
-    """(reason, message) if the mask file cannot be used with a scan of ``shape``."""
-    if not path:
-        return None
-    if not Path(path).exists():
-        return "mask_missing", f"{column} file {path} does not exist"
-    try:
-        mask_shape = tuple(int(s) for s in nib.load(path).header.get_data_shape())
-    except Exception as err:
-        return "mask_unreadable", f"{column} file {path} is not a readable NIfTI image ({err})"
-    if sorted(mask_shape[:3]) != sorted(shape) or (len(mask_shape) > 3 and int(np.prod(mask_shape[3:])) != 1):
-        return "mask_shape", f"{column} file {path} has shape {mask_shape}, the scan {shape}: not its mask"
-    return None
 
 
 def check_manifest(
@@ -73,30 +61,32 @@ def check_manifest(
 
     ``bone_kernel_patterns`` / ``bone_window``: what counts as a bone-window reconstruction
     (:func:`datamodules.crossdl.head_ct.scan_checks.check_not_bone_window`; ``()`` / None turn a test off).
+    A usable series read in another order than its InstanceNumbers is kept and printed (``reordered``
+    column of the usable rows: slices moved).
     """
     loader = None
     if decode:
         from datamodules.crossdl.head_ct.transforms import LoadScand
 
         loader = LoadScand(["image"])
-    keep, quarantine, voxels = [], [], []
+    keep, quarantine, voxels, moved = [], [], [], []
     rows = manifest.to_dict("records")
     for i, row in enumerate(tqdm(rows, desc="checking scans", disable=not progress)):
         problem: tuple[str, str] | None = None
         try:
-            info = validate_scan(
+            info = validate_manifest_row(
                 row["image"],
+                {column: row.get(column, "") for column in mask_columns},
                 min_slices=min_slices,
                 bone_kernel_patterns=tuple(bone_kernel_patterns),
                 bone_window=bone_window,
+                voxels=True,
             )
-            for column in mask_columns:
-                problem = problem or check_mask(row.get(column, ""), column, scan_shape(info))
-            if problem is None and loader is not None:
+            if loader is not None:
                 try:
                     loader({"image": row["image"]})
-                except Exception as err:  # corrupt pixel data: report it, do not stop the check
-                    problem = ("decode_failed", f"pixel data cannot be decoded: {type(err).__name__}: {err}")
+                except Exception as err:  # pixels that do not decode: quarantine, do not stop the check
+                    raise as_scan_error(err, row["scan_id"], str(row["image"])) from None
         except ScanError as err:
             problem = (err.reason, str(err))
         if problem is None and known_labels is not None and not known_labels[i]:
@@ -104,6 +94,7 @@ def check_manifest(
         if problem is None:
             keep.append(i)
             voxels.append(info.rows * info.columns * info.n_slices)
+            moved.append(info.moved_slices)
         else:
             quarantine.append(
                 {
@@ -116,6 +107,7 @@ def check_manifest(
             )
     checked = manifest.iloc[keep].copy()
     checked[CHECKED_COLUMN] = CHECKED_OK
+    checked["reordered"] = moved
     columns = ["scan_id", "patient_id", "image", "reason", "message"]
     return checked, pd.DataFrame(quarantine, columns=columns), voxels
 
@@ -218,6 +210,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"  {reason}: {n}")
     for row in quarantine.head(10).itertuples():
         print(f"  - {row.scan_id}: {row.message}")
+    reordered = checked.loc[checked["reordered"] > 0]
+    if len(reordered):
+        print(
+            f"{len(reordered)} usable series have InstanceNumbers that disagree with their slice positions; "
+            "they are read in slice-position order:"
+        )
+        for row in reordered.head(10).itertuples():
+            print(f"  - {row.scan_id}: {row.reordered} slice(s) moved ({row.image})")
     d = estimate.as_dict()
     print(
         f"estimated cache disk {d['cache_disk_gib']} GiB, host RAM {d['host_ram_gib']} GiB, "

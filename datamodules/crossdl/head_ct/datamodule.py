@@ -37,7 +37,12 @@ tested on the input it was trained on), or ``intensity_stats`` / the run directo
 
 Scans whose report has no Findings have unknown labels: they are listed in
 ``scans_without_labels.csv`` and left out, with a log line. Bad scans stop setup with one message
-listing them; ``reportsup-check-scans`` quarantines them up front.
+listing them; ``reportsup-check-scans`` quarantines them up front. Setup runs the check command's own
+row check on every scan and its masks
+(:func:`~datamodules.crossdl.head_ct.dicom_series.validate_manifest_row`: headers, truncated pixel
+data, mask shape and grid); the voxel-level check (NaN / inf) runs where the volume is first loaded and
+cached, and any failure there is raised as one ScanError naming the scan and file
+(:class:`CheckedScans`), never as a traceback from inside MONAI (issue 21 items 3 and 5).
 """
 
 from __future__ import annotations
@@ -68,7 +73,8 @@ from datamodules.crossdl.head_ct.cq500 import (
     majority_table,
     read_reads,
 )
-from datamodules.crossdl.head_ct.dicom_series import VALIDATION_VERSION, ScanError, validate_scan
+from datamodules.crossdl.head_ct.dicom_series import VALIDATION_VERSION, ScanError, validate_manifest_row
+from datamodules.crossdl.head_ct.scan_checks import as_scan_error
 from datamodules.crossdl.head_ct.manifest import (
     ManifestError,
     ScanLabels,
@@ -112,6 +118,30 @@ def source_stamp(path: str) -> str:
         return hashlib.sha256(repr(entries).encode()).hexdigest()[:16]
     st = p.stat()
     return f"{st.st_size}-{st.st_mtime_ns}"
+
+
+class CheckedScans(Dataset):
+    """The cached (preprocessed) scans of one set, whose loading failures name the scan.
+
+    Why: the first epoch's caching is where voxels are first read (NaN / inf voxels, pixel data that does
+    not decode); MONAI reports such a failure as a RuntimeError around the reader's traceback. Every
+    failure here becomes one ScanError naming the scan id, the file and the fix
+    (``scan_checks.as_scan_error``; issue 21 items 3 and 5).
+    """
+
+    def __init__(self, cached: Dataset, scan_ids: Sequence[str], images: Sequence[str]) -> None:
+        self.cached, self.scan_ids, self.images = cached, list(scan_ids), list(images)
+
+    def __len__(self) -> int:
+        return len(self.scan_ids)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)  # ends iteration (intensity_stats iterates the training set)
+        try:
+            return self.cached[i]
+        except Exception as err:  # any loading failure of an input is reported as the scan's, with a fix
+            raise as_scan_error(err, self.scan_ids[i], self.images[i]) from None
 
 
 class HeadCTDataset(Dataset):
@@ -368,26 +398,34 @@ class HeadCTDataModule(L.LightningDataModule):
         # run for 160 DICOM series, minutes for an archive. A changed or deleted file is validated again,
         # and so is every scan when the checks change (the validator's version is in the file name).
         record_path = self.cache_dir / f"validated_scans_v{VALIDATION_VERSION}_min{self.min_slices}.json"
+        mask_columns = [c for c in mask_keys.values() if c in manifest.columns]
         try:
             record = json.loads(record_path.read_text()) if record_path.exists() else {}
         except (OSError, ValueError):  # unreadable (e.g. a full disk cut it): validate everything again
             record = {}
-        n_known = len(record)
+        recorded = False
         for i, row in enumerate(manifest.itertuples(index=False)):
-            if self.validate_scans and checked[i] != CHECKED_OK:
-                stamp = source_stamp(row.image) if Path(row.image).exists() else None
-                if stamp is not None and record.get(str(row.image)) == stamp:
-                    continue
-                try:
-                    validate_scan(row.image, min_slices=self.min_slices)
-                    record[str(row.image)] = source_stamp(row.image)
-                except ScanError as err:
-                    problems.append(f"{row.scan_id}: {err}")
-            for column in mask_keys.values():
-                value = getattr(row, column)
-                if value and not Path(value).exists():
-                    problems.append(f"{row.scan_id}: {column} file {value} does not exist")
-        if len(record) > n_known:
+            masks = {column: getattr(row, column) for column in mask_columns}
+            if not self.validate_scans or checked[i] == CHECKED_OK:
+                # Passed by reportsup-check-scans (same checks, same version) or checks turned off: only
+                # the files' existence, which a moved folder breaks.
+                for column, value in masks.items():
+                    if value and not Path(value).exists():
+                        problems.append(f"{row.scan_id}: {column} file {value} does not exist")
+                continue
+            # The record's key is the row's files (scan and masks), its value their sizes and mtimes.
+            key = json.dumps([str(row.image), *(str(v) for v in masks.values() if v)])
+            paths = [str(row.image), *(str(v) for v in masks.values() if v)]
+            stamp = [source_stamp(p) for p in paths] if all(Path(p).exists() for p in paths) else None
+            if stamp is not None and record.get(key) == stamp:
+                continue
+            try:
+                validate_manifest_row(row.image, masks, min_slices=self.min_slices)
+                if stamp is not None:
+                    record[key], recorded = stamp, True
+            except ScanError as err:
+                problems.append(f"scan {row.scan_id}: {err}")
+        if recorded:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             # written aside and renamed: DDP ranks writing at once never leave a torn file
             partial = record_path.with_name(f"{record_path.name}.{os.getpid()}.tmp")
@@ -499,7 +537,11 @@ class HeadCTDataModule(L.LightningDataModule):
                         item[key] = value
                         item[f"{key}_stamp"] = source_stamp(value)
                 items.append(item)
-            cached[name] = PersistentDataset(items, transform=pre, cache_dir=cache)
+            cached[name] = CheckedScans(
+                PersistentDataset(items, transform=pre, cache_dir=cache),
+                part["scan_id"].astype(str).tolist(),
+                part["image"].astype(str).tolist(),
+            )
         self.stats = self._intensity_stats(cached.get("train"))
         if develop:
             train_rows = parts["train"]["row_index"].to_numpy()

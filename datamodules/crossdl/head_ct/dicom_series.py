@@ -5,19 +5,22 @@ writes phantoms as conformant CT Image Storage series; ``validate_series`` / ``v
 ``validate_scan`` read headers only and turn every unusable scan into one ``ScanError`` with a fix,
 so a bad scan is reported up front instead of crashing a data-loader worker mid-run.
 
-Pixels are read elsewhere with MONAI::
+Pixels are read elsewhere with MONAI (:class:`~datamodules.crossdl.head_ct.transforms.LoadScand`)::
 
-    LoadImage(reader="PydicomReader", image_only=True, **MONAI_DICOM_READER_ARGS)(folder)
+    LoadImage(reader=PositionSortedPydicomReader(**MONAI_DICOM_READER_ARGS), image_only=True)(folder)
 
 What MONAI 1.6.1's ``PydicomReader`` does with a folder, and which check guards against each
 quirk, is described in ``scan_checks``, which holds the checks as small named functions run in the
-order of ``scan_checks.SERIES_CHECKS``. ``ScanError``, ``REASONS`` and ``MONAI_DICOM_READER_ARGS`` live
+order of ``scan_checks.SERIES_CHECKS``. ``validate_manifest_row`` adds the scan's mask files: the one
+check of a manifest row that ``reportsup-check-scans``, the DataModule's setup and prediction share. ``ScanError``, ``REASONS`` and ``MONAI_DICOM_READER_ARGS`` live
 there and are re-exported here.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -43,10 +46,14 @@ from datamodules.crossdl.head_ct.scan_checks import (
     TOO_FEW_SLICES_FIX,
     CheckSettings,
     ScanError,
+    check_mask_file,
+    check_voxels_finite,
     fail,
+    instance_order_moves,
     list_slice_files,
     read_series,
     run_series_checks,
+    series_affine,
 )
 
 __all__ = [
@@ -55,18 +62,26 @@ __all__ = [
     "VALIDATION_VERSION",
     "ScanError",
     "SeriesInfo",
+    "validate_manifest_row",
     "validate_nifti",
     "validate_scan",
     "validate_series",
     "write_dicom_series",
 ]
 
+log = logging.getLogger(__name__)
+
 _TRANSFER_SYNTAXES = {"explicit_little": ExplicitVRLittleEndian, "rle": RLELossless}
 
 
 @dataclass(frozen=True)
 class SeriesInfo:
-    """Header summary of a usable scan; spacing is (column, row, slice) spacing in mm."""
+    """Header summary of a usable scan; spacing is (column, row, slice) spacing in mm.
+
+    ``affine``: voxel (column, row, slice) -> RAS mm, as rows of a 4 x 4 matrix (what mask files of the
+    scan must match, ``scan_checks.check_mask_file``). ``moved_slices``: how many slices reading in
+    position order puts elsewhere than their InstanceNumber says (issue 21 item 2; 0 for NIfTI).
+    """
 
     path: str
     n_slices: int
@@ -77,6 +92,13 @@ class SeriesInfo:
     transfer_syntax: str
     compressed: bool
     series_uid: str
+    affine: tuple[tuple[float, ...], ...] | None = None
+    moved_slices: int = 0
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Array shape of the scan as MONAI reads it and mask files store it: (columns, rows, slices)."""
+        return (self.columns, self.rows, self.n_slices)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -244,7 +266,8 @@ def validate_series(
     The checks, in order: ``scan_checks.list_slice_files``, ``scan_checks.read_series``, then each of
     ``scan_checks.SERIES_CHECKS`` (same series, CT modality, not a bone-window reconstruction, geometry tags present, same size and
     orientation, decodable transfer syntax, no duplicate slices, slice count, uniform spacing, no
-    missing slices, InstanceNumber present and in position order).
+    missing slices). InstanceNumbers are not checked: slices are read in position order, and the
+    slices that moves is logged here and counted in ``SeriesInfo.moved_slices`` (issue 21 item 2).
     """
     root = Path(folder)
     series = read_series(root, list_slice_files(root))
@@ -253,6 +276,14 @@ def validate_series(
 
     first = series.geometry[0]
     syntaxes = series.transfer_syntaxes
+    moved = instance_order_moves(series)
+    if moved:
+        log.info(
+            "%s: %d of %d slices are out of InstanceNumber order; they are read in slice-position order.",
+            root,
+            moved,
+            len(series.slices),
+        )
     return SeriesInfo(
         path=str(root),
         n_slices=len(series.slices),
@@ -263,11 +294,85 @@ def validate_series(
         transfer_syntax=str(next(iter(syntaxes))),
         compressed=any(ts.is_compressed for ts in syntaxes),
         series_uid=next(iter(series.series_uids)),
+        affine=_rows(series_affine(series)),
+        moved_slices=moved,
     )
 
 
-def validate_nifti(path: str | Path, *, min_slices: int = 10) -> SeriesInfo:
-    """Check a .nii/.nii.gz scan from its header only; slices run along the third axis."""
+def _rows(affine: np.ndarray) -> tuple[tuple[float, ...], ...]:
+    return tuple(tuple(float(v) for v in row) for row in np.asarray(affine))
+
+
+def nifti_data_bytes(img) -> int:
+    """Bytes a NIfTI file holds up to the end of its voxels: where the voxels start (the array proxy's
+    offset; the loaded header reports vox_offset 0) plus the voxel data."""
+    header = img.header
+    n = int(np.prod(header.get_data_shape(), dtype=np.int64))
+    offset = int(getattr(img.dataobj, "offset", header.get_data_offset()))
+    return offset + n * np.dtype(header.get_data_dtype()).itemsize
+
+
+def _gzip_member_complete(path: Path, expected: int) -> bool:
+    """Whether a .gz file decompresses to at least ``expected`` bytes without error. First from the
+    trailer (ISIZE: uncompressed size mod 2**32, the last 4 bytes), which a cut file does not keep; only
+    when that disagrees (a cut file, or several gzip members) is the stream decompressed to be sure."""
+    import gzip
+    import zlib
+
+    with path.open("rb") as f:
+        f.seek(-4, 2)
+        if int.from_bytes(f.read(4), "little") == expected % 2**32:
+            return True
+    total = 0
+    try:
+        with gzip.open(path, "rb") as g:
+            while chunk := g.read(1 << 24):
+                total += len(chunk)
+    except (EOFError, OSError, zlib.error):
+        return False
+    return total >= expected
+
+
+def check_nifti_complete(path: Path, img) -> None:
+    """The file holds all the voxels its header declares (``truncated``).
+
+    Why: a copy cut short keeps a readable header, so a header-only check passed it and the data loader
+    failed inside nibabel on the first epoch (issue 21 item 5). For ``.nii`` the file size is compared,
+    for ``.nii.gz`` the gzip trailer; neither reads the voxels.
+    """
+    expected = nifti_data_bytes(img)
+    if path.name.lower().endswith(".gz"):
+        complete = _gzip_member_complete(path, expected)
+        holds = f"it decompresses to fewer than the {expected} bytes"
+    else:
+        size = path.stat().st_size
+        complete, holds = size >= expected, f"it holds {size} of the {expected} bytes"
+    if not complete:
+        raise fail(
+            path,
+            "truncated",
+            f"the file is cut short: {holds} its header declares "
+            f"({' x '.join(str(int(s)) for s in img.shape)} voxels of {img.header.get_data_dtype()}).",
+            "re-copy the file (the copy was interrupted), or re-convert the scan (e.g. with dcm2niix).",
+        )
+
+
+def nifti_may_hold_non_finite(img) -> bool:
+    """Whether a NIfTI image's header lets its voxels be NaN or infinite: a floating-point data type, or a
+    non-finite scaling (scl_slope / scl_inter). Integer data with finite scaling never is."""
+    dtype = np.dtype(img.header.get_data_dtype())
+    slope, inter = img.header.get_slope_inter()
+    scaling = [v for v in (slope, inter) if v is not None]
+    return dtype.kind in "fc" or not np.isfinite(np.asarray(scaling, dtype=np.float64)).all()
+
+
+def validate_nifti(path: str | Path, *, min_slices: int = 10, voxels: bool = False) -> SeriesInfo:
+    """Check a .nii/.nii.gz scan from its header; slices run along the third axis.
+
+    ``voxels``: also read the voxels when the header cannot rule out NaN / infinite values
+    (:func:`nifti_may_hold_non_finite`) and refuse any (``non_finite``). ``reportsup-check-scans`` does
+    this; the DataModule checks the voxels when it first loads the volume (``transforms.LoadScand``).
+    """
     import nibabel as nib
 
     p = Path(path)
@@ -299,6 +404,18 @@ def validate_nifti(path: str | Path, *, min_slices: int = 10) -> SeriesInfo:
             f"only {shape[2]} slices along the third axis (need at least {min_slices}).",
             TOO_FEW_SLICES_FIX,
         )
+    check_nifti_complete(p, img)
+    if voxels and nifti_may_hold_non_finite(img):
+        try:
+            data = np.asanyarray(img.dataobj)
+        except Exception as e:  # a cut gzip stream or a short file: the header read, the voxels do not
+            raise fail(
+                p,
+                "truncated",
+                f"the voxels cannot be read ({type(e).__name__}: {e}).",
+                "re-convert the scan (e.g. with dcm2niix) or re-copy it (the file may be cut short).",
+            ) from None
+        check_voxels_finite(data, p)
     gz = p.name.lower().endswith(".gz")
     return SeriesInfo(
         path=str(p),
@@ -310,25 +427,33 @@ def validate_nifti(path: str | Path, *, min_slices: int = 10) -> SeriesInfo:
         transfer_syntax="nifti-gz" if gz else "nifti",
         compressed=gz,
         series_uid="",
+        affine=_rows(img.affine),
     )
 
 
 # Bump when a check is added or changed: records of scans that passed older checks
 # (HeadCTDataModule's validated-scans file in its cache folder) are then not trusted, and every scan
 # is validated again. 2: bone-window reconstructions are rejected (scan_checks.check_not_bone_window).
-VALIDATION_VERSION = 2
+# 3 (issue 21): InstanceNumber order no longer refused (slices read in position order); truncated pixel
+# data, multi-frame files and masks off the scan's grid refused (check_pixel_data_complete,
+# check_single_frame, validate_manifest_row).
+VALIDATION_VERSION = 3
 
 
 def validate_scan(path: str | Path, **kw) -> SeriesInfo:
-    """Validate a DICOM series folder or a .nii/.nii.gz file; ``kw`` go to the matching validator."""
+    """Validate a DICOM series folder or a .nii/.nii.gz file; ``kw`` go to the matching validator
+    (``voxels=True``: a NIfTI's voxels are checked for NaN / inf too)."""
     p = Path(path)
+    # DICOM pixels are integers: NaN can only come from a NIfTI (voxels read by validate_nifti) or from
+    # decoding, which LoadScand checks.
+    voxels = bool(kw.pop("voxels", False))
     if p.is_dir():
         return validate_series(p, **kw)
     if re.search(r"\.nii(\.gz)?$", p.name, flags=re.IGNORECASE):
         # NIfTI carries one spacing per axis (nothing to compare) and no kernel or window tags.
         for key in ("spacing_tolerance", "bone_kernel_patterns", "bone_window"):
             kw.pop(key, None)
-        return validate_nifti(p, **kw)
+        return validate_nifti(p, voxels=voxels, **kw)
     if not p.exists():
         raise fail(p, "not_found", "path does not exist.", "check the scan path in your table.")
     raise fail(
@@ -338,3 +463,21 @@ def validate_scan(path: str | Path, **kw) -> SeriesInfo:
         "supported formats are a folder holding one DICOM series, or a .nii / .nii.gz file; convert the scan "
         "(e.g. with dcm2niix) or point at the series folder.",
     )
+
+
+def validate_manifest_row(
+    image: str | Path, masks: Mapping[str, str | None] | None = None, **kw
+) -> SeriesInfo:
+    """Validate one manifest row: its scan (``validate_scan``, ``kw`` passed on) and each non-empty mask
+    file (``{column: path}``) against the scan's shape and voxel grid (``scan_checks.check_mask_file``).
+
+    The one implementation ``reportsup-check-scans``, ``HeadCTDataModule.setup`` and
+    ``DaMILAnalyzer.predict_scans`` run (issue 21 item 5: the DataModule resampled a mask of another
+    shape silently while the check command quarantined it). Raises the first problem as a ScanError.
+    """
+    info = validate_scan(image, **kw)
+    affine = np.asarray(info.affine) if info.affine is not None else None
+    for column, path in (masks or {}).items():
+        if path:
+            check_mask_file(str(path), column, info.shape, affine)
+    return info

@@ -6,9 +6,11 @@ were removed (STAR Methods, Figure S3a) and only ``Modality == 'CT'`` series wer
 (Table S3a). Here pixels are read with MONAI's ``PydicomReader`` (see ``dicom_series``), whose quirks
 decide most checks:
 
-- It stacks slices in ``InstanceNumber`` order, not by ``ImagePositionPatient``, and has no option to
-  sort by position; a slice without ``InstanceNumber`` is skipped with only a warning
-  (``check_instance_numbers_present``, ``check_instance_order``).
+- It stacks slices in ``InstanceNumber`` order, not by ``ImagePositionPatient``, has no option to
+  sort by position, and skips a slice without ``InstanceNumber`` with only a warning. We read with
+  ``transforms.PositionSortedPydicomReader``, which stacks along the slice normal (as dcm2niix, ITK/GDCM
+  and every DICOM viewer do) whatever the InstanceNumbers say; ``instance_order_moves`` counts the
+  slices that reading moves, and the move is logged, not refused (issue 21 item 2).
 - It applies ``RescaleSlope``/``RescaleIntercept`` itself (float32 output), so values are HU with the
   default arguments; no option or check is needed for that.
 - Its slice affine comes from the first and last position only, so a missing slice or a stray
@@ -23,7 +25,8 @@ decide most checks:
 How a folder is checked, in order (``dicom_series.validate_series`` runs exactly this):
 
 1. ``list_slice_files``: the folder exists and directly holds slice files, and no sub-folder.
-2. ``read_series``: every slice file parses as DICOM Part 10 (headers only).
+2. ``read_series``: every slice file parses as DICOM Part 10 (headers only; the pixel data element's
+   length and offset are read, its bytes are not).
 3. ``SERIES_CHECKS``, in their listed order, on the parsed headers.
 
 Each check raises the first problem it finds as one ``ScanError`` whose message names the folder (and
@@ -36,7 +39,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -63,8 +66,23 @@ REASONS = frozenset(
         "too_few_slices",
         "no_decoder",
         "not_3d",
+        # a multi-frame (Enhanced CT) file: one file holds many slices, which PydicomReader does not stack
+        "multi_frame",
+        # no check raises it since issue 21 (slices are read in position order); kept so that quarantine
+        # tables written before still name a known reason
         "instance_order",
         "bone_window",
+        # pixel data absent or shorter than Rows x Columns x samples x bytes (a cut copy), found from the
+        # header; ``decode_failed``: pixels that do not decode; ``non_finite``: NaN / inf voxels
+        "no_pixel_data",
+        "truncated",
+        "decode_failed",
+        "non_finite",
+        # mask files of a scan (``check_mask_file``)
+        "mask_missing",
+        "mask_unreadable",
+        "mask_shape",
+        "mask_geometry",
     }
 )
 
@@ -74,6 +92,8 @@ _MONAI_FILE_REGEX = r"(?:.*[/\\])?(?!\.)(?!(?i:DICOMDIR)$)[^/\\]+$"
 MONAI_DICOM_READER_ARGS: dict[str, object] = {"fname_regex": _MONAI_FILE_REGEX}
 
 _CODECS_HINT = "or `pip install reportsup[dicom-codecs]`, or `pip install python-gdcm`"
+# read_series leaves values longer than this unread (pixel data): only their length and offset are kept.
+_DEFER_BYTES = 1024
 # Duplicate slices are the same position written twice; DS values carry ~1e-5 mm rounding at most.
 _DUPLICATE_MM = 1e-3
 # Shared by the DICOM and the NIfTI slice-count checks.
@@ -301,14 +321,18 @@ def list_slice_files(folder: Path) -> list[Path]:
 
 
 def read_series(folder: Path, files: list[Path]) -> SeriesHeaders:
-    """Parse every slice file's header (no pixels); raises ``unreadable`` naming the first bad file.
+    """Parse every slice file's header; raises ``unreadable`` naming the first bad file.
+
+    Values over 1 KiB (the pixel data) are deferred: pydicom records their length and file offset and
+    does not read them, so ``check_pixel_data_complete`` can compare them with the file size without
+    the cost of reading pixels.
 
     Why: a non-DICOM or truncated file would otherwise crash a data-loader worker mid-run.
     """
     slices: list[tuple[Path, Dataset]] = []
     for f in files:
         try:
-            ds = pydicom.dcmread(f, stop_before_pixels=True)
+            ds = pydicom.dcmread(f, defer_size=_DEFER_BYTES)
         except InvalidDicomError:
             raise fail(
                 folder,
@@ -359,10 +383,11 @@ def check_modality(series: SeriesHeaders, settings: CheckSettings) -> None:
     modalities = Counter(str(ds.get("Modality", "")) for _, ds in series.slices)
     if set(modalities) != {"CT"}:
         found = ", ".join(repr(m) if m else "missing" for m in modalities)
+        first = next(f.name for f, ds in series.slices if str(ds.get("Modality", "")) != "CT")
         raise fail(
             series.folder,
             "not_ct",
-            f"Modality is {found}, not CT.",
+            f"Modality is {found}, not CT (e.g. {first}).",
             "this pipeline expects CT in Hounsfield units; remove the scan or point to its CT series.",
         )
 
@@ -428,6 +453,32 @@ def check_not_bone_window(series: SeriesHeaders, settings: CheckSettings) -> Non
             "noisy under the brain window (Liu et al. 2023 excluded them, Figure S3c). If this kernel is "
             "not a bone kernel, change the patterns (reportsup-check-scans --bone-kernels / --bone-window).",
         )
+
+
+def check_single_frame(series: SeriesHeaders, settings: CheckSettings) -> None:
+    """Every slice file holds one frame (``multi_frame``; names the file and its frame count).
+
+    Why: Cross-DL stacks one image per DICOM file into the volume (STAR Methods, "CT image
+    preprocessing"); an Enhanced CT file holds the whole series in one file with per-frame positions in
+    functional groups, which MONAI's PydicomReader reads without them (identity affine, frames as a 3-D
+    array of unknown orientation). Runs before ``check_geometry_present``, which would otherwise blame
+    the missing per-file ImagePositionPatient.
+    """
+    for f, ds in series.slices:
+        frames = ds.get("NumberOfFrames")
+        try:
+            n = int(frames) if frames not in (None, "") else 1
+        except (TypeError, ValueError):
+            n = 1
+        if n > 1:
+            raise fail(
+                series.folder,
+                "multi_frame",
+                f"{f.name} is a multi-frame image ({n} frames in one file, e.g. Enhanced CT); reportsup reads "
+                "one slice per file.",
+                "convert it to NIfTI with dcm2niix and list the .nii.gz, or export the series from PACS as "
+                "single-frame (classic) CT images.",
+            )
 
 
 def _missing_geometry_tags(ds: Dataset) -> list[str]:
@@ -655,64 +706,273 @@ def check_no_missing_slices(series: SeriesHeaders, settings: CheckSettings) -> N
         )
 
 
-def check_instance_numbers_present(series: SeriesHeaders, settings: CheckSettings) -> None:
-    """Every slice has an InstanceNumber (``instance_order``).
+def _pixel_data_extent(ds: Dataset) -> tuple[int, int] | None:
+    """(file offset of the pixel data value, its length in bytes) as ``read_series`` parsed it, or None
+    when the slice has no (Float/DoubleFloat) Pixel Data element. A value short enough to be read at once
+    has no deferred offset: its offset is reported as 0 and its length as the bytes read."""
+    for tag in (0x7FE00010, 0x7FE00008, 0x7FE00009):  # PixelData, FloatPixelData, DoubleFloatPixelData
+        if tag not in ds._dict:
+            continue
+        elem = ds._dict[tag]
+        tell = getattr(elem, "value_tell", None)
+        if tell is not None and getattr(elem, "value", b"") is None:  # deferred: not read
+            return int(tell), int(elem.length)
+        value = elem.value
+        return 0, len(value) if value is not None else 0
+    return None
 
-    Why: MONAI's PydicomReader silently drops slices without one.
+
+def check_pixel_data_complete(series: SeriesHeaders, settings: CheckSettings) -> None:
+    """Every slice has pixel data, as long as its header says and inside the file (``no_pixel_data``,
+    ``truncated``; names the file).
+
+    Why: a copy cut short (an interrupted transfer, a full disk) keeps a readable header, so header checks
+    alone passed it, and the data loader then failed on the first epoch with a traceback from inside
+    pydicom / MONAI (issue 21 item 5). For uncompressed syntaxes the expected length is Rows x Columns x
+    SamplesPerPixel x BitsAllocated / 8; for every syntax the value must end inside the file. Runs after
+    ``check_geometry_present`` (Rows and Columns present).
     """
-    n_none = sum(g.header.get("InstanceNumber") is None for g in series.stack.geometry)
-    if n_none:
-        raise fail(
-            series.folder,
-            "instance_order",
-            f"{n_none} slice(s) have no InstanceNumber; MONAI's PydicomReader silently drops them.",
-            "set InstanceNumber in slice-position order (e.g. with pydicom), or convert to NIfTI with dcm2niix.",
-        )
+    for f, ds in series.slices:
+        extent = _pixel_data_extent(ds)
+        if extent is None:
+            raise fail(
+                series.folder,
+                "no_pixel_data",
+                f"{f.name} has no Pixel Data (e.g. a structured report, presentation state or a header-only "
+                "copy).",
+                "keep only the series' image files in the folder, or re-export the series with its pixels.",
+            )
+        tell, length = extent
+        # the file pydicom read the header from (``read_series``: ``f``), where a deferred value's offset points
+        source = Path(ds.filename) if isinstance(getattr(ds, "filename", None), str) else f
+        size = source.stat().st_size
+        ts = UID(str(ds.file_meta.get("TransferSyntaxUID", "")))
+        defined = length != 0xFFFFFFFF  # encapsulated (compressed) pixel data has undefined length
+        short = defined and tell and tell + length > size
+        expected = None
+        if defined and ts.is_transfer_syntax and not ts.is_compressed:
+            frames = int(ds.get("NumberOfFrames", 1) or 1)
+            bits = int(ds.get("BitsAllocated", 16) or 16)
+            spp = int(ds.get("SamplesPerPixel", 1) or 1)
+            expected = int(ds.Rows) * int(ds.Columns) * spp * frames * bits // 8
+        if short or (expected is not None and length < expected):
+            have = max(size - tell, 0) if short else length
+            need = expected if expected is not None else length
+            raise fail(
+                series.folder,
+                "truncated",
+                f"{f.name} is truncated: its pixel data holds {have} of {need} bytes "
+                f"({ds.Rows} x {ds.Columns} pixels; file size {size} bytes).",
+                "re-copy or re-export this file from PACS (the copy was cut short), or remove the series.",
+            )
 
 
-def check_instance_order(series: SeriesHeaders, settings: CheckSettings) -> None:
-    """InstanceNumber is unique and strictly monotonic along slice position, increasing or decreasing
-    (``instance_order``; names the first pair out of order).
+def count_moves(numbers: Sequence[object]) -> int:
+    """How many slices, listed in position order with their InstanceNumbers (None when absent), sit at
+    another place than their InstanceNumber puts them.
 
-    Why: MONAI's PydicomReader stacks slices by InstanceNumber, not by position, and would scramble
-    them; both directions load correctly (the affine then points the right way). Runs after
-    ``check_instance_numbers_present``.
+    A numbering that runs against the positions (head to feet) moves nothing, so the direction needing
+    fewer moves counts. A slice without InstanceNumber counts as moved (MONAI's own reader drops it).
     """
+    ranked = sorted(
+        range(len(numbers)), key=lambda i: (numbers[i] is None, int(numbers[i] or 0), i)  # type: ignore[arg-type]
+    )
+    up = sum(pos != i for pos, i in enumerate(ranked))
+    down = sum(pos != i for pos, i in enumerate(reversed(ranked)))
+    return min(up, down)
+
+
+def instance_order_moves(series: SeriesHeaders) -> int:
+    """``count_moves`` of the series: how many slices reading in position order (issue 21 item 2) puts
+    elsewhere than their InstanceNumber says. Meaningful after ``check_no_duplicate_slices``."""
+    return count_moves([g.header.get("InstanceNumber") for g in series.stack.geometry])
+
+
+def position_order(headers: Sequence[Dataset]) -> list[int] | None:
+    """Indices of ``headers`` sorted by ImagePositionPatient along the slice normal of the first one's
+    ImageOrientationPatient (ascending, as ``SeriesHeaders.stack``), or None when a slice lacks valid
+    geometry (the header checks refuse such series before any reader sees them).
+
+    Why: dcm2niix, ITK/GDCM and DICOM viewers stack by position; InstanceNumber is only the order the
+    scanner sent the images in (issue 21 item 2).
+    """
+    positions = [_floats(ds, "ImagePositionPatient", 3) for ds in headers]
+    orientation = _floats(headers[0], "ImageOrientationPatient", 6) if headers else None
+    if orientation is None or any(p is None for p in positions):
+        return None
+    normal = np.cross(orientation[:3], orientation[3:])
+    along = np.array([p @ normal for p in positions])
+    return [int(i) for i in np.argsort(along, kind="stable")]
+
+
+def series_affine(series: SeriesHeaders) -> np.ndarray:
+    """Voxel index (column, row, slice) -> RAS mm of the position-sorted series, as NIfTI files written
+    from it (dcm2niix, ITK) carry it: directions are ImageOrientationPatient's row and column cosines and
+    the slice normal, steps are the column and row spacing and the median gap, the origin is the first
+    slice's ImagePositionPatient; LPS is turned into RAS by negating x and y. Meaningful after the
+    spacing checks passed."""
     stack = series.stack
-    numbers = [g.header.get("InstanceNumber") for g in stack.geometry]
-    steps = np.diff(np.asarray([int(n) for n in numbers]))
-    if steps.size and not ((steps > 0).all() or (steps < 0).all()):
-        i = int(np.flatnonzero(steps * np.sign(np.median(steps) or 1) <= 0)[0])
-        names, pos = stack.names, stack.positions
+    first = stack.geometry[0]
+    row_cos, col_cos = first.orientation[:3], first.orientation[3:]
+    normal = np.cross(row_cos, col_cos)
+    lps = np.eye(4)
+    lps[:3, 0] = row_cos * first.pixel_spacing[1]
+    lps[:3, 1] = col_cos * first.pixel_spacing[0]
+    lps[:3, 2] = normal * series.median_gap
+    lps[:3, 3] = first.position
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+
+
+def volume_corners(shape: Sequence[int], affine: np.ndarray) -> np.ndarray:
+    """World (mm) positions of the 8 corner voxel centres of a volume (8 x 3)."""
+    idx = np.array(
+        [[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)]
+    )
+    return (idx @ np.asarray(affine, dtype=np.float64).T)[:, :3]
+
+
+def corner_offset(shape_a: Sequence[int], affine_a: np.ndarray, shape_b: Sequence[int], affine_b: np.ndarray) -> float:
+    """Largest distance (mm) from a corner voxel of one volume to the nearest corner voxel of the other
+    (both ways): 0 for two grids over the same voxels, whatever their axis order or direction."""
+    a, b = volume_corners(shape_a, affine_a), volume_corners(shape_b, affine_b)
+    dist = np.linalg.norm(a[:, None, :] - b[None, :, :], axis=-1)
+    return float(max(dist.min(axis=1).max(), dist.min(axis=0).max()))
+
+
+def check_mask_file(
+    path: str, column: str, shape: Sequence[int], affine: np.ndarray | None
+) -> None:
+    """A mask file listed for a scan exists, is a readable NIfTI image of one volume with the scan's voxel
+    grid (``mask_missing``, ``mask_unreadable``, ``mask_shape``, ``mask_geometry``).
+
+    ``shape`` is the scan's (columns, rows, slices), ``affine`` its voxel -> RAS mm matrix. The mask may
+    store the axes in another order or direction (ITK writes DICOM-derived masks that way; the
+    DataModule orients both to RAS), so its shape must be a permutation of the scan's, and its corner
+    voxels must lie within half a voxel of the scan's.
+
+    Why: Cross-DL's region masks come from registering the atlas to each scan (STAR Methods, "Atlas-based
+    segmentation"); the DataModule resamples image and masks together, so a mask of another scan or
+    another grid was resampled silently into wrong labels (issue 21 item 5). ``reportsup-check-scans``,
+    the DataModule's setup and prediction run this same check.
+    """
+    import nibabel as nib
+
+    if not Path(path).is_file():
         raise fail(
-            series.folder,
-            "instance_order",
-            f"InstanceNumber does not follow slice position ({names[i]} at {pos[i]:.2f} mm is "
-            f"#{numbers[i]}, {names[i + 1]} at {pos[i + 1]:.2f} mm is #{numbers[i + 1]}); MONAI's "
-            "PydicomReader stacks slices by InstanceNumber and would scramble them.",
-            "renumber InstanceNumber in slice-position order (e.g. with pydicom), or convert to NIfTI with "
-            "dcm2niix, which sorts by position.",
+            path,
+            "mask_missing",
+            f"{column} file does not exist.",
+            "run reportsup-register-atlas for this scan or fix the path in the manifest.",
         )
+    try:
+        img = nib.load(path)  # lazy: header and affine only
+        mask_shape = tuple(int(s) for s in img.header.get_data_shape())
+        mask_affine = np.asarray(img.affine, dtype=np.float64)
+    except Exception as err:  # any nibabel failure means the file cannot be used
+        raise fail(
+            path,
+            "mask_unreadable",
+            f"{column} file is not a readable NIfTI image ({type(err).__name__}: {err}).",
+            "re-create the mask (reportsup-register-atlas), or re-copy it (it may be truncated).",
+        ) from None
+    extra = int(np.prod(mask_shape[3:])) if len(mask_shape) > 3 else 1
+    if len(mask_shape) < 3 or sorted(mask_shape[:3]) != sorted(int(s) for s in shape) or extra != 1:
+        raise fail(
+            path,
+            "mask_shape",
+            f"{column} file has shape {mask_shape}, the scan {tuple(int(s) for s in shape)} (columns, rows, "
+            "slices): it is not this scan's mask.",
+            "re-create the mask on this scan (reportsup-register-atlas), or fix the manifest row.",
+        )
+    if affine is None:
+        return
+    offset = corner_offset(mask_shape, mask_affine, shape, affine)
+    half_voxel = 0.5 * float(min(np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)))
+    if not offset <= half_voxel:
+        raise fail(
+            path,
+            "mask_geometry",
+            f"{column} file has the scan's size but not its place in space: the volumes' corners are up "
+            f"to {offset:.1f} mm apart (tolerance {half_voxel:.2f} mm).",
+            "re-create the mask on this scan (reportsup-register-atlas), or fix the manifest row; a mask made "
+            "on another reconstruction of the study does not fit.",
+        )
+
+
+def check_voxels_finite(values: np.ndarray | object, path: str | Path, what: str = "image") -> None:
+    """Every voxel is a finite number (``non_finite``; counts NaN and infinite voxels).
+
+    Why: one NaN voxel makes the training set's mean and std NaN, and the z-scoring then failed with a
+    message blaming "constant training images" (issue 21 item 5); a NaN input is an input error. Run on
+    the loaded volume (``transforms.LoadScand``) and, where a NIfTI header cannot rule NaN out, by
+    ``dicom_series.validate_nifti(voxels=True)`` (``reportsup-check-scans``).
+    """
+    import torch
+
+    arr = values if isinstance(values, torch.Tensor) else torch.as_tensor(np.asarray(values))
+    if not arr.is_floating_point():
+        return
+    finite = torch.isfinite(arr)
+    if bool(finite.all()):
+        return
+    n_nan = int(torch.isnan(arr).sum())
+    n_inf = int((~finite).sum()) - n_nan
+    raise fail(
+        path,
+        "non_finite",
+        f"{what} holds {n_nan} NaN and {n_inf} infinite voxel(s) of {arr.numel()}.",
+        "re-convert the scan from its DICOM series (e.g. dcm2niix), or replace the non-finite voxels "
+        "(air is -1000 HU) and save it again; NaN voxels would make the training set's intensity "
+        "statistics NaN.",
+    )
+
+
+def as_scan_error(err: BaseException, scan_id: object, image: str) -> ScanError:
+    """The one message for a failure while loading or preprocessing scan ``scan_id`` (image ``image``).
+
+    A ScanError raised inside a MONAI transform reaches the caller wrapped in MONAI's RuntimeError
+    ("applying transform ..."); this finds it in the chain and puts the scan id in front. Any other
+    failure (a decoder error, a corrupt gzip stream) becomes ``decode_failed`` naming the innermost
+    exception, never a traceback from deep in MONAI (issue 21 items 3 and 5).
+    """
+    chain, seen = err, set()
+    while chain is not None and id(chain) not in seen:
+        seen.add(id(chain))
+        if isinstance(chain, ScanError):
+            return ScanError(f"scan {scan_id}: {chain}", chain.reason, chain.path)
+        if chain.__cause__ is None and chain.__context__ is None:
+            break
+        chain = chain.__cause__ or chain.__context__
+    root = chain if chain is not None else err
+    detail = str(root).strip().splitlines()[-1][:300] if str(root).strip() else ""
+    return fail(
+        image,
+        "decode_failed",
+        f"scan {scan_id}: the pixel data cannot be read ({type(root).__name__}: {detail}).",
+        "run `reportsup-check-scans MANIFEST --decode --out-dir DIR` to find every such scan, then re-export "
+        "or re-copy it (it may be truncated), or remove it from the manifest.",
+    )
 
 
 # The header checks validate_series runs, in this order; the first failure is reported. Order
 # matters twice: later checks use values that earlier ones vouch for (geometry -> one slice normal ->
-# positive gaps -> InstanceNumber present), and when a scan has several problems the earlier one is
-# the one reported (e.g. duplicates before the slice count). Changing this list changes which scans
-# pass: bump dicom_series.VALIDATION_VERSION.
+# positive gaps), and when a scan has several problems the earlier one is the one reported (e.g.
+# duplicates before the slice count). InstanceNumber is not checked: slices are read in position order
+# (``instance_order_moves``). Changing this list changes which scans pass: bump
+# dicom_series.VALIDATION_VERSION.
 SERIES_CHECKS: tuple[Check, ...] = (
     check_same_series,
     check_modality,
     check_not_bone_window,
+    check_single_frame,
     check_geometry_present,
     check_same_size_and_orientation,
     check_decodable,
+    check_pixel_data_complete,
     check_no_duplicate_slices,
     check_slice_count,
     check_slice_spacing,
     check_no_missing_slices,
-    check_instance_numbers_present,
-    check_instance_order,
 )
 
 

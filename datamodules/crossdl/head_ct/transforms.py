@@ -3,7 +3,9 @@
 
 Deterministic part (cached on disk, :func:`preprocessing`):
 
-1. read the scan (DICOM series folder with pydicom, or NIfTI with nibabel) and its masks;
+1. read the scan (DICOM series folder with pydicom, slices stacked in position order along the slice
+   normal by :class:`PositionSortedPydicomReader`, or NIfTI with nibabel) and its masks; a volume holding
+   NaN or infinite voxels is refused here (``scan_checks.check_voxels_finite``);
 2. orient to RAS, so array axis 0 runs from the patient's left to right: a "left" label is always at
    low indices of axis 0, whatever the scanner wrote;
 3. HU window level 35 / width 90 to [0, 255]. The paper prints ``y = min(max(x, -10), 80) / 90 * 255``,
@@ -49,6 +51,7 @@ from monai.transforms import (
 )
 
 from datamodules.crossdl.head_ct.dicom_series import MONAI_DICOM_READER_ARGS
+from datamodules.crossdl.head_ct.scan_checks import check_voxels_finite, count_moves, position_order
 from reportsup.contracts.labels.crossdl import LabelSpace
 
 IMAGE, REGION_MASK, VOXEL_MASK, MATRIX = "image", "region_mask", "voxel_mask", "abnormality"
@@ -80,11 +83,60 @@ def hu_window(
     return ScaleIntensityRanged(keys, a_min=window_min, a_max=window_max, b_min=0.0, b_max=255.0, clip=True)
 
 
+log = logging.getLogger(__name__)
+
+
+class PositionSortedPydicomReader(PydicomReader):
+    """MONAI's PydicomReader, stacking a series' slices by ImagePositionPatient along the slice normal
+    (from ImageOrientationPatient) instead of by InstanceNumber (issue 21 item 2).
+
+    Why: PydicomReader sorts by InstanceNumber and has no option for positions, so a series numbered in
+    acquisition or send order was scrambled (and refused by the checks before issue 21); dcm2niix,
+    ITK/GDCM and DICOM viewers sort by position. The slices are given temporary InstanceNumbers in
+    position order for MONAI's own stacking, which then computes spacing and affine as always; the
+    original numbers are put back on the datasets and in the metadata. A reordering is logged with the
+    series folder and the number of slices moved. A series without valid geometry (refused by
+    ``scan_checks`` before any reader sees it) is left to MONAI's own order.
+    """
+
+    def _combine_dicom_series(self, data, filenames):
+        data, filenames = list(data), list(filenames)
+        order = position_order(data)
+        if order is None:
+            return super()._combine_dicom_series(data, filenames)
+        originals = [ds.get("InstanceNumber") for ds in data]
+        moved = count_moves([originals[i] for i in order])
+        if moved:
+            log.info(
+                "%s: %d of %d slices are out of InstanceNumber order; stacked in slice-position order.",
+                Path(str(filenames[0])).parent,
+                moved,
+                len(data),
+            )
+        for rank, i in enumerate(order):
+            data[i].InstanceNumber = rank + 1
+        try:
+            array, meta = super()._combine_dicom_series(data, filenames)
+        finally:
+            for ds, number in zip(data, originals, strict=True):
+                if number is None:
+                    del ds.InstanceNumber
+                else:
+                    ds.InstanceNumber = number
+        first = originals[order[0]]
+        if first is None:
+            meta.pop("00200013", None)
+        elif "00200013" in meta:
+            meta["00200013"] = {**meta["00200013"], "Value": [int(first)]}
+        return array, meta
+
+
 class LoadScand(MapTransform):
-    """Load each key with the reader its path needs: a folder is a DICOM series (MONAI's PydicomReader:
-    rescale slope/intercept applied, i.e. Hounsfield units; slices stacked in InstanceNumber order, which
-    :func:`~datamodules.crossdl.head_ct.dicom_series.validate_series` checks follows the slice positions), a file is
-    read by nibabel (NIfTI)."""
+    """Load each key with the reader its path needs: a folder is a DICOM series
+    (:class:`PositionSortedPydicomReader`: rescale slope/intercept applied, i.e. Hounsfield units; slices
+    stacked in position order), a file is read by nibabel (NIfTI). Every loaded volume must be finite:
+    NaN / infinite voxels raise a ScanError naming the file (``non_finite``; issue 21 item 5), here where
+    the voxels are first read, so a scan is refused before the first epoch uses it."""
 
     def __init__(self, keys: Sequence[str], allow_missing_keys: bool = True) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -95,7 +147,9 @@ class LoadScand(MapTransform):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
             self._dicom = LoadImage(
-                reader=PydicomReader(**MONAI_DICOM_READER_ARGS), image_only=True, ensure_channel_first=True
+                reader=PositionSortedPydicomReader(**MONAI_DICOM_READER_ARGS),
+                image_only=True,
+                ensure_channel_first=True,
             )
             self._nifti = LoadImage(reader=NibabelReader(), image_only=True, ensure_channel_first=True)
         plugin_log.setLevel(level)
@@ -105,6 +159,7 @@ class LoadScand(MapTransform):
         for key in self.key_iterator(d):
             path = Path(str(d[key]))
             d[key] = (self._dicom if path.is_dir() else self._nifti)(str(path))
+            check_voxels_finite(d[key], path, "image" if key == IMAGE else f"{key} file")
         return d
 
 

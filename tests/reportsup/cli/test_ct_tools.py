@@ -46,7 +46,8 @@ def test_check_scans_quarantines_each_bad_scan_with_its_reason(ct_dir, tmp_path,
     assert all("HCT0000" in m or "dicom" in m for m in quarantine["message"])
     checked = pd.read_csv(out / "checked_manifest.csv")
     assert checked["scan_id"].tolist() == ["HCT00000", *(f"HCT{i:05d}" for i in range(4, 10))]
-    assert (checked["scan_check"] == "ok-v2").all()  # the validator's version: new checks re-validate
+    assert (checked["scan_check"] == "ok-v3").all()  # the validator's version: new checks re-validate
+    assert (checked["reordered"] == 0).all()  # the phantoms' InstanceNumbers follow their positions
     resources = json.loads((out / "resources.json").read_text())
     assert resources["n_scans"] == 7
     assert resources["cache_disk_bytes"] == 7 * cached_item_bytes((160, 160, 80), 4, True, True)

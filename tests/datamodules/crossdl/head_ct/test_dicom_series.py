@@ -90,7 +90,11 @@ def test_round_trip_series_info(tmp_path):
         transfer_syntax=ExplicitVRLittleEndian,
         compressed=False,
         series_uid=ds.SeriesInstanceUID,
+        # voxel (column, row, slice) -> RAS: x and y of LPS negated, origin at the first slice
+        affine=((-0.5, 0.0, 0.0, 40.0), (0.0, -0.7, 0.0, 50.0), (0.0, 0.0, 5.0, 10.0), (0.0, 0.0, 0.0, 1.0)),
+        moved_slices=0,
     )
+    assert info.shape == SHAPE
     # Names are IM0000..IM0011 but not in slice order, so readers must not sort by name.
     assert sorted(p.name for p in paths) == [f"IM{k:04d}.dcm" for k in range(12)]
     assert [p.name for p in paths] != sorted(p.name for p in paths)
@@ -302,14 +306,21 @@ def test_no_decoder(tmp_path, monkeypatch, uid, package):
     _raises(tmp_path / "s", "no_decoder", uid, package, "python-gdcm", "reportsup[dicom-codecs]")
 
 
-def test_instance_order(tmp_path):
+def test_instance_numbers_off_the_positions_are_read_in_position_order(tmp_path, caplog):
+    """Issue 21 item 2: accepted, counted and logged; our reader stacks by position, MONAI's would not."""
+    from datamodules.crossdl.head_ct.transforms import LoadScand
+
     paths = _write(tmp_path / "s")
     _edit(paths[1], lambda ds: setattr(ds, "InstanceNumber", 6))  # slice 1 is air, slice 5 holds brain
     _edit(paths[5], lambda ds: setattr(ds, "InstanceNumber", 2))
-    _raises(tmp_path / "s", "instance_order", "InstanceNumber", "renumber")
-    # Why it matters: MONAI stacks by InstanceNumber, so these two slices swap places silently.
-    arr = np.asarray(_monai_ras(tmp_path / "s")[0])
-    assert not np.array_equal(arr, np.flip(_phantom(), (0, 1)))
+    with caplog.at_level("INFO"):
+        info = validate_series(tmp_path / "s")
+    assert info.moved_slices == 2
+    assert f"{tmp_path / 's'}: 2 of 12 slices are out of InstanceNumber order" in caplog.text
+    # Why the reader matters: MONAI's PydicomReader stacks by InstanceNumber and swaps these two slices.
+    assert not np.array_equal(np.asarray(_monai_ras(tmp_path / "s")[0]), np.flip(_phantom(), (0, 1)))
+    loaded = LoadScand(["image"])({"image": str(tmp_path / "s")})["image"]
+    np.testing.assert_array_equal(np.asarray(loaded[0]), _phantom())  # LPS-indexed, as written
 
 
 def test_reversed_instance_numbers_are_fine(tmp_path):

@@ -216,8 +216,10 @@ def test_validated_scans_are_not_reread_until_their_files_change(ct_dir, tmp_pat
     data = tmp_path / "copy"
     shutil.copytree(ct_dir, data)
     calls = []
-    real = head_ct.validate_scan
-    monkeypatch.setattr(head_ct, "validate_scan", lambda path, **kw: calls.append(path) or real(path, **kw))
+    real = head_ct.validate_manifest_row
+    monkeypatch.setattr(
+        head_ct, "validate_manifest_row", lambda path, masks, **kw: calls.append(path) or real(path, masks, **kw)
+    )
     _datamodule(data, tmp_path, region_mask_column=None).setup()
     n_scans = len(calls)
     assert n_scans == len(pd.read_csv(data / "manifest.csv"))

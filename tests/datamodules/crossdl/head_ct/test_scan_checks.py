@@ -2,7 +2,9 @@
 
 Series are built from pydicom's bundled real CT header (``CT_small.dcm``), copied per slice with the
 slice position and InstanceNumber set, so every check sees real CT tags; the modality check also uses
-the bundled MR file, the decoder check bundled RLE and JPEG-LS files.
+the bundled MR file, the decoder check bundled RLE and JPEG-LS files, the pixel-data check the bundled
+truncated MR file and the multi-frame check pydicom-data's Enhanced CT file. Headers are read as
+``read_series`` reads them (pixel data deferred: its length and offset, not its bytes).
 """
 
 from __future__ import annotations
@@ -26,19 +28,22 @@ from datamodules.crossdl.head_ct.scan_checks import (
     SeriesHeaders,
     check_decodable,
     check_geometry_present,
-    check_instance_numbers_present,
-    check_instance_order,
     check_modality,
     check_no_duplicate_slices,
     check_no_missing_slices,
     check_not_bone_window,
+    check_pixel_data_complete,
     check_same_series,
     check_same_size_and_orientation,
+    check_single_frame,
     check_slice_count,
     check_slice_spacing,
     classify_gaps,
+    count_moves,
     fail,
+    instance_order_moves,
     list_slice_files,
+    position_order,
     read_series,
     run_series_checks,
 )
@@ -49,7 +54,7 @@ DEFAULTS = CheckSettings()
 
 
 def _header(name: str) -> Dataset:
-    return pydicom.dcmread(get_testdata_file(name), stop_before_pixels=True)
+    return pydicom.dcmread(get_testdata_file(name), defer_size=1024)
 
 
 CT = _header("CT_small.dcm")
@@ -99,9 +104,14 @@ def _passes(check, series: SeriesHeaders, settings: CheckSettings = DEFAULTS) ->
 
 
 def test_series_checks_lists_every_check_once_in_documented_order():
-    defined = [
-        f for name, f in vars(scan_checks).items() if name.startswith("check_") and inspect.isfunction(f)
+    defined = [  # every series check: check_* of (series, settings); mask and voxel checks take a file
+        f
+        for name, f in vars(scan_checks).items()
+        if name.startswith("check_")
+        and inspect.isfunction(f)
+        and list(inspect.signature(f).parameters) == ["series", "settings"]
     ]
+    assert {"check_mask_file", "check_voxels_finite"} <= set(vars(scan_checks))
     assert sorted(SERIES_CHECKS, key=lambda f: f.__name__) == sorted(defined, key=lambda f: f.__name__)
     assert len(set(SERIES_CHECKS)) == len(SERIES_CHECKS)
     for check in SERIES_CHECKS:
@@ -110,7 +120,8 @@ def test_series_checks_lists_every_check_once_in_documented_order():
     pos = {f: i for i, f in enumerate(SERIES_CHECKS)}
     assert pos[check_geometry_present] < pos[check_same_size_and_orientation] < pos[check_no_duplicate_slices]
     assert pos[check_no_duplicate_slices] < pos[check_slice_spacing] < pos[check_no_missing_slices]
-    assert pos[check_instance_numbers_present] < pos[check_instance_order]
+    assert pos[check_geometry_present] < pos[check_pixel_data_complete]  # reads Rows and Columns
+    assert pos[check_single_frame] < pos[check_geometry_present]  # names the multi-frame file first
     # A bone reconstruction is reported as such even when its slices are also incomplete.
     assert pos[check_not_bone_window] < pos[check_geometry_present]
 
@@ -179,7 +190,8 @@ def test_read_series(tmp_path):
     good = Path(shutil.copy(get_testdata_file("CT_small.dcm"), tmp_path / "a.dcm"))
     series = read_series(tmp_path, [good])
     assert [f for f, _ in series.slices] == [good]
-    assert "PixelData" not in series.slices[0][1]  # headers only
+    pixel_data = series.slices[0][1]._dict[0x7FE00010]  # deferred: its length and offset, not its bytes
+    assert pixel_data.value is None and pixel_data.length == 128 * 128 * 2
 
     text = tmp_path / "notes.txt"
     text.write_text("not a dicom file\n")
@@ -430,32 +442,79 @@ def test_classify_gaps():
     assert classify_gaps(gaps, 5.0, 0.6) == ([(2, 1), (3, 2)], [])
 
 
-def test_check_instance_numbers_present():
-    _passes(check_instance_numbers_present, _series())
-    series = _set(_set(_series(), 2, "InstanceNumber", None), 7, "InstanceNumber", None)
-    _raises(
-        check_instance_numbers_present,
-        series,
-        "instance_order",
-        "2 slice(s) have no InstanceNumber",
-        "dcm2niix",
-    )
-
-
-def test_check_instance_order():
-    _passes(check_instance_order, _series())
+def test_instance_numbers_off_the_positions_are_counted_not_refused():
+    """Issue 21 item 2: the series is read in position order; how many slices that moves is counted."""
+    assert instance_order_moves(_series()) == 0
     reversed_numbers = _series()
     for k, (_, ds) in enumerate(reversed_numbers.slices):
-        ds.InstanceNumber = 12 - k  # decreasing along position: MONAI loads it correctly
-    _passes(check_instance_order, reversed_numbers)
-
+        ds.InstanceNumber = 12 - k  # numbered head to feet: reading by position moves nothing
+    assert instance_order_moves(reversed_numbers) == 0
     swapped = _set(_set(_series(), 1, "InstanceNumber", 6), 5, "InstanceNumber", 2)
-    _raises(
-        check_instance_order,
-        swapped,
-        "instance_order",
-        "IM0001.dcm at 5.00 mm is #6, IM0002.dcm at 10.00 mm is #3",
-        "renumber",
-    )
-    repeated = _set(_series(), 4, "InstanceNumber", 4)  # not unique
-    _raises(check_instance_order, repeated, "instance_order", "IM0003.dcm at 15.00 mm is #4")
+    assert instance_order_moves(swapped) == 2
+    missing = _set(_series(), 3, "InstanceNumber", None)  # MONAI's own reader would drop this slice
+    assert instance_order_moves(missing) > 0
+    run_series_checks(swapped, DEFAULTS)
+    run_series_checks(missing, DEFAULTS)
+    assert count_moves([3, 1, 2]) == 2  # read as 3, 2, 1: one slice stays
+    assert count_moves([1, 2, 3]) == count_moves([3, 2, 1]) == 0
+
+
+def test_position_order_sorts_along_the_slice_normal_whatever_the_file_order():
+    normal = (0.0, 0.6, 0.8)  # a tilted gantry: the slice normal is not the z axis
+    series = _series(6, normal=normal)
+    for _, ds in series.slices:
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 0.8, -0.6]  # row x column = (0, 0.6, 0.8)
+    headers = [ds for _, ds in series.slices]
+    shuffled = [headers[i] for i in (4, 0, 5, 2, 1, 3)]
+    assert position_order(shuffled) == [1, 4, 3, 5, 0, 2]
+    del shuffled[2].ImagePositionPatient
+    assert position_order(shuffled) is None  # left to the checks, which refuse it
+
+
+def test_check_pixel_data_complete_on_pydicoms_truncated_file(tmp_path):
+    """pydicom's own MR_truncated.dcm (a real file cut inside its pixel data), and a CT slice cut short."""
+    truncated = tmp_path / "MR_truncated.dcm"
+    shutil.copy(get_testdata_file("MR_truncated.dcm"), truncated)
+    series = read_series(tmp_path, [truncated])
+    _raises_at(tmp_path, check_pixel_data_complete, series, "truncated", "MR_truncated.dcm is truncated", "re-copy")
+
+    ct = tmp_path / "ct"
+    ct.mkdir()
+    source = Path(get_testdata_file("CT_small.dcm"))
+    cut = ct / "IM0001.dcm"
+    cut.write_bytes(source.read_bytes()[:-5000])
+    series = read_series(ct, [cut])
+    message = _raises_at(ct, check_pixel_data_complete, series, "truncated", "IM0001.dcm is truncated")
+    assert "of 32768 bytes" in message  # 128 x 128 x 16 bit
+    whole = ct / "IM0002.dcm"
+    shutil.copy(source, whole)
+    _passes(check_pixel_data_complete, read_series(ct, [whole]))
+
+
+def test_check_pixel_data_complete_names_a_file_without_pixels(tmp_path):
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    del ds.PixelData  # e.g. a header-only copy, or a presentation state in the folder
+    path = tmp_path / "IM0001.dcm"
+    ds.save_as(path)
+    _raises_at(tmp_path, check_pixel_data_complete, read_series(tmp_path, [path]), "no_pixel_data", "IM0001.dcm has no Pixel Data")
+
+
+def test_check_single_frame_names_pydicom_datas_enhanced_ct(tmp_path):
+    from pydicom.data import get_testdata_file as get_file
+
+    path = tmp_path / "eCT_Supplemental.dcm"
+    shutil.copy(get_file("eCT_Supplemental.dcm"), path)  # a real Enhanced CT file (pydicom-data), 2 frames
+    series = read_series(tmp_path, [path])
+    _raises_at(tmp_path, check_single_frame, series, "multi_frame", "eCT_Supplemental.dcm is a multi-frame image (2 frames", "dcm2niix")
+    _passes(check_single_frame, _series())
+
+
+def _raises_at(folder: Path, check, series: SeriesHeaders, reason: str, *words: str) -> str:
+    with pytest.raises(ScanError) as info:
+        check(series, DEFAULTS)
+    err = info.value
+    assert (err.reason, err.path) == (reason, str(folder)), str(err)
+    assert str(err).startswith(f"{folder}: ") and " Fix: " in str(err), str(err)
+    for word in words:
+        assert word in str(err), f"{word!r} not in: {err}"
+    return str(err)

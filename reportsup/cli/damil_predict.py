@@ -2,8 +2,11 @@
 
 Per scan: the 17 x 4 region probability matrix and the scan-level probabilities
 (``predictions.csv``), the abnormality maps and predicted region segmentation as NIfTI in the scan's
-own geometry and PNG overlays of the top findings (:mod:`lightning_modules.crossdl.damil.outputs`). The
-preprocessing settings and the training set's intensity statistics come with the model. Scans
+own geometry with label tables naming every value and channel, and PNG overlays of the top findings
+(:mod:`lightning_modules.crossdl.damil.outputs`). For a scan read from a DICOM series, also
+``dicom/<scan_id>/``: a DICOM Segmentation, Parametric Maps and a TID 1500 Structured Report referencing
+that series (:mod:`lightning_modules.crossdl.damil.dicom_outputs`, issue 21 item 4; ``--no-dicom`` to
+skip; scans given as NIfTI get NIfTI only). The preprocessing settings and the training set's intensity statistics come with the model. Scans
 that fail validation are listed in ``skipped_scans.csv`` with the reason, never silently dropped.
 The work is :meth:`reportsup.api.scans.ScanAnalyzer.predict_scans`; this is its command line.
 
@@ -21,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from datamodules.crossdl.head_ct.manifest import ManifestError
+from lightning_modules.crossdl.damil.dicom_outputs import write_dicom_results
 from reportsup.api.loading import ModelSourceError, UnsafeCheckpointError
 from reportsup.api.scans import ScanAnalyzer, ScanModelError, scan_manifest
 
@@ -33,11 +37,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--top", type=int, default=3, help="overlays for the top findings per scan")
     parser.add_argument("--no-maps", action="store_true", help="only the probability table")
     parser.add_argument(
+        "--dicom",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="DICOM SEG, Parametric Maps and SR for scans read from a DICOM series (default: on, "
+        "unless --no-maps; they are made from the NIfTI maps)",
+    )
+    parser.add_argument(
         "--trust-checkpoint",
         action="store_true",
         help="load a checkpoint that needs unpickling (only for files you trust)",
     )
     args = parser.parse_args(argv)
+    if args.dicom and args.no_maps:
+        parser.error("--dicom needs the NIfTI maps it is made from; drop --no-maps (or add --no-dicom).")
+    dicom = not args.no_maps if args.dicom is None else args.dicom
     if (args.out_dir / "predictions.csv").exists():
         sys.exit(f"error: {args.out_dir / 'predictions.csv'} exists; choose a new --out-dir.")
     try:
@@ -53,6 +67,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if len(result.skipped):
         result.skipped.to_csv(args.out_dir / "skipped_scans.csv", index=False)
     print(f"scans: {len(result.table)} predicted, {len(result.skipped)} skipped; written to {args.out_dir}")
+    if dicom and len(result.table):
+        made = write_dicom_results(
+            result.table, manifest, args.out_dir, analyzer.space, analyzer.dice_thresholds, progress=True
+        )
+        print(made.summary())
 
 
 if __name__ == "__main__":

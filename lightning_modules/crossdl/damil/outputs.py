@@ -6,7 +6,14 @@
   the scan's own geometry by inverting the preprocessing (MONAI: resize, crop, orientation);
 * ``overlays/<scan_id>_<k>_<region>__<type>.png``: for the top findings, the axial slice where S_i * D_j
   peaks, with D_j over the preprocessed CT;
+* ``maps/regions.itksnap.txt``, ``maps/regions.ctbl`` and ``maps/abnormality_channels.tsv`` / ``.json``:
+  the label tables naming every value of the region map and every channel of the abnormality maps
+  (:mod:`~lightning_modules.crossdl.damil.label_tables`, issue 21 item 4); each NIfTI also carries its
+  names in a header extension, so a file copied on its own still says what it holds;
 * the region x type matrix and scan probabilities go to the evaluator's / predictor's CSV.
+
+DICOM objects (SEG, Parametric Maps, TID 1500 SR) for scans read from a DICOM series are made from these
+NIfTI maps by :mod:`~lightning_modules.crossdl.damil.dicom_outputs`.
 
 :class:`DaMILMapWriter` does this for the test set; ``reportsup-damil-predict`` for any manifest.
 """
@@ -14,6 +21,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +34,11 @@ import torch.nn.functional as F
 from monai.data import MetaTensor
 
 from datamodules.crossdl.head_ct.transforms import IMAGE
+from lightning_modules.crossdl.damil.label_tables import (
+    abnormality_header_names,
+    region_header_names,
+    write_label_tables,
+)
 from reportsup.contracts.labels.crossdl import LabelSpace
 from reportsup.contracts.run_dir import HOLDOUTS, MAPS, OVERLAYS
 
@@ -73,6 +86,13 @@ def overlay_png(image: np.ndarray, prob_map: np.ndarray, peak: np.ndarray, title
     return path
 
 
+def _name_contents(image: nib.Nifti1Image, names: dict[str, Any]) -> None:
+    """Put the names of a map's values / channels into the NIfTI itself: a short ``descrip`` (80 bytes,
+    shown by most viewers' header panels) and the full table as a JSON comment extension (code 6)."""
+    image.header["descrip"] = names["descrip"][:79].encode()
+    image.header.extensions.append(nib.nifti1.Nifti1Extension("comment", json.dumps(names).encode()))
+
+
 def write_scan_outputs(
     scan_id: str,
     image: MetaTensor,
@@ -92,11 +112,15 @@ def write_scan_outputs(
     labels, _ = _invert(predicted_region_map(s)[None], image, preprocess, "nearest")
     (out_dir / MAPS).mkdir(parents=True, exist_ok=True)
     abnormality_path = out_dir / MAPS / f"{scan_id}_abnormality.nii.gz"
-    nib.save(nib.Nifti1Image(maps.astype(np.float32), affine), abnormality_path)
-    nib.save(
-        nib.Nifti1Image(np.rint(labels[..., 0]).astype(np.uint8), affine),
-        out_dir / MAPS / f"{scan_id}_regions.nii.gz",
-    )
+    abnormality = nib.Nifti1Image(maps.astype(np.float32), affine)
+    _name_contents(abnormality, abnormality_header_names(space))
+    nib.save(abnormality, abnormality_path)
+    region_map = nib.Nifti1Image(np.rint(labels[..., 0]).astype(np.uint8), affine)
+    _name_contents(region_map, region_header_names(space))
+    nib.save(region_map, out_dir / MAPS / f"{scan_id}_regions.nii.gz")
+    # one set per maps/ folder; rewritten with every scan (four small files) so the folder is never
+    # without them, whichever scan was written last
+    write_label_tables(space, out_dir / MAPS)
     pngs = []
     ct = image[0].numpy()
     for rank, (i, j, p) in enumerate(top_findings(region_probs, space, top), start=1):

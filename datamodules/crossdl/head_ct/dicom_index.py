@@ -214,12 +214,16 @@ SKIPPED_COLUMNS: tuple[str, ...] = (
 
 def walk_files(root: Path, exclude: Sequence[Path] = ()) -> list[Path]:
     """Every regular file under ``root`` (symlinks to files included), sorted; ``exclude``d folders are
-    not entered (our own link folder when the manifest is written inside the export)."""
+    not entered and ``exclude``d files not listed (our own outputs when the manifest is written inside the
+    export)."""
     skip = {os.path.realpath(p) for p in exclude}
     found: list[Path] = []
     for folder, dirs, files in os.walk(root, followlinks=False):
         dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(folder, d)) not in skip)
-        found.extend(Path(folder, name) for name in files if os.path.isfile(os.path.join(folder, name)))
+        for name in files:
+            path = os.path.join(folder, name)
+            if os.path.isfile(path) and (not skip or os.path.realpath(path) not in skip):
+                found.append(Path(path))
     return sorted(found)
 
 
@@ -631,27 +635,24 @@ def index_dicom_tree(
     series: dict[str, SeriesFiles] = {}
     problems: list[tuple[Path, str, str]] = []
     with warnings.catch_warnings():
-        # pydicom warns once per malformed value (UIDs with hex digits, odd dates): thousands of lines on a
-        # real export, about values no rule uses.
+        # pydicom warns once per malformed value it converts (UIDs with hex digits, odd dates): thousands
+        # of lines on a real export, about values no rule needs to be well-formed.
         warnings.simplefilter("ignore", UserWarning)
-        headers = [
-            (path, read_header(path))
-            for path in tqdm(files, desc="reading DICOM headers", unit="file", disable=not progress)
-        ]
-    for path, header in headers:
-        if isinstance(header, tuple):
-            problems.append((path, *header))
-            continue
-        uid = str(header.SeriesInstanceUID).strip()
-        series.setdefault(uid, SeriesFiles(uid)).files.append((path, header))
-    kept, skipped = [], _file_group_rows(problems)
-    for uid in sorted(series, key=lambda u: (str(series[u].files[0][0]), u)):
-        one = series[uid]
-        problem = series_problem(one, rules)
-        if problem:
-            skipped.append(_skip_row(one, *problem))
-        else:
-            kept.append(_kept_row(one, make_scan_id(one)))
+        for path in tqdm(files, desc="reading DICOM headers", unit="file", disable=not progress):
+            header = read_header(path)
+            if isinstance(header, tuple):
+                problems.append((path, *header))
+                continue
+            uid = str(header.SeriesInstanceUID).strip()
+            series.setdefault(uid, SeriesFiles(uid)).files.append((path, header))
+        kept, skipped = [], _file_group_rows(problems)
+        for uid in sorted(series, key=lambda u: (str(series[u].files[0][0]), u)):
+            one = series[uid]
+            problem = series_problem(one, rules)
+            if problem:
+                skipped.append(_skip_row(one, *problem))
+            else:
+                kept.append(_kept_row(one, make_scan_id(one)))
     return IndexResult(
         pd.DataFrame(kept, columns=list(MANIFEST_COLUMNS)),
         pd.DataFrame(skipped, columns=list(SKIPPED_COLUMNS)),

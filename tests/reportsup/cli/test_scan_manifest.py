@@ -1,0 +1,155 @@
+"""reportsup-scan-manifest on a mixed export: every series accounted for, the manifest feeds
+reportsup-check-scans and reportsup-pair-reports unchanged, and every user error is one message (issue 21 item 1)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from datamodules.crossdl.head_ct.manifest import read_scan_manifest
+from datamodules.synthetic.datasets.mixed_export import write_mixed_export
+from reportsup.cli import check_scans, pair_reports, scan_manifest
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export") / "pacs"
+    return root, write_mixed_export(root)
+
+
+def _run(root: Path, out: Path, *extra: str) -> None:
+    scan_manifest.main([str(root), "--out", str(out), "--no-progress", *extra])
+
+
+def test_mixed_export_to_manifest_to_check_scans(export, tmp_path, capsys):
+    root, truth = export
+    out = tmp_path / "work" / "manifest.csv"
+    _run(root, out)
+    printed = capsys.readouterr().out
+    assert "files: 170 (" in printed and "files/s), series kept: 3 (1 through series/ symlink folders)" in printed
+    manifest = pd.read_csv(out, dtype=str, keep_default_na=False)
+    skipped = pd.read_csv(tmp_path / "work" / "skipped_series.csv", dtype=str, keep_default_na=False)
+    # Every series and file of the export is in exactly one table, with the truth table's outcome.
+    kept_truth = truth[truth["expected"] == "kept"]
+    assert sorted(manifest["series_instance_uid"]) == sorted(kept_truth["series_instance_uid"])
+    reasons = dict(zip(skipped["series_instance_uid"].where(skipped["series_instance_uid"] != "", skipped["example_file"]), skipped["reason"]))
+    for row in truth[truth["expected"] == "skipped"].itertuples():
+        assert reasons[row.series_instance_uid or str(root / row.path)] == row.reason
+    assert len(skipped) == (truth["expected"] == "skipped").sum()
+    assert manifest["n_slices"].astype(int).sum() + skipped["n_files"].astype(int).sum() == 170
+    # The manifest is what the head-CT tools read; the shuffled series (links) passes the checks too.
+    assert read_scan_manifest(out)[["scan_id", "patient_id", "image"]].shape == (3, 3)
+    linked = manifest[manifest["image_source"] == "symlink"]
+    assert linked["image"].tolist() == [str(tmp_path / "work" / "series" / linked["scan_id"].iloc[0])]
+    check_scans.main([str(out), "--out-dir", str(tmp_path / "checked")])
+    checked = pd.read_csv(tmp_path / "checked" / "checked_manifest.csv", dtype=str)
+    quarantine = pd.read_csv(tmp_path / "checked" / "quarantine.csv")
+    assert quarantine.empty, quarantine["message"].tolist()
+    assert sorted(checked["scan_id"]) == sorted(manifest["scan_id"])
+    assert "accession_number" in checked.columns  # extra columns travel through unchanged
+
+
+def test_manifest_pairs_with_reports_by_study_time(export, tmp_path):
+    """study_datetime is what reportsup-pair-reports reads by default: reports 2 h after each study pair."""
+    root, _ = export
+    out = tmp_path / "manifest.csv"
+    _run(root, out)
+    manifest = pd.read_csv(out, dtype=str, keep_default_na=False)
+    reports = pd.DataFrame(
+        {
+            "report_id": [f"R{i}" for i in range(len(manifest))],
+            "patient_id": manifest["patient_id"],
+            "report_datetime": (pd.to_datetime(manifest["study_datetime"]) + pd.Timedelta(hours=2)).astype(str),
+        }
+    )
+    reports.to_csv(tmp_path / "reports.csv", index=False)
+    pair_reports.main([str(out), str(tmp_path / "reports.csv"), "--out-dir", str(tmp_path / "paired")])
+    paired = pd.read_csv(tmp_path / "paired" / "paired_manifest.csv", dtype=str)
+    assert len(paired) == 3 and paired["hours_apart"].astype(float).tolist() == [2.0, 2.0, 2.0]
+    assert set(paired["report_id"]) == set(reports["report_id"])
+
+
+def test_existing_outputs_are_refused_unless_overwrite(export, tmp_path, capsys):
+    root, _ = export
+    out = tmp_path / "manifest.csv"
+    _run(root, out)
+    before = out.read_text()
+    with pytest.raises(SystemExit, match=r"manifest.csv exists; choose another --out, or give --overwrite"):
+        _run(root, out)
+    with pytest.raises(SystemExit, match=r"skipped_series.csv exists"):
+        _run(root, tmp_path / "other.csv")  # another manifest name, same folder
+    out.unlink()
+    (tmp_path / "skipped_series.csv").unlink()  # both tables gone, the link folder still there
+    with pytest.raises(SystemExit, match=r"series/MIXP001_20230315_s2_\w+ exists"):
+        _run(root, out)
+    _run(root, out, "--overwrite")
+    assert out.read_text() == before
+
+
+def test_copy_mode_and_manifest_inside_the_export(export, tmp_path):
+    """--link-mode copy writes real files; a manifest inside DICOM_ROOT does not index its own series/ folder
+    on the next run (no duplicate_instances)."""
+    root, _ = export
+    own = tmp_path / "pacs"
+    shutil.copytree(root, own)
+    out = own / "manifest.parquet"
+    _run(own, out, "--link-mode", "copy")
+    manifest = pd.read_parquet(out)
+    linked = manifest[manifest["image_source"] == "copy"]
+    files = list(Path(linked["image"].iloc[0]).iterdir())
+    assert len(files) == 30 and not any(f.is_symlink() for f in files)
+    _run(own, out, "--link-mode", "copy", "--overwrite")
+    assert pd.read_parquet(out)["scan_id"].tolist() == manifest["scan_id"].tolist()
+    skipped = pd.read_csv(own / "skipped_series.csv")
+    assert "duplicate_instances" not in set(skipped["reason"])
+    # the manifest and skipped_series.csv of the first run are not listed as non-DICOM files of the export
+    assert len(skipped) == 10 and skipped.set_index("reason").loc["not_dicom", "n_files"] == 1
+
+
+def test_options_change_the_rules(export, tmp_path):
+    root, _ = export
+    out = tmp_path / "manifest.csv"
+    _run(root, out, "--min-slices", "1", "--slice-thickness", "0.5", "6", "--bone-kernels", "--no-bone-window")
+    manifest = pd.read_csv(out, dtype=str)
+    descriptions = sorted(manifest["series_description"].fillna(""))
+    # The bone reconstruction, the 1 mm series and the real one-slice CT are kept under these rules.
+    assert len(manifest) == 6 and "HEAD 5mm BONE" in descriptions and "HEAD 1mm" in descriptions
+
+
+def test_user_errors_are_one_message(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SystemExit, match="nope does not exist. Give the top folder of the DICOM export"):
+        _run(tmp_path / "nope", tmp_path / "m.csv")
+    with pytest.raises(SystemExit, match="empty holds no files. Give the folder the DICOM export was unpacked"):
+        _run(empty, tmp_path / "m.csv")
+    (tmp_path / "dir.csv").mkdir()
+    with pytest.raises(SystemExit, match=r"dir.csv is a folder; give a file name such as"):
+        _run(empty, tmp_path / "dir.csv")
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--bone-kernels", "H[6-9"], "not a regular expression"),
+        (["--slice-thickness", "6", "2"], "need 0 <= low <= high"),
+        (["--out", "m.txt"], "give a .csv or .parquet file name"),
+    ],
+)
+def test_bad_options_are_argparse_errors(tmp_path, capsys, extra, message):
+    argv = [str(tmp_path), "--out", str(tmp_path / "m.csv"), *extra]
+    with pytest.raises(SystemExit) as exit_info:
+        scan_manifest.main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_docs_page_lists_every_skip_reason():
+    from datamodules.crossdl.head_ct.dicom_index import SKIP_REASONS
+
+    page = (Path(__file__).parents[3] / "docs" / "hospital" / "dicom-manifest.md").read_text()
+    for reason in SKIP_REASONS:
+        assert f"| `{reason}` |" in page, reason

@@ -46,6 +46,7 @@ import torch
 from datamodules.synthetic.datasets.mri_reports import generate_tables
 from lightning_modules.alarm.module import ALARMClassifier
 from lightning_modules.common.encoders import tiny_bert_encoder
+from reportsup.contracts.label_folder import read_label_folder
 from reportsup.labelling import (
     BATCH_TOKENS,
     ClassifierLabeller,
@@ -342,9 +343,7 @@ def main() -> None:
                 progress=False,
                 **kwargs,
             )
-            labelled = pd.concat(
-                [pd.read_parquet(p) for p in sorted((tmp / f"out_{slug}").glob("part-*.parquet"))]
-            )
+            labelled, _ = read_label_folder(tmp / f"out_{slug}")
             probs = (
                 labelled.set_index("report_id")
                 .loc[table["report_id"].iloc[sample], "abnormal_prob"]

@@ -3,6 +3,7 @@
 
     reportsup-discretize outputs/crossdl_discretizer/<run> \\
         reports.csv pseudo_labels.parquet [--batch-size 256] [--chunk-size 5000] [--probabilities]
+    reportsup-discretize outputs/crossdl_discretizer/<run> reports.csv pseudo_labels/   # a folder
 
 The model: a run folder (its best checkpoint), a checkpoint or a ``reportsup-export`` folder.
 Input: CSV, Parquet or JSONL with ``report_id`` and ``text`` (``patient_id``, ``scan_id`` and any
@@ -14,7 +15,11 @@ unclear), and ``unclear`` (the paper zeroes the MIL losses of such scans); with 
 also the soft matrix as ``<region>__<type>_prob``. A report without a Findings section gets
 ``status=no_findings`` and empty labels: it stays visible in the output and is counted at the end.
 Sentence splitting (language, headers) comes from the checkpoint's label manifest. An existing output
-file is never overwritten.
+file is never overwritten. An output without a ``.csv``/``.parquet`` suffix is a labelling folder
+(:mod:`reportsup.contracts.label_folder`, written by :func:`reportsup.labelling.label_archive`): the same
+columns as a resumable Parquet dataset in ``<folder>/parts``, with its manifest, ``errors.csv`` (rows
+without an id or text) and ``runs.jsonl`` beside. ``--rename OLD=NEW`` / ``--columns-map FILE.json`` rename
+output columns in either form.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from datamodules.common.report_sections import (
 from datamodules.common.tables import ReportTableError, count_rows, read_chunks
 from lightning_modules.crossdl.discretizer.module import DiscretizerModule
 from reportsup.api.report_models import load_report_model
+from reportsup.contracts.label_folder import check_columns_map
 from reportsup.contracts.labels.crossdl import LabelSpace, report_matrices
 
 PASS_THROUGH = ("report_id", "patient_id", "scan_id", "image")
@@ -179,8 +185,11 @@ def discretize_file(
     probabilities: bool = False,
     progress: bool = True,
     trust_checkpoint: bool = False,
+    columns_map: dict[str, str] | None = None,
 ) -> dict[str, float]:
-    """Label every report of ``input_path`` into ``output_path``; returns counts and reports per second."""
+    """Label every report of ``input_path`` into the file ``output_path``; returns counts and reports per
+    second. ``columns_map`` renames output columns (a name the discretizer does not write is refused).
+    A folder output (resumable, a Parquet dataset): :func:`reportsup.labelling.label_archive`."""
     input_path, output_path = Path(input_path), Path(output_path)
     if output_path.exists():
         raise FileExistsError(f"{output_path} exists; choose a new output file (nothing is overwritten).")
@@ -194,7 +203,9 @@ def discretize_file(
     try:
         for chunk in read_chunks(input_path, chunk_size):
             labelled = discretizer.label_chunk(chunk, probabilities)
-            writer.write(labelled)
+            if columns_map:
+                check_columns_map(columns_map, list(labelled.columns))
+            writer.write(labelled.rename(columns=columns_map or {}))
             counts["reports"] += len(labelled)
             counts["no_findings"] += int((labelled["status"] != "ok").sum())
             counts["sentences"] += int(labelled["n_sentences"].sum())

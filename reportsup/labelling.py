@@ -13,21 +13,30 @@ chunk, reports are tokenized once, sorted by token count and padded per batch (n
 ``torch.inference_mode``, with bf16/fp16 autocast (``--precision``; bf16 is the default on GPUs that
 have it, and on CPUs it runs on AMX / AVX512-BF16 where present) or int8 dynamic quantisation of the
 linear layers on CPU (``--quantize int8``); ``--compile`` adds ``torch.compile`` with frozen weights
-(weights cast once to the precision's dtype instead of autocast). Whenever the labels do not come from fp32, their agreement
-with fp32 on the first ``--check-agreement`` reports is measured and recorded (``fp32_agreement``).
+(weights cast once to the precision's dtype instead of autocast). Whenever the labels do not come from fp32, the
+labels written for the first ``--check-agreement`` reports a run labels are compared with fp32 and the
+agreement recorded (``fp32_agreement`` in the manifest and ``runs.jsonl``).
 
-The output folder holds one Parquet part per chunk, written to a temporary name and renamed when
-complete (atomic), ``errors.csv`` (rows not labelled: empty text, text that is not valid UTF-8, no
-report id, a repeated id; with file row number and reason), and ``manifest.json``: the checkpoint's
-path, SHA-256 and label manifest, so every training run on these labels knows which labeller made them
-(each part also carries the SHA-256 in its Parquet metadata). A rerun skips the chunks already written;
-another checkpoint into the same folder is refused. ``--shards N`` splits the chunks over N processes
+The output folder is a labelling folder (:mod:`reportsup.contracts.label_folder`): the labels are a
+Parquet dataset in ``<out>/parts/`` (one part per chunk, one pinned schema, written under a hidden
+temporary name and renamed when complete) that ``pandas.read_parquet(out / "parts")``,
+``pyarrow.dataset.dataset(out / "parts")`` and :func:`~reportsup.contracts.label_folder.read_label_folder`
+read directly; beside it ``errors.csv`` (rows not labelled: empty text, text that is not valid UTF-8, no
+report id, a repeated id; with file row number and reason), ``runs.jsonl`` (one record per run) and
+``manifest.json``: the checkpoint's path, SHA-256 and label manifest and every setting that changes the
+labels, so every training run on these labels knows which labeller made them (each part also carries
+the SHA-256 in its Parquet metadata). The manifest is created together with the first part and never
+rewritten; a rerun skips the parts already written, and a rerun whose output-changing settings differ
+(another checkpoint, precision, int8, compile, max length, archive, chunk size, encoding, column map)
+is refused, naming each difference. Output columns can be renamed (``--rename abnormal=alarm_abnormal``,
+``--columns-map map.json``). ``--shards N`` splits the chunks over N processes
 (a SLURM job array: the array task id picks the shard; ``srun`` with one task per GPU: the task's
 SLURM_PROCID picks the shard and its SLURM_LOCALID the GPU).
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import os
@@ -39,15 +48,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
 from datamodules.common.tables import ReportTableError, count_rows, read_chunks, text_problem
 from lightning_modules.common.report_model import ReportModel
 from reportsup.api.report_models import CLASSIFIER_TASKS, REPORT_MODELS, load_report_model, model_source
-
-MANIFEST = "manifest.json"
+from reportsup.contracts import label_folder
 
 
 def check_rows(chunk: pd.DataFrame, first_row: int, seen: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -137,18 +144,29 @@ class ClassifierLabeller:
         self.model = model.to(device).eval()
         self.device, self.batch_size, self.precision = device, batch_size, precision
         self.batch_tokens = batch_tokens
-        self.forward = self.model
         self.compile_seconds = 0.0
+        self.quantize = quantize
         if compile and quantize:
             raise ValueError("--compile and --quantize int8 do not combine; use --precision bf16 --compile.")
+        if quantize not in (None, "int8"):
+            raise ValueError(f"quantize {quantize!r}: the one quantisation is int8.")
         if quantize == "int8":
             if device.type != "cpu":
                 raise ValueError(
                     "--quantize int8 is dynamic quantisation for CPUs; on a GPU use --precision bf16."
                 )
+            if precision != "32":
+                raise ValueError(
+                    f"--quantize int8 with --precision {precision}: int8 layers run on fp32 activations; "
+                    "drop --precision (or use --precision bf16 without --quantize)."
+                )
+            # A quantised copy (the caller's model stays fp32: the API exports it, the agreement check
+            # compares with it). Bound below, after the swap: binding the forward function first ran the
+            # fp32 model under an int8 manifest (issue 21, item 6).
             self.model = torch.ao.quantization.quantize_dynamic(
                 self.model, {torch.nn.Linear}, dtype=torch.qint8
             )
+        self.forward: Callable = self.model
         self.labels = list(self.model.labels)
         self.threshold = float(self.model.threshold)
         if compile:
@@ -203,7 +221,13 @@ class DiscretizerLabeller:
     """The Cross-DL discretizer applied to whole reports (``reportsup-discretize``'s logic)."""
 
     def __init__(
-        self, model: ReportModel, batch_size: int, device: torch.device, precision: str, quantize: str | None
+        self,
+        model: ReportModel,
+        batch_size: int,
+        device: torch.device,
+        precision: str,
+        quantize: str | None,
+        probabilities: bool = False,
     ) -> None:
         from reportsup.discretize import Discretizer
 
@@ -213,9 +237,10 @@ class DiscretizerLabeller:
                 "the discretizer labels in fp32."
             )
         self.discretizer = Discretizer(model, batch_size=batch_size, device=str(device))
+        self.probabilities = probabilities
 
     def label_chunk(self, chunk: pd.DataFrame) -> pd.DataFrame:
-        return self.discretizer.label_chunk(chunk)
+        return self.discretizer.label_chunk(chunk, self.probabilities)
 
     def manifest(self) -> dict[str, Any]:
         m = self.discretizer.model.label_manifest()
@@ -232,24 +257,32 @@ def make_labeller(
     quantize: str | None,
     compile: bool = False,
     batch_tokens: int | None = BATCH_TOKENS,
+    probabilities: bool = False,
 ) -> ClassifierLabeller | DiscretizerLabeller:
     """The labeller of ``model``'s task (a report classifier or the discretizer)."""
     if model.TASK in CLASSIFIER_TASKS:
+        if probabilities:
+            raise ValueError(
+                "--probabilities is the discretizer's soft matrix; report classifiers always write <label>_prob."
+            )
         return ClassifierLabeller(model, batch_size, device, precision, quantize, compile, batch_tokens)
     if compile:
         raise ValueError("--compile is implemented for report classifiers (ALARM, spine NLP).")
-    return DiscretizerLabeller(model, batch_size, device, precision, quantize)
+    return DiscretizerLabeller(model, batch_size, device, precision, quantize, probabilities)
 
 
-def agreement(fp32: ClassifierLabeller, fast: ClassifierLabeller, texts: Sequence[str]) -> dict[str, float]:
-    """Share of reports whose thresholded labels (all labels of a report) agree between fp32 and the fast
-    path (bf16/fp16 autocast or int8), and the largest probability gap."""
-    a, b = fp32.probabilities(texts), fast.probabilities(texts)
-    same = ((a > fp32.threshold) == (b > fast.threshold)).all(axis=1)
+def agreement(fp32: np.ndarray, fast: np.ndarray, threshold: float) -> dict[str, float]:
+    """Share of reports whose thresholded labels (all labels of a report) agree between fp32 probabilities
+    and the fast path's (bf16/fp16 autocast or int8), and the largest probability gap.
+
+    ``fast`` must be the probabilities the labeller *wrote*, not a second pass: int8 dynamic quantisation
+    scales each batch's activations by that batch's range, so the same report gets other int8 outputs in
+    another batch (issue 21, item 6: the recorded agreement is that of the labels in the parts)."""
+    same = ((fp32 > threshold) == (fast > threshold)).all(axis=1)
     return {
-        "n": len(texts),
-        "label_agreement": float(same.mean()),
-        "max_abs_probability_difference": float(np.abs(a - b).max()),
+        "n": len(fp32),
+        "label_agreement": float(same.mean()) if len(fp32) else 1.0,
+        "max_abs_probability_difference": float(np.abs(fp32 - fast).max()) if len(fp32) else 0.0,
     }
 
 
@@ -261,6 +294,65 @@ def default_device(shard: int) -> str:
         return "cpu"
     local = os.environ.get("SLURM_LOCALID", os.environ.get("LOCAL_RANK", ""))
     return f"cuda:{(int(local) if local.isdigit() else shard) % n}"
+
+
+def columns_map_from_options(
+    renames: Sequence[str] = (), columns_map_file: str | Path | None = None
+) -> dict[str, str]:
+    """The output column map of ``--columns-map FILE.json`` (an object ``{"old": "new"}``) and
+    ``--rename old=new`` options (later ones win); a clear message for a malformed option or file."""
+    mapping: dict[str, str] = {}
+    if columns_map_file is not None:
+        path = Path(columns_map_file)
+        try:
+            loaded = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"--columns-map {path}: file not found.") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"--columns-map {path}: not JSON ({err}).") from None
+        if not isinstance(loaded, dict) or not all(isinstance(v, str) for v in loaded.values()):
+            raise ValueError(
+                f'--columns-map {path}: expected one JSON object of names, {{"old_name": "new_name", ...}}.'
+            )
+        mapping.update(loaded)
+    for option in renames:
+        old, sep, new = option.partition("=")
+        if not sep or not old.strip() or not new.strip():
+            raise ValueError(
+                f"--rename {option!r}: write --rename OLD=NEW (e.g. --rename abnormal=alarm_abnormal)."
+            )
+        mapping[old.strip()] = new.strip()
+    return mapping
+
+
+def add_column_map_options(parser: argparse.ArgumentParser) -> None:
+    """``--rename OLD=NEW`` (repeatable) and ``--columns-map FILE.json``: output columns renamed (issue 21,
+    item 7); the options of ``reportsup-label`` and ``reportsup-discretize``."""
+    parser.add_argument(
+        "--rename",
+        action="append",
+        default=[],
+        metavar="OLD=NEW",
+        help="write output column OLD as NEW (repeatable; e.g. --rename abnormal=alarm_abnormal)",
+    )
+    parser.add_argument(
+        "--columns-map", default=None, metavar="FILE.json", help='output columns renamed: {"old": "new", ...}'
+    )
+
+
+def first_chunk(input_path: Path, chunk_size: int, encoding: str) -> pd.DataFrame:
+    """The archive's first chunk, its columns checked: nothing is labelled (and no manifest written) from an
+    archive without ``report_id`` and ``text`` or without rows."""
+    chunk = next(read_chunks(input_path, chunk_size, encoding, undecodable="mark"), None)
+    if chunk is None or not len(chunk):
+        raise ReportTableError(f"{input_path}: no rows to label (header only, or an empty file).")
+    missing = [c for c in ("report_id", "text") if c not in chunk.columns]
+    if missing:
+        raise ReportTableError(
+            f"{input_path}: missing column(s) {missing}; found {list(chunk.columns)}. "
+            "An archive needs report_id and text."
+        )
+    return chunk
 
 
 def label_archive(
@@ -280,72 +372,93 @@ def label_archive(
     compile: bool = False,
     batch_tokens: int | None = BATCH_TOKENS,
     trust_checkpoint: bool = False,
+    max_length: int | None = None,
+    probabilities: bool = False,
+    columns_map: dict[str, str] | None = None,
+    tasks: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Label ``input_path`` into ``out_dir`` (see the module docstring); returns counts and rates.
-    ``checkpoint``: a run folder, a ``.ckpt`` or a ``reportsup-export`` folder."""
+    """Label ``input_path`` into the labelling folder ``out_dir`` (layout:
+    :mod:`reportsup.contracts.label_folder`); returns counts and rates.
+
+    ``checkpoint``: a run folder, a ``.ckpt`` or a ``reportsup-export`` folder. ``max_length``: truncate
+    reports at fewer tokens than the encoder's maximum. ``probabilities``: the discretizer's soft matrix
+    too. ``columns_map``: output columns renamed (``{"abnormal": "alarm_abnormal"}``; a name the labeller
+    does not write is refused). ``tasks``: the model tasks accepted (``reportsup-discretize``: the
+    discretizer's only).
+
+    Truthful records (issue 21, item 6): the settings that change outputs are checked against the folder's
+    manifest before anything is labelled (a difference is refused, named); the manifest is created only
+    together with the first part (a run that fails earlier leaves none); its ``fp32_agreement`` compares
+    fp32 with the labeller that writes the parts (the int8 model itself under ``--quantize int8``)."""
     input_path, out = Path(input_path), Path(out_dir)
     if not input_path.is_file():
         raise FileNotFoundError(f"{input_path}: archive not found.")
     source = model_source(checkpoint)
     if not 0 <= shard < shards:
         raise ValueError(f"--shard {shard} of --shards {shards}: the shard is 0..{shards - 1}.")
+    if max_length is not None and max_length < 2:
+        raise ValueError(f"--max-length {max_length}: at least 2 tokens ([CLS] and [SEP]).")
     dev = torch.device(device or default_device(shard))
     if precision == "auto":
         precision = "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "32"
     sha = source.sha256
-    out.mkdir(parents=True, exist_ok=True)
-    manifest_path = out / MANIFEST
-    input_bytes = input_path.stat().st_size
-    if manifest_path.exists():
-        before = json.loads(manifest_path.read_text())
-        if before["checkpoint_sha256"] != sha:
-            raise FileExistsError(
-                f"{out} holds labels of another checkpoint ({before['checkpoint']}, sha256 "
-                f"{before['checkpoint_sha256'][:12]}...): use a new output folder."
-            )
-        # A rerun skips the parts already written, by chunk index: that is only the same set of report
-        # ids when the archive and the chunk size are unchanged.
-        then = (before.get("input"), before.get("input_bytes"), before.get("chunk_size"))
-        now = (str(input_path.resolve()), input_bytes, chunk_size)
-        if then != now:
-            raise FileExistsError(
-                f"{out} holds labels of {then[0]} ({then[1]} bytes) in chunks of {then[2]}; this run reads "
-                f"{now[0]} ({now[1]} bytes) in chunks of {now[2]}. Resume with the same archive and "
-                "--chunk-size, or use a new output folder."
-            )
-    model, _ = load_report_model(source.path, trust_checkpoint=trust_checkpoint)
-    fast = quantize or precision != "32"
-    # the fp32 reference keeps its own copy: --compile casts the weights in place, int8 replaces layers
-    reference = copy.deepcopy(model) if fast and check_agreement else None
-    labeller = make_labeller(model, batch_size, dev, precision, quantize, compile, batch_tokens)
-    info: dict[str, Any] = {
-        "checkpoint": str(source.path.resolve()),
+    columns_map = dict(columns_map or {})
+    settings: dict[str, Any] = {
         "checkpoint_sha256": sha,
-        "label_manifest": labeller.manifest(),
         "input": str(input_path.resolve()),
-        "input_bytes": input_bytes,
+        "input_bytes": input_path.stat().st_size,
         "chunk_size": chunk_size,
-        "shards": shards,
+        "encoding": encoding,
         "precision": precision,
         "quantize": quantize,
         "compile": compile,
+        "max_length": max_length,  # replaced by the effective length once the model is loaded
+        "probabilities": probabilities,
+        "columns_map": columns_map,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    label_folder.check_layout(out)
+    head = first_chunk(input_path, chunk_size, encoding)
+    if tasks is None:
+        model, _ = load_report_model(source.path, trust_checkpoint=trust_checkpoint)
+    else:
+        model, _ = load_report_model(source.path, trust_checkpoint=trust_checkpoint, allowed=tuple(tasks))
+    encoder_max = int(model.encoder.max_length)
+    settings["max_length"] = min(max_length, encoder_max) if max_length else encoder_max
+    # Before any labelling: a folder labelled with other settings is refused here, naming the differences.
+    label_folder.check_settings(out, settings)
+    model.encoder.max_length = settings["max_length"]
+    fast = quantize or precision != "32"
+    # the fp32 reference keeps its own copy: --compile casts the weights in place
+    reference = copy.deepcopy(model) if fast and check_agreement else None
+    labeller = make_labeller(
+        model, batch_size, dev, precision, quantize, compile, batch_tokens, probabilities
+    )
+    columns = list(labeller.label_chunk(check_rows(head, 0, set())[0].iloc[:0]).columns)
+    label_folder.check_columns_map(columns_map, columns)
+    info: dict[str, Any] = {
+        "layout": label_folder.LAYOUT,
+        "checkpoint": str(source.path.resolve()),
+        **settings,
+        "label_manifest": labeller.manifest(),
+        "shards": shards,
         "batch_size": batch_size,
         "batch_tokens": batch_tokens,
     }
-    first_chunk = None
-    if reference is not None:
-        first_chunk = next(read_chunks(input_path, chunk_size, encoding, undecodable="mark"))
-        texts = check_rows(first_chunk, 0, set())[0]["text"].astype(str).tolist()[:check_agreement]
-        fp32 = make_labeller(reference, batch_size, dev, "32", None, batch_tokens=batch_tokens)
-        info["fp32_agreement"] = {"mode": quantize or precision, **agreement(fp32, labeller, texts)}
-    if shard == 0 or not manifest_path.exists():
-        tmp = manifest_path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(info, indent=2))
-        os.replace(tmp, manifest_path)
+    fp32 = (
+        None
+        if reference is None
+        else make_labeller(reference, batch_size, dev, "32", None, batch_tokens=batch_tokens)
+    )
+    del head
     total = count_rows(input_path)
-    counts = {"reports": 0, "skipped_done": 0, "errors": 0}
+    counts: dict[str, Any] = {"reports": 0, "skipped_done": 0, "errors": 0}
     seen: set[str] = set()
     start = time.perf_counter()
+    pinned: pa.Schema | None = None
+    recorded = label_folder.read_manifest(out)
+    if recorded is not None and "schema" in recorded:
+        pinned = label_folder.schema_from_text(recorded["schema"])
     bar = tqdm(total=total, unit="report", disable=not progress, desc=f"label shard {shard}/{shards}")
     row = 0
     try:
@@ -356,50 +469,75 @@ def label_archive(
                 raise ReportTableError(
                     f"{input_path}: missing column(s) {missing}; found {list(chunk.columns)}."
                 )
-            mine = index % shards == shard
-            part = out / f"part-{index:06d}.parquet"
+            where = f"{input_path}, rows {row + 2}-{row + n + 1} (part {index})"
             valid, errors = check_rows(chunk, row, seen)
             row += n
-            if not mine:
+            if index % shards != shard or label_folder.part_path(out, index).exists():
+                # another shard's chunk, or written by an earlier run (resumable)
+                counts["skipped_done"] += len(valid) if index % shards == shard else 0
                 bar.update(n)
                 continue
-            if part.exists():  # written by an earlier run: resumable
-                counts["skipped_done"] += len(valid)
-                bar.update(n)
-                continue
-            labelled = labeller.label_chunk(valid) if len(valid) else valid.iloc[:0]
+            labelled = labeller.label_chunk(valid)
+            if fp32 is not None and len(valid) and "fp32_agreement" not in info:
+                # the first reports this run labels, compared with fp32 as written (before the column map)
+                probs = [f"{label}_prob" for label in fp32.labels]
+                n = min(check_agreement, len(valid))
+                reference_probs = fp32.probabilities(valid["text"].astype(str).tolist()[:n])
+                written = labelled[probs].to_numpy(dtype=np.float32)[:n]
+                info["fp32_agreement"] = {
+                    "mode": quantize or precision,
+                    "part": index,
+                    **agreement(reference_probs, written, fp32.threshold),
+                }
+            labelled = labelled.rename(columns=columns_map)
             table = pa.Table.from_pandas(labelled, preserve_index=False)
             table = table.replace_schema_metadata(
-                {**(table.schema.metadata or {}), b"reportsup_checkpoint_sha256": sha.encode()}
+                {**(table.schema.metadata or {}), label_folder.CHECKPOINT_KEY: sha.encode()}
             )
-            tmp = part.with_suffix(f".tmp{os.getpid()}")
-            pq.write_table(table, tmp)
-            if len(errors):
-                err_path = out / f"errors-{index:06d}.csv"
-                errors.to_csv(err_path, index=False)
-            os.replace(tmp, part)  # the part appears only when complete
+            if pinned is None:
+                pinned = label_folder.pin_schema(table.schema)
+                table = label_folder.conform(table, pinned, where)
+                tmp = label_folder.write_part(out, index, table)
+                # The manifest exists only with a part: created once the first part is written, just
+                # before it is committed. A concurrent shard may have created it first: then its settings
+                # must be ours, and its schema rules.
+                ours = {**info, "schema": label_folder.schema_to_text(pinned), "columns": pinned.names}
+                recorded = label_folder.write_manifest_once(out, ours)
+                if recorded != json.loads(json.dumps(ours)):
+                    try:
+                        label_folder.refuse_differences(out, recorded, settings)
+                    except label_folder.LabelFolderError:
+                        tmp.unlink(missing_ok=True)
+                        raise
+                    pinned = label_folder.schema_from_text(recorded["schema"])
+                    tmp = label_folder.write_part(out, index, label_folder.conform(table, pinned, where))
+            else:
+                tmp = label_folder.write_part(out, index, label_folder.conform(table, pinned, where))
+            label_folder.write_part_errors(out, index, errors)
+            label_folder.commit_part(out, index, tmp)  # the part appears only when complete
             counts["reports"] += len(labelled)
-            counts["errors"] += len(errors)
             bar.update(n)
     finally:
         bar.close()
-    counts["errors"] = merge_errors(out)  # this run's and earlier runs' (skipped chunks keep theirs)
+    counts["errors"] = label_folder.merge_errors(
+        out
+    )  # this run's and earlier runs' (skipped parts keep theirs)
     counts["seconds"] = time.perf_counter() - start
     counts["reports_per_second"] = counts["reports"] / max(counts["seconds"], 1e-9)
     counts["compile_seconds"] = getattr(labeller, "compile_seconds", 0.0)
     if "fp32_agreement" in info:
         counts["fp32_agreement"] = info["fp32_agreement"]
-    return counts
-
-
-def merge_errors(out: Path) -> int:
-    """All per-chunk error lists in one ``errors.csv`` (rebuilt each run, in file order); their count."""
-    parts = sorted(out.glob("errors-*.csv"))
-    frames = [pd.read_csv(p) for p in parts]
-    table = (
-        pd.concat(frames, ignore_index=True)
-        if frames
-        else pd.DataFrame(columns=["row", "report_id", "reason"])
+    label_folder.log_run(
+        out,
+        {
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "shard": shard,
+            "shards": shards,
+            "device": str(dev),
+            "batch_size": batch_size,
+            "batch_tokens": batch_tokens,
+            **settings,
+            **{k: v for k, v in counts.items()},
+        },
     )
-    table.to_csv(out / "errors.csv", index=False)
-    return len(table)
+    return counts

@@ -19,7 +19,8 @@ from pathlib import Path
 from datamodules.common.tables import ReportTableError
 from lightning_modules.common.checkpoints import UnsafeCheckpointError
 from reportsup import labelling
-from reportsup.labelling import BATCH_TOKENS, label_archive
+from reportsup.contracts import label_folder
+from reportsup.labelling import BATCH_TOKENS, add_column_map_options, columns_map_from_options, label_archive
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -32,7 +33,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         "checkpoint", help="a run folder (its best checkpoint), a .ckpt, or a reportsup-export folder"
     )
     parser.add_argument("input", help="the archive: .csv, .parquet or .jsonl with report_id and text")
-    parser.add_argument("out_dir", help="output folder (Parquet parts, errors.csv, manifest.json)")
+    parser.add_argument(
+        "out_dir",
+        help="output folder: the labels as a Parquet dataset in OUT_DIR/parts; manifest.json, errors.csv, runs.jsonl beside",
+    )
     parser.add_argument("--chunk-size", type=int, default=5000)
     parser.add_argument("--batch-size", type=int, default=64, help="at most this many reports per batch")
     parser.add_argument(
@@ -70,12 +74,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help="allow unpickling a checkpoint that torch.load(weights_only=True) refuses (only files you trust)",
     )
+    parser.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="truncate reports at this many tokens (default: the encoder's maximum); recorded, a rerun must match",
+    )
+    add_column_map_options(parser)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     # a job array: one shard per array task; `srun --ntasks=4 --gpus-per-task=1`: one per task (and GPU)
     env_shard = os.environ.get("SLURM_ARRAY_TASK_ID", os.environ.get("SLURM_PROCID", "0"))
     shard = args.shard if args.shard is not None else int(env_shard)
     try:
+        columns_map = columns_map_from_options(args.rename, args.columns_map)
         counts = label_archive(
             args.checkpoint,
             args.input,
@@ -93,12 +105,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             compile=args.compile,
             batch_tokens=args.batch_tokens or None,
             trust_checkpoint=args.trust_checkpoint,
+            max_length=args.max_length,
+            columns_map=columns_map,
         )
     except (ReportTableError, FileExistsError, FileNotFoundError, ValueError, UnsafeCheckpointError) as err:
         raise SystemExit(f"reportsup-label: {err}") from None
+    parts = Path(args.out_dir) / label_folder.PARTS
     print(
         f"labelled {counts['reports']} reports in {counts['seconds']:.1f} s = {counts['reports_per_second']:.1f} reports/s; "
-        f"{counts['skipped_done']} already done; {counts['errors']} row(s) not labelled, listed in {Path(args.out_dir) / 'errors.csv'}",
+        f"{counts['skipped_done']} already done; {counts['errors']} row(s) not labelled, listed in {Path(args.out_dir) / label_folder.ERRORS}; "
+        f"read the labels with pandas.read_parquet('{parts}')",
         file=sys.stderr,
     )
     if "fp32_agreement" in counts:

@@ -19,6 +19,7 @@ from lightning_modules.common.checkpoints import UnsafeCheckpointError
 from reportsup import ReportLabeller, SentenceDiscretizer
 from reportsup.api import discretizer as discretizer_module
 from reportsup.api import reports as reports_module
+from reportsup.contracts.label_folder import read_label_folder
 from reportsup.labelling import label_archive
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -56,8 +57,7 @@ def test_predict_gives_the_reportsup_label_columns_for_texts_tables_and_files(
     # what reportsup-label writes for the same archive and checkpoint
     reports.to_csv(tmp_path / "archive.csv", index=False)
     label_archive(ckpt, tmp_path / "archive.csv", tmp_path / "labels", progress=False)
-    written = pd.concat([pd.read_parquet(p) for p in sorted((tmp_path / "labels").glob("part-*.parquet"))])
-    written = written.reset_index(drop=True)
+    written, _ = read_label_folder(tmp_path / "labels")
     from_frame = labeller.predict(reports)
     assert list(from_frame.columns) == list(written.columns)
     pd.testing.assert_frame_equal(from_frame, written, check_dtype=False, atol=1e-6)

@@ -42,7 +42,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from datamodules.common.tables import ReportTableError, read_table_file
+from datamodules.common.tables import ReportTableError, read_table_file, require_rows
 from datamodules.spine.radiographs import (
     GREEN_CHANNEL,
     RadiographReadError,
@@ -76,7 +76,7 @@ def _read(path: str | Path, what: str, required: Sequence[str]) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise SpineDataError(f"{what}={path}: file not found.")
-    table = read_table_file(path)
+    table = require_rows(read_table_file(path), path, what)  # a header-only table: named, not "0 sessions"
     missing = [c for c in required if c not in table.columns]
     if missing:
         raise SpineDataError(f"{path}: missing column(s) {missing} ({what}); found {list(table.columns)}.")

@@ -87,7 +87,7 @@ def test_unquoted_comma_gives_a_parse_error_with_the_line(tmp_path):
 
 def test_malformed_jsonl_and_corrupt_parquet(tmp_path):
     bad_json = _write(tmp_path, '{"report_id": "a", "patient_id": "p", "text": "x"}\n{not json\n', "t.jsonl")
-    with pytest.raises(ReportTableError, match="cannot be read as jsonl"):
+    with pytest.raises(ReportTableError, match=r"t.jsonl, line 2: not a JSON object .*starts '\{not json'"):
         read_report_table(bad_json, [])
     bad_parquet = _write(tmp_path, b"PAR1 this is not a parquet file", "t.parquet", mode="wb")
     with pytest.raises(ReportTableError, match="cannot be read as parquet"):

@@ -126,14 +126,15 @@ def type_code(kind: str) -> hd.sr.CodedConcept:
 
 
 # ------------------------------------------------------------------------------------------- source
-def read_source_series(folder: str | Path) -> list[Dataset]:
+def read_source_series(folder: str | Path, where: str = "") -> list[Dataset]:
     """The series' slice headers (no pixels) sorted along the slice normal (the order every DICOM
-    tool uses, whatever the instance numbers say)."""
+    tool uses, whatever the instance numbers say). ``where`` (the scan) prefixes every message."""
+    prefix = f"{where}: " if where else ""
     folder = Path(folder)
     try:
         files = list_slice_files(folder)
     except ScanError as err:  # already names the folder and the fix
-        raise DicomOutputError(str(err)) from None
+        raise DicomOutputError(f"{prefix}{err}") from None
     slices = []
     for f in files:
         try:
@@ -141,7 +142,7 @@ def read_source_series(folder: str | Path) -> list[Dataset]:
         except (OSError, InvalidDicomError, ValueError, EOFError) as err:
             # validated before prediction, so the file changed since: name it rather than crash
             raise DicomOutputError(
-                f"{f}: cannot be read for the DICOM outputs ({type(err).__name__}: {err}); re-export the "
+                f"{prefix}{f}: cannot be read for the DICOM outputs ({type(err).__name__}: {err}); re-export the "
                 "series, or rerun with --no-dicom to keep the NIfTI outputs only."
             ) from None
     try:
@@ -152,7 +153,7 @@ def read_source_series(folder: str | Path) -> list[Dataset]:
         )
     except AttributeError as err:
         raise DicomOutputError(
-            f"{folder}: the slices lack the image plane attributes the DICOM outputs need ({err}); "
+            f"{prefix}{folder}: the slices lack the image plane attributes the DICOM outputs need ({err}); "
             "rerun with --no-dicom to keep the NIfTI outputs only."
         ) from None
 
@@ -342,7 +343,7 @@ def write_dicom_outputs(
         dice_thresholds: per type, the run's tested abnormality-map threshold (else 0.5).
     """
     where = f"scan {scan_id} ({source})"
-    slices = read_source_series(source)
+    slices = read_source_series(source, f"scan {scan_id}")
     abn_path, reg_path = maps_dir / f"{scan_id}_abnormality.nii.gz", maps_dir / f"{scan_id}_regions.nii.gz"
     for path in (abn_path, reg_path):
         if not path.exists():

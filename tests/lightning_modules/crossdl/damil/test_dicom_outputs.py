@@ -20,6 +20,7 @@ import pydicom
 import pytest
 import torch
 from nibabel.affines import apply_affine
+from pydicom.data import get_testdata_file
 
 from datamodules.crossdl.head_ct.transforms import PreprocessConfig
 from datamodules.synthetic.datasets.ct_scans import write_ct_scan_dataset
@@ -419,8 +420,24 @@ def test_a_slice_damaged_after_prediction_is_named(phantoms, tmp_path):
     victim = sorted(series.iterdir())[3]
     victim.write_bytes(b"\x00" * 64)  # truncated to nothing DICOM
     maps = _truth_maps(phantoms, scan_id, tmp_path / "maps")
-    with pytest.raises(DicomOutputError, match=f"{victim}: cannot be read for the DICOM outputs.*re-export"):
+    with pytest.raises(DicomOutputError) as err:
         write_dicom_outputs(scan_id, series, maps, tmp_path / "out", SPACE, _prediction_row())
+    assert str(err.value).startswith(f"scan {scan_id}: {victim}: cannot be read for the DICOM outputs")
+    assert "InvalidDicomError" in str(err.value) and "re-export the series, or rerun with --no-dicom" in str(
+        err.value
+    )
+
+
+def test_a_real_ct_slice_that_is_not_the_scans_series_is_refused(phantoms, tmp_path):
+    """pydicom's CT_small.dcm (a real CT slice of another patient) named as the series of our maps."""
+    scan_id = "HCT00000"
+    series = tmp_path / "ct_small"
+    series.mkdir()
+    shutil.copy(get_testdata_file("CT_small.dcm"), series / "CT_small.dcm")
+    maps = _truth_maps(phantoms, scan_id, tmp_path / "maps")
+    with pytest.raises(DicomOutputError, match=r"slice 1 \(1\.3\.6\.1\.4\.1\.5962\..*outside the NIfTI map"):
+        write_dicom_outputs(scan_id, series, maps, tmp_path / "out", SPACE, _prediction_row())
+    assert not (tmp_path / "out" / "dicom" / scan_id / "seg.dcm").exists()
 
 
 def test_maps_of_another_label_space_are_refused(phantoms, tmp_path):

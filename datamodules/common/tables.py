@@ -48,13 +48,15 @@ def _open_bytes(path: Path) -> IO[bytes]:
     return gzip.open(path, "rb") if table_suffix(path).endswith(".gz") else path.open("rb")
 
 
-def require_rows(table: pd.DataFrame, path: Path, key: str | None = None) -> pd.DataFrame:
-    """``table`` if it has rows; otherwise an error naming the file (issue 21, item 5: a header-only table
-    used to reach the split and be reported as "0 patients")."""
+def require_rows(
+    table: pd.DataFrame, path: Path, key: str | None = None, error: type[ReportTableError] = ReportTableError
+) -> pd.DataFrame:
+    """``table`` if it has rows; otherwise ``error`` naming the file (issue 21, item 5: a header-only table
+    used to reach the split and be reported as "0 patients"); ``key`` is the config key that names it."""
     if len(table) == 0:
         what = f"a header ({', '.join(map(str, table.columns))}) but no rows" if len(table.columns) else "no rows"
         where = f" or point {key} at the table you meant" if key else ""
-        raise ReportTableError(f"{path}: the table has {what}. Add its rows{where}.")
+        raise error(f"{path}: the table has {what}. Add its rows{where}.")
     return table
 
 

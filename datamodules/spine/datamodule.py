@@ -76,7 +76,7 @@ def _read(path: str | Path, what: str, required: Sequence[str]) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise SpineDataError(f"{what}={path}: file not found.")
-    table = require_rows(read_table_file(path), path, what)  # a header-only table: named, not "0 sessions"
+    table = require_rows(read_table_file(path), path, what, SpineDataError)  # a header-only table: named, not "0 sessions"
     missing = [c for c in required if c not in table.columns]
     if missing:
         raise SpineDataError(f"{path}: missing column(s) {missing} ({what}); found {list(table.columns)}.")

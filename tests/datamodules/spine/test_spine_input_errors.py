@@ -255,3 +255,13 @@ def test_prediction_checks_every_view_first(phantoms, tmp_path):
     intact = pd.read_csv(tmp_path / "intact.csv", dtype=str).head(4)
     out = classifier.predict(intact)
     assert len(out) == 2 and out[f"{FINDING}_prob"].between(0, 1).all()
+
+
+def test_a_header_only_views_table_is_named(phantoms, tmp_path):
+    views = tmp_path / "views.csv.gz"  # gzip-compressed tables are read like plain ones (issue 21, item 7)
+    pd.read_csv(phantoms / "views.csv").head(0).to_csv(views, index=False)
+    with pytest.raises(
+        SpineDataError,
+        match=re.escape(f"{views}: the table has a header (session_id, patient_id, report_id, view, image) but no rows. Add its rows or point data.views at the table you meant."),
+    ):
+        _datamodule(phantoms, views).setup("fit")

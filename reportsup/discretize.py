@@ -128,8 +128,10 @@ class Discretizer:
         out = chunk[[c for c in PASS_THROUGH if c in chunk.columns]].reset_index(drop=True)
         out["status"], out["n_sentences"] = status, n_sentences
         no_findings = np.array(status) != "ok"
+        # explicit widths, not -1: a chunk without a report to label (all rows in errors.csv) has 0 rows
+        n_cells = len(self.space.matrix_columns())
         cells = pd.DataFrame(
-            hard.reshape(len(chunk), -1).astype("int8"), columns=self.space.matrix_columns()
+            hard.reshape(len(chunk), n_cells).astype("int8"), columns=self.space.matrix_columns()
         ).astype("Int8")
         scan = pd.DataFrame(
             hard.max(axis=1).astype("int8"), columns=[f"scan__{t}" for t in self.space.types]
@@ -144,7 +146,8 @@ class Discretizer:
             )
             parts.append(
                 pd.DataFrame(
-                    soft.reshape(len(chunk), -1), columns=[f"{c}_prob" for c in self.space.matrix_columns()]
+                    soft.reshape(len(chunk), n_cells),
+                    columns=[f"{c}_prob" for c in self.space.matrix_columns()],
                 )
             )
         result = pd.concat(parts, axis=1)

@@ -192,3 +192,46 @@ def test_docstring_examples_run(monkeypatch, tiny_discretizer_checkpoint):
     for module, globs in ((reports_module, {}), (discretizer_module, {"path": tiny_discretizer_checkpoint})):
         result = doctest.testmod(module, extraglobs=globs, optionflags=doctest.ELLIPSIS)
         assert result.attempted > 0 and result.failed == 0, f"{module.__name__}: {result}"
+
+
+def test_reportsup_discretize_into_a_folder_writes_the_file_modes_table_as_a_dataset(
+    tiny_discretizer_checkpoint, tiny_encoder, tmp_path
+):
+    """Issue 21, item 7: ``reportsup-discretize`` into a folder (no .csv/.parquet suffix) writes a labelling
+    folder whose parts hold the file mode's table; columns can be renamed; a classifier is refused."""
+    from datamodules.synthetic.datasets.ct_reports import generate_ct_tables
+    from reportsup.cli.discretize import main as discretize_main
+
+    reports = generate_ct_tables(30, seed=5)["ct_reports"][["report_id", "patient_id", "scan_id", "text"]]
+    reports.to_csv(tmp_path / "r.csv", index=False)
+    ckpt, source = str(tiny_discretizer_checkpoint), str(tmp_path / "r.csv")
+    discretize_main([ckpt, source, str(tmp_path / "file.parquet"), "--probabilities", "--no-progress"])
+    discretize_main(
+        [ckpt, source, str(tmp_path / "folder"), "--probabilities", "--chunk-size", "7", "--no-progress"]
+    )
+    written = pd.read_parquet(tmp_path / "file.parquet")
+    labels, manifest = read_label_folder(tmp_path / "folder")
+    assert len(list((tmp_path / "folder" / "parts").glob("part-*.parquet"))) == 5  # 30 reports in chunks of 7
+    assert manifest["label_manifest"]["task"] == "crossdl_discretizer" and manifest["probabilities"] is True
+    pd.testing.assert_frame_equal(labels, written, check_dtype=False)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "folder" / "parts"), labels)
+    # renamed in either form; a name the discretizer does not write is refused, naming it
+    first_cell = written.columns[5]
+    for out in ("renamed.parquet", "renamed"):
+        discretize_main(
+            [ckpt, source, str(tmp_path / out), "--rename", f"{first_cell}=first_cell", "--no-progress"]
+        )
+    renamed, _ = read_label_folder(tmp_path / "renamed")
+    assert "first_cell" in renamed.columns and first_cell not in renamed.columns
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "renamed.parquet"), renamed, check_dtype=False)
+    for out in ("typo.parquet", "typo"):
+        with pytest.raises(
+            SystemExit, match=r"^reportsup-discretize: column map: no output column \['scan__hemorrhage_x'\]"
+        ):
+            discretize_main(
+                [ckpt, source, str(tmp_path / out), "--rename", "scan__hemorrhage_x=y", "--no-progress"]
+            )
+    alarm = _alarm_checkpoint(tiny_encoder, tmp_path / "a.ckpt")
+    with pytest.raises(SystemExit, match="alarm_report_classifier.*expected one of"):
+        discretize_main([str(alarm), source, str(tmp_path / "alarm"), "--no-progress"])
+    assert not (tmp_path / "alarm" / "manifest.json").exists()

@@ -494,3 +494,24 @@ def test_output_columns_are_renamed_and_unknown_names_are_refused(tiny_encoder, 
         with pytest.raises(SystemExit, match=r"^reportsup-label: .*" + message):
             main([str(ckpt), str(path), str(tmp_path / "refused"), "--no-progress", *options])
         assert not (tmp_path / "refused" / "manifest.json").exists()
+
+
+def test_gzip_compressed_archives_are_labelled_end_to_end(tiny_encoder, archive, tmp_path):
+    """Issue 21, item 7: ``.csv.gz`` and ``.jsonl.gz`` archives (read by datamodules.common.tables) through
+    the command, with the same labels and the same error rows as the plain CSV."""
+    import gzip
+
+    path, table = archive
+    ckpt = _checkpoint(tiny_encoder, tmp_path / "a.ckpt")
+    csv_gz, jsonl_gz = tmp_path / "archive.csv.gz", tmp_path / "archive.jsonl.gz"
+    csv_gz.write_bytes(gzip.compress(path.read_bytes()))
+    jsonl_gz.write_bytes(gzip.compress(table.to_json(orient="records", lines=True).encode()))
+    label_archive(ckpt, path, tmp_path / "plain", chunk_size=50, progress=False)
+    plain = _read(tmp_path / "plain")
+    for source in (csv_gz, jsonl_gz):
+        out = tmp_path / source.name.replace(".", "_")
+        main([str(ckpt), str(source), str(out), "--chunk-size", "50", "--no-progress"])
+        labels, manifest = read_label_folder(out)
+        pd.testing.assert_frame_equal(labels, plain, check_dtype=False, atol=1e-6)
+        assert manifest["input"] == str(source.resolve())
+        assert pd.read_csv(out / "errors.csv")["row"].tolist() == [5, 42, 122]

@@ -1,5 +1,6 @@
 """reportsup-damil-predict's DICOM outputs (issue 21, item 4): a tiny untrained DaMIL predicts a DICOM
-phantom series, the same series stored top-down (files and instance numbers in reverse) and a NIfTI scan;
+phantom series, the same series stored top-down (files and instance numbers in reverse) and with
+shuffled instance numbers, and a NIfTI scan;
 every SEG, Parametric Map and TID 1500 SR is read back with pydicom / highdicom and checked against its
 source series (frames, geometry per slice, Frame of Reference, referenced instances), the label space
 (segment labels and codes) and the NIfTI outputs (maps, predictions table); the label tables name every
@@ -62,6 +63,18 @@ def _reverse_series(src: Path, dst: Path) -> Path:
     return dst
 
 
+def _shuffle_instance_numbers(src: Path, dst: Path) -> Path:
+    """The same series with instance numbers that disagree with the slice positions (issue 21 item 2:
+    read in position order, not refused)."""
+    shutil.copytree(src, dst)
+    files = sorted(dst.iterdir())
+    for f, number in zip(files, np.random.default_rng(0).permutation(len(files)) + 1, strict=True):
+        ds = pydicom.dcmread(f)
+        ds.InstanceNumber = int(number)
+        ds.save_as(f)
+    return dst
+
+
 @pytest.fixture(scope="module")
 def phantoms(tmp_path_factory) -> Path:
     return write_ct_scan_dataset(
@@ -79,7 +92,7 @@ def phantoms(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def predicted(phantoms, tmp_path_factory):
     """An untrained tiny DaMIL exported (loaded without pickle) and a manifest of two DICOM phantoms, a
-    top-down copy of the first and the second as NIfTI; (out folder, manifest, work folder)."""
+    top-down and a shuffled-instance-number copy of the first, and the second as NIfTI; (out folder, manifest, work folder)."""
     work = tmp_path_factory.mktemp("predict")
     torch.manual_seed(0)
     module = DaMILModule(network={"base_filters": 2, "depth": 4, "n_scales": 2})
@@ -89,11 +102,12 @@ def predicted(phantoms, tmp_path_factory):
     first, second = rows.iloc[0], rows.iloc[1]
     manifest = pd.DataFrame(
         {
-            "scan_id": [first["scan_id"], "reversed", "as_nifti"],
-            "patient_id": [first["patient_id"], first["patient_id"], second["patient_id"]],
+            "scan_id": [first["scan_id"], "reversed", "shuffled", "as_nifti"],
+            "patient_id": [first["patient_id"]] * 3 + [second["patient_id"]],
             "image": [
                 str(phantoms / first["image"]),
                 str(_reverse_series(phantoms / first["image"], work / "reversed")),
+                str(_shuffle_instance_numbers(phantoms / first["image"], work / "shuffled")),
                 str(phantoms / "nifti" / f"{second['scan_id']}.nii.gz"),
             ],
         }
@@ -151,7 +165,7 @@ def _nifti_on_slice(path: Path, ds: pydicom.Dataset) -> np.ndarray:
 
 def test_parametric_maps_hold_the_nifti_maps_on_every_source_slice(predicted, cli_output):
     out, manifest, _ = predicted
-    for scan_id, image in zip(manifest["scan_id"][:2], manifest["image"][:2], strict=True):
+    for scan_id, image in zip(manifest["scan_id"][:3], manifest["image"][:3], strict=True):
         sources = _sources(image)
         frame_of_reference = {ds.FrameOfReferenceUID for ds in sources.values()}.pop()
         for j, kind in enumerate(SPACE.types):
@@ -279,11 +293,15 @@ def test_structured_report_lists_every_finding_with_the_predicted_probability(pr
     np.testing.assert_allclose([found[k] for k in expected.index], expected.to_numpy(), rtol=1e-6)
 
 
-def test_a_top_down_series_gets_the_same_maps_on_the_same_slices(predicted, cli_output):
-    """The reversed copy holds the same instances: each one's frame must hold the same values as in the
-    bottom-up original, although its files and instance numbers run the other way."""
+@pytest.mark.parametrize("stored", ["reversed", "shuffled"])
+def test_a_series_stored_in_another_order_gets_the_same_maps_on_the_same_slices(
+    predicted, cli_output, stored
+):
+    """The reversed copy (files and instance numbers top-down) and the shuffled one (instance numbers
+    that disagree with the positions) hold the same instances: each one's frame must hold the same values
+    as in the original, whatever order the files were read in for prediction."""
     out, manifest, _ = predicted
-    original, reversed_ = manifest["scan_id"].iloc[0], "reversed"
+    original, reversed_ = manifest["scan_id"].iloc[0], stored
 
     def by_source(scan: str, kind: str) -> dict[str, np.ndarray]:
         pm = pydicom.dcmread(out / "dicom" / scan / f"pm_{kind}.dcm")
@@ -302,7 +320,7 @@ def test_a_top_down_series_gets_the_same_maps_on_the_same_slices(predicted, cli_
 def test_nifti_scans_get_nifti_only_and_one_note(predicted, cli_output):
     out, manifest, _ = predicted
     assert cli_output.count("read from NIfTI") == 1 and "as_nifti" in cli_output
-    assert "DICOM SEG/Parametric Map/SR written for 2 scan(s)" in cli_output
+    assert "DICOM SEG/Parametric Map/SR written for 3 scan(s)" in cli_output
     assert not (out / "dicom" / "as_nifti").exists()
     assert (out / "maps" / "as_nifti_abnormality.nii.gz").exists()
     assert not (out / "dicom_failed.csv").exists()
@@ -371,13 +389,7 @@ def test_each_frame_holds_its_own_slices_truth_whatever_the_file_order(phantoms,
     if storage == "reversed":
         series = _reverse_series(series, tmp_path / "series")
     elif storage == "shuffled_instance_numbers":  # numbers that disagree with the positions (item 2)
-        shutil.copytree(series, tmp_path / "series")
-        series = tmp_path / "series"
-        files = sorted(series.iterdir())
-        for f, number in zip(files, np.random.default_rng(0).permutation(len(files)) + 1, strict=True):
-            ds = pydicom.dcmread(f)
-            ds.InstanceNumber = int(number)
-            ds.save_as(f)
+        series = _shuffle_instance_numbers(series, tmp_path / "series")
     maps = _truth_maps(phantoms, scan_id, tmp_path / "maps")
     written = write_dicom_outputs(scan_id, series, maps, tmp_path / "out", SPACE, _prediction_row())
 

@@ -91,8 +91,8 @@ def phantoms(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def predicted(phantoms, tmp_path_factory):
-    """An untrained tiny DaMIL exported (loaded without pickle) and a manifest of two DICOM phantoms, a
-    top-down and a shuffled-instance-number copy of the first, and the second as NIfTI; (out folder, manifest, work folder)."""
+    """An untrained tiny DaMIL exported (loaded without pickle) and a manifest of a DICOM phantom, its
+    top-down and shuffled-instance-number copies and a second phantom as NIfTI; (out, manifest, work)."""
     work = tmp_path_factory.mktemp("predict")
     torch.manual_seed(0)
     module = DaMILModule(network={"base_filters": 2, "depth": 4, "n_scales": 2})

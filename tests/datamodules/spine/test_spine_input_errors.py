@@ -240,6 +240,16 @@ def test_header_mode_reads_no_pixels_but_finds_a_cut_png(tmp_path, phantoms):
     assert check_radiograph(png, decode=False) is None
 
 
+def test_a_cut_jpeg_is_found_only_by_decoding(tmp_path):
+    """JPEG has no chunk checksums: only the decode (the default data.check_images) sees the missing end."""
+    pixels = (np.random.default_rng(0).random((300, 200)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "view.jpg")
+    _truncate((tmp_path / "view.jpg").read_bytes(), tmp_path / "cut.jpg")
+    assert check_radiograph(tmp_path / "cut.jpg", decode=False) is None
+    problem = check_radiograph(tmp_path / "cut.jpg")
+    assert problem.reason == "unreadable" and "image file is truncated" in str(problem), str(problem)
+
+
 # -- prediction: the same check before the first batch ------------------------------------------------
 def test_prediction_checks_every_view_first(phantoms, tmp_path):
     views, row, session = _damaged(phantoms, tmp_path, _header_only)

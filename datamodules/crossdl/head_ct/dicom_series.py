@@ -480,4 +480,7 @@ def validate_manifest_row(
     for column, path in (masks or {}).items():
         if path:
             check_mask_file(str(path), column, info.shape, affine)
+            import nibabel as nib
+
+            check_nifti_complete(Path(path), nib.load(path))  # a cut mask reads its header, not its voxels
     return info

@@ -30,12 +30,16 @@ from datamodules.crossdl.head_ct.dicom_index import (
     ManifestRules,
     assign_images,
     index_dicom_tree,
+    own_folder,
 )
 from datamodules.crossdl.head_ct.scan_checks import DEFAULT_BONE_KERNELS, DEFAULT_BONE_WINDOW
 
 PROG = "reportsup-scan-manifest"
 SKIPPED_NAME = "skipped_series.csv"
 LINK_FOLDER = "series"
+# Written into a series/ folder this command created: only such a folder is left out of the walk (a
+# user's own "series" folder inside the export is data) and written into.
+LINK_MARKER = ".made-by-reportsup-scan-manifest"
 SHOW = 10  # skipped rows printed
 
 
@@ -146,13 +150,23 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     start = time.perf_counter()
     # Our own outputs are not part of the export, even when --out lies inside DICOM_ROOT.
-    ours = [link_root, out, skipped_path]
+    ours = [out, skipped_path] + ([link_root] if (link_root / LINK_MARKER).exists() else [])
     result = index_dicom_tree(root, rules, exclude=ours, progress=not args.no_progress)
     seconds = time.perf_counter() - start
     if result.n_files == 0:
         sys.exit(f"{PROG}: {root} holds no files. Give the folder the DICOM export was unpacked into.")
 
-    targets = [link_root / sid for sid in result.kept["scan_id"]]
+    linked = [
+        sid
+        for sid, uid in zip(result.kept["scan_id"], result.kept["series_instance_uid"], strict=True)
+        if own_folder(result.series[uid]) is None
+    ]
+    if linked and link_root.exists() and not (link_root / LINK_MARKER).exists():
+        sys.exit(
+            f"{PROG}: {link_root} exists and was not made by {PROG}; {len(linked)} series need link folders "
+            "there. Write the manifest into another folder (--out)."
+        )
+    targets = [link_root / sid for sid in linked]
     _refuse_existing(targets, args.overwrite)
     for target in targets:  # --overwrite: these are our link folders of an earlier run (named by scan_id)
         if target.is_symlink() or target.is_file():
@@ -160,6 +174,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         elif target.exists():
             shutil.rmtree(target)
     folder.mkdir(parents=True, exist_ok=True)
+    if linked:
+        link_root.mkdir(exist_ok=True)
+        (link_root / LINK_MARKER).write_text(f"link folders of {out.name}; see docs/hospital/dicom-manifest.md\n")
     kept = assign_images(result, link_root, args.link_mode)
     if out.suffix.lower() == ".parquet":
         kept.to_parquet(out, index=False)

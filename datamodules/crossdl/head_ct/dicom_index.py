@@ -676,6 +676,14 @@ def link_series(files: Iterable[Path], folder: Path, mode: Literal["symlink", "c
             shutil.copy2(f, target)
 
 
+def own_folder(series: SeriesFiles) -> Path | None:
+    """The series' folder if it holds exactly the series (as ``list_slice_files`` sees it), else None."""
+    folders = series.folders
+    if len(folders) == 1 and _folder_holds_only(folders[0], {f for f, _ in series.files}):
+        return folders[0]
+    return None
+
+
 def assign_images(
     result: IndexResult, link_root: Path, mode: Literal["symlink", "copy"] = "symlink"
 ) -> pd.DataFrame:
@@ -685,14 +693,13 @@ def assign_images(
     kept = result.kept.copy()
     for i, row in kept.iterrows():
         one = result.series[row["series_instance_uid"]]
-        paths = {f for f, _ in one.files}
-        folders = one.folders
-        if len(folders) == 1 and _folder_holds_only(folders[0], paths):
-            kept.at[i, "image"] = str(folders[0].absolute())
+        folder = own_folder(one)
+        if folder is not None:
+            kept.at[i, "image"] = str(folder.absolute())
             kept.at[i, "image_source"] = "folder"
         else:
             target = link_root / str(row["scan_id"])
-            link_series(sorted(paths), target, mode)
+            link_series(sorted(f for f, _ in one.files), target, mode)
             kept.at[i, "image"] = str(target.absolute())
             kept.at[i, "image_source"] = mode
     return kept

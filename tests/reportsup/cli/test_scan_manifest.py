@@ -109,6 +109,19 @@ def test_copy_mode_and_manifest_inside_the_export(export, tmp_path):
     assert len(skipped) == 10 and skipped.set_index("reason").loc["not_dicom", "n_files"] == 1
 
 
+def test_a_users_series_folder_is_neither_skipped_nor_written_into(export, tmp_path):
+    """A folder named series/ inside the export is data: walked, and not used for links."""
+    root, _ = export
+    own = tmp_path / "pacs"
+    shutil.copytree(root, own)
+    (own / "MIXP002" / "CT" / "HEAD").rename(own / "series")
+    with pytest.raises(SystemExit, match=r"pacs/series exists and was not made by reportsup-scan-manifest; 1 "):
+        _run(own, own / "manifest.csv")
+    _run(own, tmp_path / "elsewhere" / "manifest.csv")
+    manifest = pd.read_csv(tmp_path / "elsewhere" / "manifest.csv", dtype=str)
+    assert str(own / "series") in set(manifest["image"])
+
+
 def test_options_change_the_rules(export, tmp_path):
     root, _ = export
     out = tmp_path / "manifest.csv"

@@ -88,7 +88,7 @@ HEADER_TAGS: tuple[str, ...] = (
 #: reason -> what it means (the docs page's table is checked against this mapping by the tests)
 SKIP_REASONS: dict[str, str] = {
     "not_dicom": "not a DICOM Part 10 file (no 'DICM' header): documents, thumbnails, viewer files",
-    "unreadable": "a DICOM file whose header cannot be parsed (cut short or corrupt)",
+    "unreadable": "cannot be read: a DICOM header cut short or corrupt, a broken link, a folder without read permission",
     "dicomdir": "a DICOMDIR index; the files it lists are read directly",
     "no_series_uid": "a DICOM file without SeriesInstanceUID, so it belongs to no series",
     "non_image": "objects without pixels (structured reports, presentation states, key objects, header-only copies)",
@@ -164,7 +164,8 @@ class SeriesFiles:
 @dataclass
 class IndexResult:
     """``kept``: one row per kept series (``MANIFEST_COLUMNS``); ``skipped``: one row per series or file
-    group left out (``SKIPPED_COLUMNS``); ``n_files``: files walked."""
+    group left out (``SKIPPED_COLUMNS``); ``n_files``: entries walked (files, plus broken links and
+    folders that could not be listed), each in exactly one row."""
 
     kept: pd.DataFrame
     skipped: pd.DataFrame
@@ -212,19 +213,30 @@ SKIPPED_COLUMNS: tuple[str, ...] = (
 # ----------------------------------------------------------------------------------------------------
 
 
-def walk_files(root: Path, exclude: Sequence[Path] = ()) -> list[Path]:
-    """Every regular file under ``root`` (symlinks to files included), sorted; ``exclude``d folders are
-    not entered and ``exclude``d files not listed (our own outputs when the manifest is written inside the
-    export)."""
+def walk_files(root: Path, exclude: Sequence[Path] = ()) -> tuple[list[Path], list[tuple[Path, str, str]]]:
+    """Every regular file under ``root`` (symlinks to files included), sorted, and the entries that could
+    not be listed or are no file (``(path, "unreadable", detail)``: a folder without read permission, a
+    broken link), so nothing is left out silently. ``exclude``d folders are not entered and ``exclude``d
+    files not listed (our own outputs when the manifest is written inside the export)."""
     skip = {os.path.realpath(p) for p in exclude}
     found: list[Path] = []
-    for folder, dirs, files in os.walk(root, followlinks=False):
+    problems: list[tuple[Path, str, str]] = []
+
+    def unlisted(err: OSError) -> None:
+        path = Path(err.filename or root)
+        problems.append((path, "unreadable", f"folder cannot be listed ({type(err).__name__}: {err.strerror})"))
+
+    for folder, dirs, files in os.walk(root, onerror=unlisted, followlinks=False):
         dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(folder, d)) not in skip)
         for name in files:
             path = os.path.join(folder, name)
-            if os.path.isfile(path) and (not skip or os.path.realpath(path) not in skip):
+            if skip and os.path.realpath(path) in skip:
+                continue
+            if os.path.isfile(path):
                 found.append(Path(path))
-    return sorted(found)
+            else:
+                problems.append((Path(path), "unreadable", "a broken symbolic link or a special file"))
+    return sorted(found), problems
 
 
 def read_header(path: Path) -> Dataset | tuple[str, str]:
@@ -631,9 +643,9 @@ def index_dicom_tree(
     """
     rules = rules or ManifestRules()
     root = Path(root)
-    files = walk_files(root, exclude)
+    files, problems = walk_files(root, exclude)
+    n_entries = len(files) + len(problems)  # broken links and unlisted folders are accounted for too
     series: dict[str, SeriesFiles] = {}
-    problems: list[tuple[Path, str, str]] = []
     with warnings.catch_warnings():
         # pydicom warns once per malformed value it converts (UIDs with hex digits, odd dates): thousands
         # of lines on a real export, about values no rule needs to be well-formed.
@@ -656,7 +668,7 @@ def index_dicom_tree(
     return IndexResult(
         pd.DataFrame(kept, columns=list(MANIFEST_COLUMNS)),
         pd.DataFrame(skipped, columns=list(SKIPPED_COLUMNS)),
-        len(files),
+        n_entries,
         series,
     )
 

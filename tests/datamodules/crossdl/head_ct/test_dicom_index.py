@@ -5,6 +5,7 @@ DICOMDIR files; pydicom-data's enhanced CT), small written series otherwise."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -233,6 +234,33 @@ def test_link_folder_inside_the_export_is_not_indexed(tmp_path):
     assign_images(first, export / "series")
     again = index_dicom_tree(export, exclude=[export / "series"], progress=False)
     assert again.skipped.empty and len(again.kept) == 2
+
+
+def test_broken_links_and_unlisted_folders_are_reported(tmp_path, monkeypatch):
+    """Nothing is left out silently: a broken link and a folder that cannot be listed (os.scandir raising
+    PermissionError, as for a folder without read permission; tests run as root, so chmod would not do)."""
+    export = tmp_path / "export"
+    _series(export / "ok")
+    (export / "ok" / "gone.dcm").symlink_to(tmp_path / "nowhere.dcm")
+    (export / "locked").mkdir()
+    (export / "locked" / "IM1.dcm").write_bytes(b"")
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if Path(path) == export / "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    result = index_dicom_tree(export, progress=False)
+    assert result.n_files == _accounted(result) == 14
+    rows = result.skipped.set_index("example_file")
+    assert rows.loc[str(export / "ok" / "gone.dcm"), "reason"] == "unreadable"
+    assert "a broken symbolic link" in rows.loc[str(export / "ok" / "gone.dcm"), "message"]
+    assert "folder cannot be listed (PermissionError: Permission denied)" in rows.loc[str(export / "locked"), "message"]
+    # the broken link shares the series' folder, so the kept series gets a link folder without it
+    kept = assign_images(result, tmp_path / "series")
+    assert kept["image_source"].tolist() == ["symlink"] and len(list_slice_files(Path(kept["image"][0]))) == 12
 
 
 def test_scan_id_and_study_datetime():

@@ -199,3 +199,47 @@ def test_the_tested_dice_thresholds_travel_with_the_export(damil_run, tmp_path):
     again = ScanAnalyzer.from_pretrained(analyzer.save_pretrained(tmp_path / "export"))
     assert again.config()["dice_thresholds"] == {"intraparenchymal_hyperdensity": 0.15}
     assert ScanAnalyzer.from_pretrained(run).dice_thresholds == {}  # an untested run has none
+
+
+def test_prediction_skips_each_damaged_scan_with_its_message_and_predicts_the_rest(damil_run, ct_dir, tmp_path):
+    """Issue 21 items 3 and 5, prediction: a slice cut short (found from the headers), a NIfTI holding
+    NaN (found when its voxels are loaded) and a scan of which a real MR file (pydicom's MR_small.dcm)
+    takes the place are each skipped with one message naming the scan, the file and the fix; the good
+    scan is predicted."""
+    from pydicom.data import get_testdata_file
+
+    run, dm = damil_run
+    good = _test_manifest(ct_dir, dm).head(1)
+    scan_dir = tmp_path / "cut"
+    shutil.copytree(good["image"].iloc[0], scan_dir)
+    victim = sorted(scan_dir.iterdir())[2]
+    victim.write_bytes(victim.read_bytes()[:-2000])
+    source = nib.load(ct_dir / "nifti" / f"{good['scan_id'].iloc[0]}.nii.gz")
+    vol = np.asarray(source.dataobj).astype(np.float32)
+    vol[10, 10, 3] = np.nan
+    nan_path = tmp_path / "nan.nii.gz"
+    nib.save(nib.Nifti1Image(vol, source.affine), nan_path)
+    mr_dir = tmp_path / "mr"
+    mr_dir.mkdir()
+    shutil.copy(get_testdata_file("MR_small.dcm"), mr_dir)
+    bad = pd.DataFrame(
+        {
+            "scan_id": ["cut", "nanvox", "mr"],
+            "patient_id": ["p1", "p2", "p3"],
+            "image": [str(scan_dir), str(nan_path), str(mr_dir)],
+        }
+    )
+    ckpt = next((run / "checkpoints").glob("best-*.ckpt"))
+    result = ScanAnalyzer.from_pretrained(ckpt).predict_scans(pd.concat([good, bad], ignore_index=True))
+    assert result.table["scan_id"].tolist() == good["scan_id"].tolist()
+    skipped = result.skipped.set_index("scan_id")
+    assert skipped["reason"].to_dict() == {"cut": "truncated", "nanvox": "non_finite", "mr": "not_ct"}
+    for scan_id, words in {
+        "cut": (str(scan_dir), f"{victim.name} is truncated", "re-copy"),
+        "nanvox": ("scan nanvox", str(nan_path), "1 NaN and 0 infinite voxel(s)", "re-convert"),
+        "mr": (str(mr_dir), "MR_small.dcm", "not CT"),
+    }.items():
+        message = skipped.at[scan_id, "message"]
+        assert " Fix: " in message and "Traceback" not in message, message
+        for word in words:
+            assert word in message, f"{word!r} not in {message}"

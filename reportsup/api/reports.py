@@ -5,7 +5,10 @@ probability per label (``abnormal`` or a granular category). Spine report NLP ("
 Information From Radiological Reports"): a BERT sequence classifier per radiological finding. Both
 give one sigmoid probability per label; a label is 1 when its probability exceeds the model's
 ``threshold`` (the label manifest's). The batching, mixed precision and quantisation are
-:class:`reportsup.labelling.ClassifierLabeller`'s, the same as ``reportsup-label`` uses.
+:class:`reportsup.labelling.ClassifierLabeller`'s, the same as ``reportsup-label`` uses (``quantize="int8"``
+labels with the int8 model itself; the object keeps the fp32 model for :meth:`ReportLabeller.save_pretrained`).
+What ``reportsup-label`` wrote is read back with
+:func:`reportsup.contracts.label_folder.read_label_folder` (or ``pandas.read_parquet("<folder>/parts")``).
 """
 
 from __future__ import annotations

@@ -120,7 +120,7 @@ def check_layout(folder: str | Path) -> None:
         raise LabelFolderError(
             f"{folder} is a labelling folder of the earlier layout ({len(old_parts)} part-*.parquet beside "
             f"{MANIFEST}, not in {PARTS}/). Label into a new folder; to keep these labels as a dataset, move "
-            f"them: mkdir {folder / PARTS} && mv {folder}/part-*.parquet {folder / PARTS}/ (their manifest "
+            f"them: mkdir -p {folder / PARTS} && mv {folder}/part-*.parquet {folder / PARTS}/ (their manifest "
             "lacks the settings this version checks, so do not resume into the moved folder)."
         )
 

@@ -235,3 +235,15 @@ def test_reportsup_discretize_into_a_folder_writes_the_file_modes_table_as_a_dat
     with pytest.raises(SystemExit, match="alarm_report_classifier.*expected one of"):
         discretize_main([str(alarm), source, str(tmp_path / "alarm"), "--no-progress"])
     assert not (tmp_path / "alarm" / "manifest.json").exists()
+
+
+def test_the_api_labels_with_int8_when_asked_and_keeps_fp32_for_export(tiny_encoder, synthetic_dir, tmp_path):
+    """Issue 21, item 6 through the API: ``quantize="int8"`` changes the probabilities (the int8 model runs)
+    by a small amount, and the model kept for save_pretrained is the fp32 one."""
+    ckpt = _alarm_checkpoint(tiny_encoder, tmp_path / "a.ckpt")
+    texts = pd.read_csv(synthetic_dir / "reports.csv")["text"].head(30).tolist()
+    fp32 = ReportLabeller.from_pretrained(ckpt).predict_proba(texts)
+    int8 = ReportLabeller.from_pretrained(ckpt, quantize="int8")
+    gap = np.abs(int8.predict_proba(texts) - fp32).max()
+    assert 1e-5 < gap < 0.2
+    assert not any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in int8.model.modules())

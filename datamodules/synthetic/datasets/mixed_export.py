@@ -28,6 +28,7 @@ are real files from pydicom's test data (``pydicom.data.get_testdata_file``). La
 
 from __future__ import annotations
 
+import random
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +42,9 @@ from pydicom.uid import generate_uid
 
 from datamodules.crossdl.head_ct.dicom_series import write_dicom_series
 from datamodules.synthetic.images.head_phantom import render_phantom
+from datamodules.synthetic.lesion_spec import abnormality_matrix, sample_scan_spec
+from datamodules.synthetic.text.ct_reports import write_report
+from reportsup.contracts.labels.crossdl import LabelSpace
 
 #: small phantoms keep the export quick to write (about 2.5 s per scan on one core); 30 slices of 5 mm
 #: cover the head like the paper's scans (Table 1: 4-5 mm, about 30-40 slices)
@@ -108,11 +112,18 @@ def write_mixed_export(
     shape: Sequence[int] = MIXED_SHAPE,
     spacing: Sequence[float] = MIXED_SPACING,
     n_extra_patients: int = 0,
+    reports_path: str | Path | None = None,
 ) -> pd.DataFrame:
     """Write the export described in the module docstring into ``root`` (new or empty) and return its
     truth table (``TRUTH_COLUMNS``): ``path`` relative to ``root`` (the series' folder, or the file for a
     file group), ``expected`` ``kept`` or ``skipped``, ``reason`` a ``dicom_index.SKIP_REASONS`` key or "".
-    ``n_extra_patients`` adds that many more patients with one kept head CT each (for training runs)."""
+    ``n_extra_patients`` adds that many more patients with one kept head CT each (for training runs).
+
+    ``reports_path``: also write, outside the export, one report per head-CT study (the lesions drawn in
+    its phantoms, as ``reportsup-synthetic-ct-scans`` writes them): ``report_id``, ``patient_id``,
+    ``report_datetime`` (one hour after the study), ``accession_number``, ``text`` and the abnormality
+    matrix ``<region>__<type>``; ``reportsup-pair-reports`` pairs it with the manifest and the DataModule
+    reads the matrix as labels."""
     root = Path(root)
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root} is not empty; write the mixed export into a new folder.")
@@ -134,15 +145,34 @@ def write_mixed_export(
             }
         )
 
-    def phantom(k: int) -> np.ndarray:
-        return render_phantom(None, seed=seed * 1000 + k, shape=shape, spacing=spacing).hu
+    space = LabelSpace()
+    rng = random.Random(seed)
+    reports: list[dict] = []
+
+    def phantom(k: int, patient: str, study_datetime: str, accession: str) -> np.ndarray:
+        """The phantom of one study, with lesions drawn from a spec whose report is written alongside."""
+        spec = sample_scan_spec(f"MIXS{k:03d}", patient, rng)
+        text, _ = write_report(spec, rng, space)
+        when = pd.Timestamp(study_datetime) + pd.Timedelta(hours=1)
+        matrix = abnormality_matrix(spec, space).reshape(-1).tolist()
+        reports.append(
+            {
+                "report_id": f"MIXR{k:03d}",
+                "patient_id": patient,
+                "report_datetime": when.isoformat(),
+                "accession_number": accession,
+                "text": text,
+                **dict(zip(space.matrix_columns(), matrix, strict=True)),
+            }
+        )
+        return render_phantom(spec, seed=seed * 1000 + k, shape=shape, spacing=spacing, space=space).hu
 
     tag = f"reportsup-mixed-export-{seed}"
     # -- patient 1, study 1: nested patient/study/series folders -------------------------------------
     p1, study1 = "MIXP001", generate_uid(entropy_srcs=[tag, "study1"])
     s1 = root / p1 / "20230101_CT_HEAD"
     dated1 = {"StudyDate": "20230101", "StudyTime": "093000", "AccessionNumber": "ACC1001"}
-    volume1 = phantom(1)
+    volume1 = phantom(1, p1, "2023-01-01T09:30:00", "ACC1001")
     files = _write_ct(volume1, s1 / "1_HEAD_5mm", p1, study1, "HEAD 5mm", f"{tag}-1", spacing,
                       ConvolutionKernel="H31s", SeriesNumber=2, **dated1)
     add(s1 / "1_HEAD_5mm", _series_uid(files), p1, "HEAD 5mm, kernel H31s", len(files))
@@ -168,7 +198,7 @@ def write_mixed_export(
     study2 = generate_uid(entropy_srcs=[tag, "study2"])
     dated2 = {"StudyDate": "20230315", "StudyTime": "141500", "AccessionNumber": "ACC1002"}
     flat = root / p1 / "20230315"
-    volume2 = phantom(2)
+    volume2 = phantom(2, p1, "2023-03-15T14:15:00", "ACC1002")
     staged = _write_ct(volume2, root / ".staging_a", p1, study2, "HEAD 5mm", f"{tag}-2", spacing,
                        SeriesNumber=2, ConvolutionKernel="H31s", **dated2)
     _shuffle_instance_numbers(staged, seed)
@@ -192,7 +222,7 @@ def write_mixed_export(
     # -- patient 2: a kept CT, real MR / CT test files, a cut file ---------------------------------------
     p2, study3 = "MIXP002", generate_uid(entropy_srcs=[tag, "study3"])
     ct2 = root / p2 / "CT" / "HEAD"
-    files = _write_ct(phantom(3), ct2, p2, study3, "HEAD 5mm", f"{tag}-3", spacing, SeriesNumber=2,
+    files = _write_ct(phantom(3, p2, "2023-04-01T08:00:00", "ACC2001"), ct2, p2, study3, "HEAD 5mm", f"{tag}-3", spacing, SeriesNumber=2,
                       StudyDate="20230401", StudyTime="080000", AccessionNumber="ACC2001")
     add(ct2, _series_uid(files), p2, "HEAD 5mm", len(files))
     mr_source = Path(pydicom.data.__file__).parent / "test_files" / "dicomdirtests" / "98892003" / "MR700"
@@ -223,7 +253,11 @@ def write_mixed_export(
     for k in range(n_extra_patients):
         pk, study = f"MIXP{k + 3:03d}", generate_uid(entropy_srcs=[tag, "extra", str(k)])
         folder = root / pk / "CT" / "HEAD"
-        files = _write_ct(phantom(10 + k), folder, pk, study, "HEAD 5mm", f"{tag}-extra-{k}", spacing,
+        volume = phantom(10 + k, pk, "2023-05-01T10:00:00", f"ACC{k + 3}001")
+        files = _write_ct(volume, folder, pk, study, "HEAD 5mm", f"{tag}-extra-{k}", spacing,
                           SeriesNumber=2, StudyDate="20230501", StudyTime="100000", AccessionNumber=f"ACC{k + 3}001")
         add(folder, _series_uid(files), pk, "HEAD 5mm", len(files))
+    if reports_path is not None:
+        Path(reports_path).parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(reports).to_csv(reports_path, index=False)
     return pd.DataFrame(truth, columns=list(TRUTH_COLUMNS))

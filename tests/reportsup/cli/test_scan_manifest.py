@@ -17,7 +17,7 @@ from reportsup.cli import check_scans, pair_reports, scan_manifest
 @pytest.fixture(scope="module")
 def export(tmp_path_factory):
     root = tmp_path_factory.mktemp("export") / "pacs"
-    return root, write_mixed_export(root)
+    return root, write_mixed_export(root, reports_path=root.parent / "reports.csv")
 
 
 def _run(root: Path, out: Path, *extra: str) -> None:
@@ -52,24 +52,25 @@ def test_mixed_export_to_manifest_to_check_scans(export, tmp_path, capsys):
     assert "accession_number" in checked.columns  # extra columns travel through unchanged
 
 
-def test_manifest_pairs_with_reports_by_study_time(export, tmp_path):
-    """study_datetime is what reportsup-pair-reports reads by default: reports 2 h after each study pair."""
+def test_manifest_pairs_with_reports_and_checks_with_labels(export, tmp_path):
+    """study_datetime is what reportsup-pair-reports reads by default: the export's reports (one hour after
+    each study) pair with the kept series, and the paired manifest passes reportsup-check-scans --labels."""
     root, _ = export
     out = tmp_path / "manifest.csv"
     _run(root, out)
-    manifest = pd.read_csv(out, dtype=str, keep_default_na=False)
-    reports = pd.DataFrame(
-        {
-            "report_id": [f"R{i}" for i in range(len(manifest))],
-            "patient_id": manifest["patient_id"],
-            "report_datetime": (pd.to_datetime(manifest["study_datetime"]) + pd.Timedelta(hours=2)).astype(str),
-        }
-    )
-    reports.to_csv(tmp_path / "reports.csv", index=False)
-    pair_reports.main([str(out), str(tmp_path / "reports.csv"), "--out-dir", str(tmp_path / "paired")])
+    reports = root.parent / "reports.csv"
+    pair_reports.main([str(out), str(reports), "--out-dir", str(tmp_path / "paired")])
     paired = pd.read_csv(tmp_path / "paired" / "paired_manifest.csv", dtype=str)
-    assert len(paired) == 3 and paired["hours_apart"].astype(float).tolist() == [2.0, 2.0, 2.0]
-    assert set(paired["report_id"]) == set(reports["report_id"])
+    assert sorted(paired["report_id"]) == ["MIXR001", "MIXR002", "MIXR003"]
+    assert paired["hours_apart"].astype(float).tolist() == [1.0, 1.0, 1.0]
+    # the accession numbers agree too: a join by id gives the same pairs
+    by_accession = pd.read_csv(reports, dtype=str).set_index("accession_number")["report_id"]
+    assert (paired["accession_number"].map(by_accession) == paired["report_id"]).all()
+    check_scans.main(
+        [str(tmp_path / "paired" / "paired_manifest.csv"), "--out-dir", str(tmp_path / "checked"), "--labels", str(reports)]
+    )
+    assert pd.read_csv(tmp_path / "checked" / "quarantine.csv").empty
+    assert len(pd.read_csv(tmp_path / "checked" / "checked_manifest.csv")) == 3
 
 
 def test_existing_outputs_are_refused_unless_overwrite(export, tmp_path, capsys):

@@ -34,6 +34,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,11 @@ class PartSchemaError(ValueError):
     """A chunk's labels do not fit the folder's pinned schema."""
 
 
+def unique_suffix() -> str:
+    """Process and thread id: writers of one folder (shards, threads) never share a temporary file."""
+    return f"{os.getpid()}-{threading.get_ident()}"
+
+
 def parts_dir(folder: str | Path) -> Path:
     """The dataset folder: ``<out>/parts``."""
     return Path(folder) / PARTS
@@ -98,7 +104,7 @@ def part_path(folder: str | Path, index: int) -> Path:
 
 def temporary_part_path(folder: str | Path, index: int) -> Path:
     """Where a part is written before it is complete: a leading ``.`` so Arrow and pandas skip it."""
-    return parts_dir(folder) / f".{part_name(index)}.tmp{os.getpid()}"
+    return parts_dir(folder) / f".{part_name(index)}.tmp{unique_suffix()}"
 
 
 def part_errors_path(folder: str | Path, index: int) -> Path:
@@ -226,7 +232,7 @@ def write_manifest_once(folder: str | Path, manifest: Mapping[str, Any]) -> dict
     """Create ``manifest.json`` atomically unless it exists; returns the manifest now in the folder (ours,
     or the one a concurrent shard created first: the caller checks its settings against it)."""
     path = Path(folder) / MANIFEST
-    tmp = path.with_name(f".{MANIFEST}.tmp{os.getpid()}")
+    tmp = path.with_name(f".{MANIFEST}.tmp{unique_suffix()}")
     tmp.write_text(json.dumps(manifest, indent=2))
     try:
         os.link(tmp, path)  # fails if it exists: two shards never overwrite each other's manifest
@@ -268,7 +274,7 @@ def merge_errors(folder: str | Path) -> int:
     folder = Path(folder)
     frames = [pd.read_csv(p) for p in sorted((folder / PART_ERRORS).glob("part-*.csv"))]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=ERROR_COLUMNS)
-    tmp = folder / f".{ERRORS}.tmp{os.getpid()}"
+    tmp = folder / f".{ERRORS}.tmp{unique_suffix()}"
     table.to_csv(tmp, index=False)
     os.replace(tmp, folder / ERRORS)
     return len(table)

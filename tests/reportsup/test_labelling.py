@@ -515,3 +515,30 @@ def test_gzip_compressed_archives_are_labelled_end_to_end(tiny_encoder, archive,
         pd.testing.assert_frame_equal(labels, plain, check_dtype=False, atol=1e-6)
         assert manifest["input"] == str(source.resolve())
         assert pd.read_csv(out / "errors.csv")["row"].tolist() == [5, 42, 122]
+
+
+def test_shards_started_together_create_one_manifest_and_cover_the_archive(tiny_encoder, archive, tmp_path):
+    """Two shards labelling the same folder at once (threads here; a job array in use): the manifest is
+    created once, by whichever commits a part first, and the other shard's settings are checked against it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    path, _ = archive
+    ckpt = _checkpoint(tiny_encoder, tmp_path / "a.ckpt")
+    label_archive(ckpt, path, tmp_path / "single", chunk_size=25, progress=False)
+    out = tmp_path / "together"
+    with ThreadPoolExecutor(2) as pool:
+        runs = [
+            pool.submit(label_archive, ckpt, path, out, chunk_size=25, shard=s, shards=2, progress=False)
+            for s in (0, 1)
+        ]
+        counts = [r.result() for r in runs]
+    assert sum(c["reports"] for c in counts) == 227
+    pd.testing.assert_frame_equal(_read(out), _read(tmp_path / "single"))
+    assert sorted(p.name for p in out.iterdir()) == [
+        "errors",
+        "errors.csv",
+        "manifest.json",
+        "parts",
+        "runs.jsonl",
+    ]
+    assert len((out / "runs.jsonl").read_text().splitlines()) == 2

@@ -44,10 +44,16 @@ def test_mixed_export_to_manifest_to_check_scans(export, tmp_path, capsys):
     assert read_scan_manifest(out)[["scan_id", "patient_id", "image"]].shape == (3, 3)
     linked = manifest[manifest["image_source"] == "symlink"]
     assert linked["image"].tolist() == [str(tmp_path / "work" / "series" / linked["scan_id"].iloc[0])]
-    check_scans.main([str(out), "--out-dir", str(tmp_path / "checked")])
+    # --decode: the pixels are read through the link folder too (MONAI's reader follows the links).
+    check_scans.main([str(out), "--out-dir", str(tmp_path / "checked"), "--decode"])
     checked = pd.read_csv(tmp_path / "checked" / "checked_manifest.csv", dtype=str)
     quarantine = pd.read_csv(tmp_path / "checked" / "quarantine.csv")
     assert quarantine.empty, quarantine["message"].tolist()
+    # the shuffled series is kept and read in position order (issue 21 item 2, reported by check-scans)
+    shuffled = manifest.set_index("series_instance_uid").loc[
+        truth[truth["description"].str.contains("shuffled")]["series_instance_uid"].iloc[0], "scan_id"
+    ]
+    assert shuffled in capsys.readouterr().out
     assert sorted(checked["scan_id"]) == sorted(manifest["scan_id"])
     assert "accession_number" in checked.columns  # extra columns travel through unchanged
 

@@ -410,6 +410,56 @@ def test_each_frame_holds_its_own_slices_truth_whatever_the_file_order(phantoms,
             np.testing.assert_array_equal(values, ((bits[:, :, k].T >> j) & 1).astype(np.float32))
 
 
+def _ras_of_pixels(ds: pydicom.Dataset) -> np.ndarray:
+    """(rows, columns, 3) RAS world position of every pixel centre of a slice (PS3.3 C.7.6.2.1.1)."""
+    iop = np.asarray(ds.ImageOrientationPatient, float)
+    d_row, d_col = (float(v) for v in ds.PixelSpacing)
+    r, c = np.meshgrid(np.arange(ds.Rows), np.arange(ds.Columns), indexing="ij")
+    lps = (
+        np.asarray(ds.ImagePositionPatient, float)
+        + c[..., None] * d_col * iop[:3]
+        + r[..., None] * d_row * iop[3:]
+    )
+    return lps * [-1, -1, 1]
+
+
+def test_maps_off_the_source_grid_are_sampled_at_each_pixels_position(phantoms, tmp_path):
+    """Maps on a grid shifted by 0.3 voxel (and one voxel wider on every side) hold a linear ramp of the
+    RAS position; trilinear sampling reproduces a ramp exactly, so each Parametric Map pixel must equal
+    the ramp at that pixel's own patient position."""
+    scan_id = "HCT00000"
+    truth = nib.load(phantoms / "truth" / f"{scan_id}_regions.nii.gz")
+    shift = np.eye(4)
+    shift[:3, 3] = -0.7  # voxel 0 of the new grid sits 0.7 voxel before the scan's voxel 0
+    affine = truth.affine @ shift
+    shape = tuple(n + 2 for n in truth.shape)
+    ijk = np.stack(np.meshgrid(*(np.arange(n) for n in shape), indexing="ij"), -1)
+    ras = apply_affine(affine, ijk)
+
+    def ramp(xyz: np.ndarray) -> np.ndarray:
+        return 0.5 + xyz @ np.array([0.001, 0.0015, 0.002])
+
+    channels = np.stack([ramp(ras) * (j + 1) / N_TYPES for j in range(N_TYPES)], -1).astype(np.float32)
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    nib.save(nib.Nifti1Image(channels, affine), maps / f"{scan_id}_abnormality.nii.gz")
+    nib.save(nib.Nifti1Image(np.full(shape, 3, np.uint8), affine), maps / f"{scan_id}_regions.nii.gz")
+    written = write_dicom_outputs(
+        scan_id, phantoms / "dicom" / scan_id, maps, tmp_path / "out", SPACE, _prediction_row()
+    )
+    sources = _sources(phantoms / "dicom" / scan_id)
+    for j, path in enumerate(written.parametric_maps):
+        pm = pydicom.dcmread(path)
+        for frame, values in zip(pm.PerFrameFunctionalGroupsSequence, pm.pixel_array, strict=True):
+            expected = ramp(_ras_of_pixels(sources[_frame_source(frame)])) * (j + 1) / N_TYPES
+            np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-5)
+    seg = hd.seg.segread(written.seg)
+    for frame, mask in zip(seg.PerFrameFunctionalGroupsSequence, seg.pixel_array, strict=True):
+        segment = frame.SegmentIdentificationSequence[0].ReferencedSegmentNumber
+        if segment <= N_REGIONS:  # region 3 everywhere, by nearest neighbour
+            assert mask.all() if segment == 3 else not mask.any()
+
+
 # --------------------------------------------------------------------------------------- input problems
 def test_maps_from_another_series_are_refused_naming_the_scan_and_slice(phantoms, tmp_path):
     scan_id = "HCT00000"

@@ -12,8 +12,9 @@ listed (issue 21 item 2). With ``--labels`` every scan's report must have labels
 pixels are decoded too, as the DataModule loads them (slower; catches pixel data that does not decode).
 Writes, in ``--out-dir`` (never over existing files):
 
-* ``checked_manifest.csv``: the usable scans (absolute paths, ``scan_check = ok``: the DataModule then
-  skips re-validating them);
+* ``checked_manifest.csv``: the usable scans (absolute paths, ``scan_check = ok-v<N>``: the DataModule
+  then skips re-validating them; ``reordered``: slices read in another place than their InstanceNumber
+  says, 0 for most series);
 * ``quarantine.csv``: scan_id, patient_id, image, reason, message for each scan left out;
 * ``resources.json``: cache disk, host RAM and accelerator memory estimates
   (:mod:`reportsup.runner.resources`).

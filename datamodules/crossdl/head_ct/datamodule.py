@@ -411,7 +411,10 @@ class HeadCTDataModule(L.LightningDataModule):
                 # the files' existence, which a moved folder breaks.
                 for column, value in masks.items():
                     if value and not Path(value).exists():
-                        problems.append(f"{row.scan_id}: {column} file {value} does not exist")
+                        problems.append(
+                            f"scan {row.scan_id}: {value}: {column} file does not exist. Fix: fix the path "
+                            "in the manifest (was the data folder moved?)."
+                        )
                 continue
             # The record's key is the row's files (scan and masks), its value their sizes and mtimes.
             key = json.dumps([str(row.image), *(str(v) for v in masks.values() if v)])

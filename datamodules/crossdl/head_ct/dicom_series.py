@@ -264,9 +264,9 @@ def validate_series(
     ``spacing_tolerance`` is the allowed relative deviation of a slice gap from the median gap;
     ``bone_kernel_patterns`` / ``bone_window`` define a bone-window reconstruction (``scan_checks.CheckSettings``).
     The checks, in order: ``scan_checks.list_slice_files``, ``scan_checks.read_series``, then each of
-    ``scan_checks.SERIES_CHECKS`` (same series, CT modality, not a bone-window reconstruction, geometry tags present, same size and
-    orientation, decodable transfer syntax, no duplicate slices, slice count, uniform spacing, no
-    missing slices). InstanceNumbers are not checked: slices are read in position order, and the
+    ``scan_checks.SERIES_CHECKS`` (same series, CT modality, not a bone-window reconstruction, one
+    frame per file, geometry tags present, same size and orientation, decodable transfer syntax, pixel
+    data complete, no duplicate slices, slice count, uniform spacing, no missing slices). InstanceNumbers are not checked: slices are read in position order, and the
     slices that moves is logged here and counted in ``SeriesInfo.moved_slices`` (issue 21 item 2).
     """
     root = Path(folder)

@@ -21,6 +21,9 @@ decide most checks:
 - ``LoadImage(reader="PydicomReader")`` is not exclusive: when PydicomReader raises, LoadImage
   silently retries with its default readers (ITKReader can read a DICOM folder, with its own slice
   sorting). Validating first keeps every scan on the PydicomReader path.
+- It reads an Enhanced (multi-frame) CT file as one array with an identity affine
+  (``check_single_frame``), and a slice cut short fails only when its pixels are decoded
+  (``check_pixel_data_complete``, from the pixel data element's length and the file size).
 
 How a folder is checked, in order (``dicom_series.validate_series`` runs exactly this):
 
@@ -33,6 +36,11 @@ Each check raises the first problem it finds as one ``ScanError`` whose message 
 the file where there is one), the problem and the fix. Later checks may rely on earlier ones having
 passed (e.g. slice positions need geometry tags); each docstring says so. Adding or changing a
 check changes which scans pass: bump ``dicom_series.VALIDATION_VERSION`` then.
+
+Besides the series checks, the checks of what a scan comes with (issue 21 items 3 and 5), shared by
+``reportsup-check-scans``, the DataModule and prediction: ``check_mask_file`` (a mask's shape and voxel
+grid against the scan's, ``series_affine``), ``check_voxels_finite`` (NaN / inf voxels, where volumes
+are loaded) and ``as_scan_error`` (any failure while loading a scan, as one ScanError naming it).
 """
 
 from __future__ import annotations

@@ -404,6 +404,7 @@ def label_archive(
     sha = source.sha256
     columns_map = dict(columns_map or {})
     settings: dict[str, Any] = {
+        "checkpoint": str(source.path.resolve()),  # named in messages; the hash is what is checked
         "checkpoint_sha256": sha,
         "input": str(input_path.resolve()),
         "input_bytes": input_path.stat().st_size,
@@ -438,7 +439,6 @@ def label_archive(
     label_folder.check_columns_map(columns_map, columns)
     info: dict[str, Any] = {
         "layout": label_folder.LAYOUT,
-        "checkpoint": str(source.path.resolve()),
         **settings,
         "label_manifest": labeller.manifest(),
         "shards": shards,

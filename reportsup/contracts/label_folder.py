@@ -147,7 +147,10 @@ def settings_differences(recorded: Mapping[str, Any], now: Mapping[str, Any]) ->
         then, current = recorded.get(key, missing), now.get(key)
         if then is missing or then != current:
             shown = "not recorded" if then is missing else json.dumps(then)
-            out.append(f"{key}: {shown} in the folder, {json.dumps(current)} now")
+            line = f"{key}: {shown} in the folder, {json.dumps(current)} now"
+            if key == "checkpoint_sha256":  # a hash alone does not say which file: the paths too
+                line += f" (the folder's checkpoint: {recorded.get('checkpoint')}; this run's: {now.get('checkpoint')})"
+            out.append(line)
     return out
 
 

@@ -110,7 +110,10 @@ def test_rerun_resumes_and_another_checkpoint_is_refused(tiny_encoder, archive, 
     )  # row 122 is in part 2
     pd.testing.assert_frame_equal(_read(out), first)
     other = _checkpoint(tiny_encoder, tmp_path / "b.ckpt", seed=1)
-    with pytest.raises(FileExistsError, match='checkpoint_sha256: "[0-9a-f]{64}" in the folder'):
+    with pytest.raises(
+        FileExistsError,
+        match=r'checkpoint_sha256: "[0-9a-f]{64}" in the folder, .*a\.ckpt; this run.s: .*b\.ckpt\)',
+    ):
         label_archive(other, path, out, chunk_size=50, progress=False)
     # parts are chunks: another chunk size (or a changed archive) would skip or repeat report ids
     with pytest.raises(FileExistsError, match="chunk_size: 50 in the folder, 40 now"):

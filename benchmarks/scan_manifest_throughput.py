@@ -43,24 +43,26 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=100)
     parser.add_argument("--matrix", type=int, default=16, help="rows = columns of each slice")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1], help="worker counts to time, e.g. 1 2 4")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="scan_manifest_bench_"))
     try:
         start = time.perf_counter()
         n = write_export(tmp / "export", args.series, args.slices, args.matrix)
         print(f"wrote {n} files in {time.perf_counter() - start:.1f} s")
-        best = float("inf")
-        for r in range(args.repeats):
-            links = tmp / f"series_{r}"
-            start = time.perf_counter()
-            result = index_dicom_tree(tmp / "export", progress=False)
-            kept = assign_images(result, links)
-            best = min(best, time.perf_counter() - start)
-            assert len(kept) == args.series and result.skipped.empty
-        print(
-            f"{n} files, {args.series} series ({args.series // 2} through link folders): "
-            f"{best:.1f} s, {n / best:.0f} files/s (best of {args.repeats})"
-        )
+        for workers in args.workers:
+            best = float("inf")
+            for r in range(args.repeats):
+                links = tmp / f"series_{workers}_{r}"
+                start = time.perf_counter()
+                result = index_dicom_tree(tmp / "export", progress=False, workers=workers)
+                kept = assign_images(result, links)
+                best = min(best, time.perf_counter() - start)
+                assert len(kept) == args.series and result.skipped.empty
+            print(
+                f"{n} files, {args.series} series ({args.series // 2} through link folders), {workers} worker(s): "
+                f"{best:.1f} s, {n / best:.0f} files/s (best of {args.repeats})"
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

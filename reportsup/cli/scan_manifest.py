@@ -103,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TEXT",
         help="keep only series with one of these SeriesDescriptions (default: any; Table S3a lists the paper's)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes reading headers (default: %(default)s; e.g. the number of CPU cores for a large export "
+        "on a local disk)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -135,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     rules = _rules(args, parser)
+    if args.workers < 1:
+        parser.error(f"--workers {args.workers}: give 1 or more")
     root: Path = args.dicom_root
     if not root.is_dir():
         what = "does not exist" if not root.exists() else "is not a folder"
@@ -151,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     start = time.perf_counter()
     # Our own outputs are not part of the export, even when --out lies inside DICOM_ROOT.
     ours = [out, skipped_path] + ([link_root] if (link_root / LINK_MARKER).exists() else [])
-    result = index_dicom_tree(root, rules, exclude=ours, progress=not args.no_progress)
+    result = index_dicom_tree(root, rules, exclude=ours, progress=not args.no_progress, workers=args.workers)
     seconds = time.perf_counter() - start
     if result.n_files == 0:
         sys.exit(f"{PROG}: {root} holds no files. Give the folder the DICOM export was unpacked into.")

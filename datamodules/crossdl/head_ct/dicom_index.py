@@ -38,8 +38,10 @@ import re
 import shutil
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Literal
 
@@ -259,6 +261,34 @@ def read_header(path: Path) -> Dataset | tuple[str, str]:
     if not str(ds.get("SeriesInstanceUID", "") or "").strip():
         return "no_series_uid", "no SeriesInstanceUID"
     return ds
+
+
+_CHUNK = 256  # files per task for worker processes: large enough that pickling the task costs little
+
+
+def _read_chunk(paths: list[Path]) -> list[tuple[Path, Dataset | tuple[str, str]]]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return [(p, read_header(p)) for p in paths]
+
+
+def read_headers(
+    files: Sequence[Path], workers: int = 1, progress: bool = True
+) -> Iterator[tuple[Path, Dataset | tuple[str, str]]]:
+    """``(path, read_header(path))`` for every file, in order, with a progress bar; ``workers`` > 1 reads
+    in that many processes (parsing headers is CPU-bound Python, so threads would not help)."""
+    bar = tqdm(total=len(files), desc="reading DICOM headers", unit="file", disable=not progress)
+    with bar:
+        if workers <= 1 or len(files) <= _CHUNK:
+            for path in files:
+                yield path, read_header(path)
+                bar.update()
+            return
+        chunks = [list(files[i : i + _CHUNK]) for i in range(0, len(files), _CHUNK)]
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            for chunk in pool.map(_read_chunk, chunks):
+                yield from chunk
+                bar.update(len(chunk))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -635,8 +665,10 @@ def index_dicom_tree(
     *,
     exclude: Sequence[Path] = (),
     progress: bool = True,
+    workers: int = 1,
 ) -> IndexResult:
-    """Read every file's header under ``root``, group images by series and apply ``rules``.
+    """Read every file's header under ``root``, group images by series and apply ``rules``
+    (``workers`` processes read the headers; the result is the same for any number).
 
     Returns kept series (``image`` still empty: ``assign_images`` fills it) and skipped series / file
     groups; every file walked is in exactly one of them.
@@ -650,8 +682,7 @@ def index_dicom_tree(
         # pydicom warns once per malformed value it converts (UIDs with hex digits, odd dates): thousands
         # of lines on a real export, about values no rule needs to be well-formed.
         warnings.simplefilter("ignore", UserWarning)
-        for path in tqdm(files, desc="reading DICOM headers", unit="file", disable=not progress):
-            header = read_header(path)
+        for path, header in read_headers(files, workers, progress):
             if isinstance(header, tuple):
                 problems.append((path, *header))
                 continue

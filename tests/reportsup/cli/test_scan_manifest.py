@@ -157,6 +157,7 @@ def test_user_errors_are_one_message(tmp_path):
         (["--bone-kernels", "H[6-9"], "not a regular expression"),
         (["--slice-thickness", "6", "2"], "need 0 <= low <= high"),
         (["--out", "m.txt"], "give a .csv or .parquet file name"),
+        (["--workers", "0"], "--workers 0: give 1 or more"),
     ],
 )
 def test_bad_options_are_argparse_errors(tmp_path, capsys, extra, message):

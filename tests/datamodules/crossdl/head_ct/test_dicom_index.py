@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pydicom
 import pydicom.data
 import pytest
@@ -88,6 +89,18 @@ def test_mixed_export_every_series_has_the_truth_tables_outcome(mixed):
     again = index_dicom_tree(root, progress=False)
     assert again.kept["scan_id"].tolist() == result.kept["scan_id"].tolist()
     assert result.kept["scan_id"].str.fullmatch(r"[A-Za-z0-9._-]+").all()
+
+
+def test_worker_processes_give_the_same_tables(mixed, monkeypatch):
+    """Headers read in 2 processes (chunks of 16 files here, so several chunks run) give the same tables."""
+    import datamodules.crossdl.head_ct.dicom_index as dicom_index
+
+    root, _ = mixed
+    one = index_dicom_tree(root, progress=False)
+    monkeypatch.setattr(dicom_index, "_CHUNK", 16)
+    two = index_dicom_tree(root, progress=False, workers=2)
+    pd.testing.assert_frame_equal(one.kept, two.kept)
+    pd.testing.assert_frame_equal(one.skipped, two.skipped)
 
 
 def test_mixed_export_images_hold_exactly_their_series(mixed, tmp_path):

@@ -118,6 +118,7 @@ class ScanError(ValueError):
     """
 
     def __init__(self, message: str, reason: str = "unreadable", path: str | None = None):
+        message = _without_worker_traceback(message)
         if reason not in REASONS:
             raise ValueError(f"unknown ScanError reason {reason!r}; expected one of {sorted(REASONS)}")
         super().__init__(message)
@@ -127,6 +128,16 @@ class ScanError(ValueError):
     def __reduce__(self):
         # Keep reason/path when the error crosses a process boundary (data-loader workers).
         return (type(self), (str(self), self.reason, self.path))
+
+
+def _without_worker_traceback(message: str) -> str:
+    """The ScanError's own message out of the text torch's DataLoader builds when a worker process raised
+    it ("Caught ScanError in DataLoader worker process 0. Original Traceback ...: <message>"), which it
+    passes to ``ScanError(text)`` in the main process: the user sees the message, not the worker's
+    traceback (issue 21 item 3)."""
+    if message.startswith(f"Caught {ScanError.__name__} ") and "Original Traceback" in message:
+        return message.rstrip().rsplit(f"{ScanError.__name__}: ", 1)[-1]
+    return message
 
 
 def fail(path: Path | str, reason: str, problem: str, fix: str) -> ScanError:

@@ -404,3 +404,20 @@ def test_only_what_cannot_be_made_right_is_refused(tmp_path):
     with pytest.raises(ScanError, match="ImageOrientationPatient") as err:
         validate_scan(tmp_path / "tilted")
     assert err.value.reason == "inconsistent_size"
+
+
+def test_a_data_loader_worker_raises_the_message_not_its_traceback(tmp_path):
+    """With num_workers > 0 torch re-raises a worker's exception as ``type(text with the worker's
+    traceback)``; a ScanError keeps only its own message."""
+    from monai.data import PersistentDataset
+    from torch.utils.data import DataLoader
+
+    folder = tmp_path / "rle"
+    _rle_series_with_a_corrupt_slice(folder)
+    pre = preprocessing(PreprocessConfig(spatial_size=(8, 8, 8)), ())
+    cached = CheckedScans(PersistentDataset([{IMAGE: str(folder)}], pre, tmp_path / "cache"), ["rle1"], [str(folder)])
+    with pytest.raises(ScanError) as err:
+        next(iter(DataLoader(cached, batch_size=1, num_workers=1, collate_fn=lambda batch: batch)))
+    message = str(err.value)
+    assert message.startswith(f"{folder}: scan rle1: the pixel data cannot be read"), message
+    assert "Traceback" not in message and "DataLoader worker" not in message, message

@@ -43,7 +43,9 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=100)
     parser.add_argument("--matrix", type=int, default=16, help="rows = columns of each slice")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1], help="worker counts to time, e.g. 1 2 4")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1], help="worker counts to time, e.g. 1 2 4"
+    )
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="scan_manifest_bench_"))
     try:

@@ -51,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("dicom_root", type=Path, help="top folder of the DICOM export (any layout)")
     parser.add_argument("--out", type=Path, required=True, help="manifest to write (.csv or .parquet)")
     parser.add_argument(
-        "--overwrite", action="store_true", help="replace an existing manifest, skipped_series.csv and link folders"
+        "--overwrite",
+        action="store_true",
+        help="replace an existing manifest, skipped_series.csv and link folders",
     )
     parser.add_argument(
         "--link-mode",
@@ -147,7 +149,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     root: Path = args.dicom_root
     if not root.is_dir():
         what = "does not exist" if not root.exists() else "is not a folder"
-        sys.exit(f"{PROG}: {root} {what}. Give the top folder of the DICOM export (e.g. the unpacked PACS export).")
+        sys.exit(
+            f"{PROG}: {root} {what}. Give the top folder of the DICOM export (e.g. the unpacked PACS export)."
+        )
     out: Path = args.out
     if out.suffix.lower() not in (".csv", ".parquet"):
         parser.error(f"--out {out}: give a .csv or .parquet file name")
@@ -185,7 +189,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     if linked:
         link_root.mkdir(exist_ok=True)
-        (link_root / LINK_MARKER).write_text(f"link folders of {out.name}; see docs/hospital/dicom-manifest.md\n")
+        (link_root / LINK_MARKER).write_text(
+            f"link folders of {out.name}; see docs/hospital/dicom-manifest.md\n"
+        )
     kept = assign_images(result, link_root, args.link_mode)
     if out.suffix.lower() == ".parquet":
         kept.to_parquet(out, index=False)
@@ -206,7 +212,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"  - {row.message}")
     if len(kept) == 0:
         print(f"no series kept: every reason is in {skipped_path}; check the rules' options (--help).")
-    print(f"written: {out}, {skipped_path}" + (f", {link_root}/" if (kept["image_source"] != "folder").any() else ""))
+    print(
+        f"written: {out}, {skipped_path}"
+        + (f", {link_root}/" if (kept["image_source"] != "folder").any() else "")
+    )
 
 
 if __name__ == "__main__":

@@ -130,7 +130,9 @@ class ManifestRules:
     def __post_init__(self) -> None:
         lo, hi = self.slice_thickness_mm
         if not 0 <= lo <= hi:
-            raise ValueError(f"slice_thickness_mm {self.slice_thickness_mm}: need 0 <= low <= high, e.g. (2, 6).")
+            raise ValueError(
+                f"slice_thickness_mm {self.slice_thickness_mm}: need 0 <= low <= high, e.g. (2, 6)."
+            )
         if not 0 <= self.max_tilt_degrees <= 90:
             raise ValueError(f"max_tilt_degrees {self.max_tilt_degrees}: need 0..90.")
         if self.min_slices < 1:
@@ -226,7 +228,9 @@ def walk_files(root: Path, exclude: Sequence[Path] = ()) -> tuple[list[Path], li
 
     def unlisted(err: OSError) -> None:
         path = Path(err.filename or root)
-        problems.append((path, "unreadable", f"folder cannot be listed ({type(err).__name__}: {err.strerror})"))
+        problems.append(
+            (path, "unreadable", f"folder cannot be listed ({type(err).__name__}: {err.strerror})")
+        )
 
     for folder, dirs, files in os.walk(root, onerror=unlisted, followlinks=False):
         dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(folder, d)) not in skip)
@@ -257,7 +261,10 @@ def read_header(path: Path) -> Dataset | tuple[str, str]:
     if "SOPInstanceUID" not in ds and "SeriesInstanceUID" not in ds:
         # pydicom stops quietly at the end of a cut file; every stored object has a SOPInstanceUID, so a
         # header without it (and without a series) ended early.
-        return "unreadable", f"the header ends before SOPInstanceUID ({path.stat().st_size} bytes; cut short?)"
+        return (
+            "unreadable",
+            f"the header ends before SOPInstanceUID ({path.stat().st_size} bytes; cut short?)",
+        )
     if not str(ds.get("SeriesInstanceUID", "") or "").strip():
         return "no_series_uid", "no SeriesInstanceUID"
     return ds
@@ -314,7 +321,9 @@ def _floats(ds: Dataset, keyword: str, n: int) -> np.ndarray | None:
 
 
 def _sop_class_name(ds: Dataset) -> str:
-    uid = str(ds.get("SOPClassUID", "") or getattr(ds, "file_meta", Dataset()).get("MediaStorageSOPClassUID", ""))
+    uid = str(
+        ds.get("SOPClassUID", "") or getattr(ds, "file_meta", Dataset()).get("MediaStorageSOPClassUID", "")
+    )
     return UID(uid).name if uid else "unknown SOP class"
 
 
@@ -608,7 +617,9 @@ def _file_group_rows(problems: list[tuple[Path, str, str]]) -> list[dict]:
         groups[(path.parent, reason)].append((path, detail))
     rows = []
     for (folder, reason), items in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
-        names = ", ".join(p.name for p, _ in items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
+        names = ", ".join(p.name for p, _ in items[:3]) + (
+            f" and {len(items) - 3} more" if len(items) > 3 else ""
+        )
         detail = items[0][1]
         problem = f"{_n_files(len(items))} ({names}): {SKIP_REASONS[reason]}" + (
             f"; first: {detail}." if reason == "unreadable" else "."

@@ -66,8 +66,17 @@ def _series_uid(files: Sequence[Path]) -> str:
     return str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
 
 
-def _write_ct(volume: np.ndarray, folder: Path, patient_id: str, study_uid: str, description: str,
-              seed_uid: str, spacing: Sequence[float] = MIXED_SPACING, origin=(0.0, 0.0, 0.0), **tags) -> list[Path]:
+def _write_ct(
+    volume: np.ndarray,
+    folder: Path,
+    patient_id: str,
+    study_uid: str,
+    description: str,
+    seed_uid: str,
+    spacing: Sequence[float] = MIXED_SPACING,
+    origin=(0.0, 0.0, 0.0),
+    **tags,
+) -> list[Path]:
     """A phantom CT series in ``folder`` with study-level tags set (date, time, accession) and ``tags``."""
     files = write_dicom_series(
         volume,
@@ -173,17 +182,49 @@ def write_mixed_export(
     s1 = root / p1 / "20230101_CT_HEAD"
     dated1 = {"StudyDate": "20230101", "StudyTime": "093000", "AccessionNumber": "ACC1001"}
     volume1 = phantom(1, p1, "2023-01-01T09:30:00", "ACC1001")
-    files = _write_ct(volume1, s1 / "1_HEAD_5mm", p1, study1, "HEAD 5mm", f"{tag}-1", spacing,
-                      ConvolutionKernel="H31s", SeriesNumber=2, **dated1)
+    files = _write_ct(
+        volume1,
+        s1 / "1_HEAD_5mm",
+        p1,
+        study1,
+        "HEAD 5mm",
+        f"{tag}-1",
+        spacing,
+        ConvolutionKernel="H31s",
+        SeriesNumber=2,
+        **dated1,
+    )
     add(s1 / "1_HEAD_5mm", _series_uid(files), p1, "HEAD 5mm, kernel H31s", len(files))
-    files = _write_ct(volume1, s1 / "2_HEAD_5mm_BONE", p1, study1, "HEAD 5mm BONE", f"{tag}-bone", spacing,
-                      ConvolutionKernel="H70h", SeriesNumber=3, WindowCenter=700, WindowWidth=3000, **dated1)
+    files = _write_ct(
+        volume1,
+        s1 / "2_HEAD_5mm_BONE",
+        p1,
+        study1,
+        "HEAD 5mm BONE",
+        f"{tag}-bone",
+        spacing,
+        ConvolutionKernel="H70h",
+        SeriesNumber=3,
+        WindowCenter=700,
+        WindowWidth=3000,
+        **dated1,
+    )
     add(s1 / "2_HEAD_5mm_BONE", _series_uid(files), p1, "bone kernel H70h", len(files), "bone_window")
     # The scout: a lateral (sagittal-plane) projection of two frames, ImageType LOCALIZER.
     scout = volume1[:, :, shape[2] // 2 : shape[2] // 2 + 2]
-    files = _write_ct(scout, s1 / "0_TOPOGRAM", p1, study1, "Topogram 0.6 T20s", f"{tag}-scout", spacing,
-                      ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"], SeriesNumber=1,
-                      ImageOrientationPatient=[0, 1, 0, 0, 0, -1], **dated1)
+    files = _write_ct(
+        scout,
+        s1 / "0_TOPOGRAM",
+        p1,
+        study1,
+        "Topogram 0.6 T20s",
+        f"{tag}-scout",
+        spacing,
+        ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"],
+        SeriesNumber=1,
+        ImageOrientationPatient=[0, 1, 0, 0, 0, -1],
+        **dated1,
+    )
     add(s1 / "0_TOPOGRAM", _series_uid(files), p1, "scout (LOCALIZER)", len(files), "localizer")
     # A structured report of the study: pydicom's Comprehensive SR test file, moved into this study.
     sr = pydicom.dcmread(get_testdata_file("test-SR.dcm"))
@@ -199,45 +240,98 @@ def write_mixed_export(
     dated2 = {"StudyDate": "20230315", "StudyTime": "141500", "AccessionNumber": "ACC1002"}
     flat = root / p1 / "20230315"
     volume2 = phantom(2, p1, "2023-03-15T14:15:00", "ACC1002")
-    staged = _write_ct(volume2, root / ".staging_a", p1, study2, "HEAD 5mm", f"{tag}-2", spacing,
-                       SeriesNumber=2, ConvolutionKernel="H31s", **dated2)
+    staged = _write_ct(
+        volume2,
+        root / ".staging_a",
+        p1,
+        study2,
+        "HEAD 5mm",
+        f"{tag}-2",
+        spacing,
+        SeriesNumber=2,
+        ConvolutionKernel="H31s",
+        **dated2,
+    )
     _shuffle_instance_numbers(staged, seed)
     files = _move_with_prefix(staged, flat, "A_")
     add(flat, _series_uid(files), p1, "HEAD 5mm, InstanceNumbers shuffled, shares its folder", len(files))
     # A sagittal reformat: the same voxels labelled with sagittal orientation (normal along x).
     sagittal = np.transpose(volume2, (1, 2, 0))[:, :, ::4]  # (y, z, every 4th x): one slice per x
-    staged = _write_ct(sagittal, root / ".staging_b", p1, study2, "HEAD SAG MPR", f"{tag}-sag", spacing,
-                       SeriesNumber=5, **dated2)
+    staged = _write_ct(
+        sagittal,
+        root / ".staging_b",
+        p1,
+        study2,
+        "HEAD SAG MPR",
+        f"{tag}-sag",
+        spacing,
+        SeriesNumber=5,
+        **dated2,
+    )
     for k, f in enumerate(staged):
-        _edit([f], ImageOrientationPatient=[0, 1, 0, 0, 0, -1], ImagePositionPatient=[4 * k * spacing[0], 0, 0])
+        _edit(
+            [f], ImageOrientationPatient=[0, 1, 0, 0, 0, -1], ImagePositionPatient=[4 * k * spacing[0], 0, 0]
+        )
     files = _move_with_prefix(staged, flat, "B_")
     add(flat, _series_uid(files), p1, "sagittal reformat, shares its folder", len(files), "not_axial")
     for staging in (root / ".staging_a", root / ".staging_b"):
         staging.rmdir()
     thin = root / p1 / "20230315_THIN"
-    files = _write_ct(volume2[:, :, :20], thin, p1, study2, "HEAD 1mm", f"{tag}-thin",
-                      (spacing[0], spacing[1], 1.0), SeriesNumber=6, **dated2)
+    files = _write_ct(
+        volume2[:, :, :20],
+        thin,
+        p1,
+        study2,
+        "HEAD 1mm",
+        f"{tag}-thin",
+        (spacing[0], spacing[1], 1.0),
+        SeriesNumber=6,
+        **dated2,
+    )
     add(thin, _series_uid(files), p1, "1 mm slices", len(files), "slice_thickness")
 
     # -- patient 2: a kept CT, real MR / CT test files, a cut file ---------------------------------------
     p2, study3 = "MIXP002", generate_uid(entropy_srcs=[tag, "study3"])
     ct2 = root / p2 / "CT" / "HEAD"
-    files = _write_ct(phantom(3, p2, "2023-04-01T08:00:00", "ACC2001"), ct2, p2, study3, "HEAD 5mm", f"{tag}-3", spacing, SeriesNumber=2,
-                      StudyDate="20230401", StudyTime="080000", AccessionNumber="ACC2001")
+    files = _write_ct(
+        phantom(3, p2, "2023-04-01T08:00:00", "ACC2001"),
+        ct2,
+        p2,
+        study3,
+        "HEAD 5mm",
+        f"{tag}-3",
+        spacing,
+        SeriesNumber=2,
+        StudyDate="20230401",
+        StudyTime="080000",
+        AccessionNumber="ACC2001",
+    )
     add(ct2, _series_uid(files), p2, "HEAD 5mm", len(files))
     mr_source = Path(pydicom.data.__file__).parent / "test_files" / "dicomdirtests" / "98892003" / "MR700"
     mr = root / p2 / "MR"
     shutil.copytree(mr_source, mr)
     mr_files = sorted(mr.iterdir())
     real = pydicom.dcmread(mr_files[0], stop_before_pixels=True)
-    add(mr, str(real.SeriesInstanceUID), str(real.PatientID), "real MR series (pydicom dicomdirtests MR700)",
-        len(mr_files), "not_ct")
+    add(
+        mr,
+        str(real.SeriesInstanceUID),
+        str(real.PatientID),
+        "real MR series (pydicom dicomdirtests MR700)",
+        len(mr_files),
+        "not_ct",
+    )
     small = root / p2 / "CT_SMALL"
     small.mkdir(parents=True)
     shutil.copy(get_testdata_file("CT_small.dcm"), small / "CT_small.dcm")
     real = pydicom.dcmread(small / "CT_small.dcm", stop_before_pixels=True)
-    add(small, str(real.SeriesInstanceUID), str(real.PatientID), "real one-slice CT (pydicom CT_small.dcm)", 1,
-        "too_few_slices")
+    add(
+        small,
+        str(real.SeriesInstanceUID),
+        str(real.PatientID),
+        "real one-slice CT (pydicom CT_small.dcm)",
+        1,
+        "too_few_slices",
+    )
     incoming = root / p2 / "incoming"
     incoming.mkdir()
     # Cut inside the header (after the preamble and part of the meta group): an interrupted copy.
@@ -247,15 +341,28 @@ def write_mixed_export(
     # -- files of the export that are no series -----------------------------------------------------
     (root / "README.txt").write_text("Exported from PACS. Burn date 2023-05-01.\n")
     add(root / "README.txt", "", "", "a text file", 1, "not_dicom")
-    shutil.copy(Path(pydicom.data.__file__).parent / "test_files" / "dicomdirtests" / "DICOMDIR", root / "DICOMDIR")
+    shutil.copy(
+        Path(pydicom.data.__file__).parent / "test_files" / "dicomdirtests" / "DICOMDIR", root / "DICOMDIR"
+    )
     add(root / "DICOMDIR", "", "", "DICOMDIR (pydicom's)", 1, "dicomdir")
 
     for k in range(n_extra_patients):
         pk, study = f"MIXP{k + 3:03d}", generate_uid(entropy_srcs=[tag, "extra", str(k)])
         folder = root / pk / "CT" / "HEAD"
         volume = phantom(10 + k, pk, "2023-05-01T10:00:00", f"ACC{k + 3}001")
-        files = _write_ct(volume, folder, pk, study, "HEAD 5mm", f"{tag}-extra-{k}", spacing,
-                          SeriesNumber=2, StudyDate="20230501", StudyTime="100000", AccessionNumber=f"ACC{k + 3}001")
+        files = _write_ct(
+            volume,
+            folder,
+            pk,
+            study,
+            "HEAD 5mm",
+            f"{tag}-extra-{k}",
+            spacing,
+            SeriesNumber=2,
+            StudyDate="20230501",
+            StudyTime="100000",
+            AccessionNumber=f"ACC{k + 3}001",
+        )
         add(folder, _series_uid(files), pk, "HEAD 5mm", len(files))
     if reports_path is not None:
         Path(reports_path).parent.mkdir(parents=True, exist_ok=True)

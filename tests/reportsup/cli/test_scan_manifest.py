@@ -29,13 +29,24 @@ def test_mixed_export_to_manifest_to_check_scans(export, tmp_path, capsys):
     out = tmp_path / "work" / "manifest.csv"
     _run(root, out)
     printed = capsys.readouterr().out
-    assert "files: 170 (" in printed and "files/s), series kept: 3 (1 through series/ symlink folders)" in printed
+    assert (
+        "files: 170 (" in printed
+        and "files/s), series kept: 3 (1 through series/ symlink folders)" in printed
+    )
     manifest = pd.read_csv(out, dtype=str, keep_default_na=False)
     skipped = pd.read_csv(tmp_path / "work" / "skipped_series.csv", dtype=str, keep_default_na=False)
     # Every series and file of the export is in exactly one table, with the truth table's outcome.
     kept_truth = truth[truth["expected"] == "kept"]
     assert sorted(manifest["series_instance_uid"]) == sorted(kept_truth["series_instance_uid"])
-    reasons = dict(zip(skipped["series_instance_uid"].where(skipped["series_instance_uid"] != "", skipped["example_file"]), skipped["reason"]))
+    reasons = dict(
+        zip(
+            skipped["series_instance_uid"].where(
+                skipped["series_instance_uid"] != "", skipped["example_file"]
+            ),
+            skipped["reason"],
+            strict=True,
+        )
+    )
     for row in truth[truth["expected"] == "skipped"].itertuples():
         assert reasons[row.series_instance_uid or str(root / row.path)] == row.reason
     assert len(skipped) == (truth["expected"] == "skipped").sum()
@@ -73,7 +84,13 @@ def test_manifest_pairs_with_reports_and_checks_with_labels(export, tmp_path):
     by_accession = pd.read_csv(reports, dtype=str).set_index("accession_number")["report_id"]
     assert (paired["accession_number"].map(by_accession) == paired["report_id"]).all()
     check_scans.main(
-        [str(tmp_path / "paired" / "paired_manifest.csv"), "--out-dir", str(tmp_path / "checked"), "--labels", str(reports)]
+        [
+            str(tmp_path / "paired" / "paired_manifest.csv"),
+            "--out-dir",
+            str(tmp_path / "checked"),
+            "--labels",
+            str(reports),
+        ]
     )
     assert pd.read_csv(tmp_path / "checked" / "quarantine.csv").empty
     assert len(pd.read_csv(tmp_path / "checked" / "checked_manifest.csv")) == 3
@@ -122,7 +139,9 @@ def test_a_users_series_folder_is_neither_skipped_nor_written_into(export, tmp_p
     own = tmp_path / "pacs"
     shutil.copytree(root, own)
     (own / "MIXP002" / "CT" / "HEAD").rename(own / "series")
-    with pytest.raises(SystemExit, match=r"pacs/series exists and was not made by reportsup-scan-manifest; 1 "):
+    with pytest.raises(
+        SystemExit, match=r"pacs/series exists and was not made by reportsup-scan-manifest; 1 "
+    ):
         _run(own, own / "manifest.csv")
     _run(own, tmp_path / "elsewhere" / "manifest.csv")
     manifest = pd.read_csv(tmp_path / "elsewhere" / "manifest.csv", dtype=str)
@@ -132,7 +151,9 @@ def test_a_users_series_folder_is_neither_skipped_nor_written_into(export, tmp_p
 def test_options_change_the_rules(export, tmp_path):
     root, _ = export
     out = tmp_path / "manifest.csv"
-    _run(root, out, "--min-slices", "1", "--slice-thickness", "0.5", "6", "--bone-kernels", "--no-bone-window")
+    _run(
+        root, out, "--min-slices", "1", "--slice-thickness", "0.5", "6", "--bone-kernels", "--no-bone-window"
+    )
     manifest = pd.read_csv(out, dtype=str)
     descriptions = sorted(manifest["series_description"].fillna(""))
     # The bone reconstruction, the 1 mm series and the real one-slice CT are kept under these rules.
@@ -144,7 +165,9 @@ def test_user_errors_are_one_message(tmp_path):
     empty.mkdir()
     with pytest.raises(SystemExit, match="nope does not exist. Give the top folder of the DICOM export"):
         _run(tmp_path / "nope", tmp_path / "m.csv")
-    with pytest.raises(SystemExit, match="empty holds no files. Give the folder the DICOM export was unpacked"):
+    with pytest.raises(
+        SystemExit, match="empty holds no files. Give the folder the DICOM export was unpacked"
+    ):
         _run(empty, tmp_path / "m.csv")
     (tmp_path / "dir.csv").mkdir()
     with pytest.raises(SystemExit, match=r"dir.csv is a folder; give a file name such as"):

@@ -120,7 +120,9 @@ def test_mixed_export_images_hold_exactly_their_series(mixed, tmp_path):
         assert len(list_slice_files(Path(other.image))) == other.n_slices
     # The link folder passes the header checks; the InstanceNumbers really are shuffled.
     headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in links]
-    by_position = [int(h.InstanceNumber) for h in sorted(headers, key=lambda h: float(h.ImagePositionPatient[2]))]
+    by_position = [
+        int(h.InstanceNumber) for h in sorted(headers, key=lambda h: float(h.ImagePositionPatient[2]))
+    ]
     assert by_position != sorted(by_position) and by_position != sorted(by_position, reverse=True)
     assert validate_series(row["image"]).n_slices == 30
 
@@ -131,7 +133,9 @@ def test_real_pydicom_export_every_file_is_accounted_for():
     result = index_dicom_tree(DICOMDIR_TESTS, progress=False)
     assert result.kept.empty
     assert result.n_files == _accounted(result) == 91
-    by_folder = {(Path(r.folder).relative_to(DICOMDIR_TESTS).as_posix(), r.reason) for r in result.skipped.itertuples()}
+    by_folder = {
+        (Path(r.folder).relative_to(DICOMDIR_TESTS).as_posix(), r.reason) for r in result.skipped.itertuples()
+    }
     assert ("98892001/CT2N", "localizer") in by_folder  # a real scout, ImageType LOCALIZER
     assert ("77654033/CT2", "too_few_slices") in by_folder
     assert ("77654033/CR1", "not_ct") in by_folder
@@ -139,7 +143,9 @@ def test_real_pydicom_export_every_file_is_accounted_for():
     assert (".", "dicomdir") in by_folder and ("TINY_ALPHA", "not_dicom") in by_folder
     mr2 = result.skipped[result.skipped["folder"].str.endswith("98892003/MR2")]
     assert len(mr2) == 3 and set(mr2["reason"]) == {"not_ct"}  # one folder, three series, three rows
-    dicomdirs = result.skipped[(result.skipped["reason"] == "dicomdir") & (result.skipped["folder"] == str(DICOMDIR_TESTS))]
+    dicomdirs = result.skipped[
+        (result.skipped["reason"] == "dicomdir") & (result.skipped["folder"] == str(DICOMDIR_TESTS))
+    ]
     assert dicomdirs["n_files"].tolist() == [7]  # DICOMDIR-bigEnd etc. are known by their SOP class
     non_image = result.skipped.set_index("reason").loc["non_image", "message"]
     assert "CT Image Storage objects without an image (50 of 50 files have no Rows" in non_image
@@ -270,10 +276,15 @@ def test_broken_links_and_unlisted_folders_are_reported(tmp_path, monkeypatch):
     rows = result.skipped.set_index("example_file")
     assert rows.loc[str(export / "ok" / "gone.dcm"), "reason"] == "unreadable"
     assert "a broken symbolic link" in rows.loc[str(export / "ok" / "gone.dcm"), "message"]
-    assert "folder cannot be listed (PermissionError: Permission denied)" in rows.loc[str(export / "locked"), "message"]
+    assert (
+        "folder cannot be listed (PermissionError: Permission denied)"
+        in rows.loc[str(export / "locked"), "message"]
+    )
     # the broken link shares the series' folder, so the kept series gets a link folder without it
     kept = assign_images(result, tmp_path / "series")
-    assert kept["image_source"].tolist() == ["symlink"] and len(list_slice_files(Path(kept["image"][0]))) == 12
+    assert (
+        kept["image_source"].tolist() == ["symlink"] and len(list_slice_files(Path(kept["image"][0]))) == 12
+    )
 
 
 def test_scan_id_and_study_datetime():

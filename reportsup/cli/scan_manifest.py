@@ -149,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     root: Path = args.dicom_root
     if not root.is_dir():
         what = "does not exist" if not root.exists() else "is not a folder"
+        if root.is_file() and root.suffix.lower() in (".zip", ".tar", ".gz", ".tgz", ".7z", ".iso"):
+            what = "is an archive; unpack it first (e.g. `unzip` or `tar -xf`) and give the unpacked folder"
         sys.exit(
             f"{PROG}: {root} {what}. Give the top folder of the DICOM export (e.g. the unpacked PACS export)."
         )

@@ -658,7 +658,8 @@ def _kept_row(series: SeriesFiles, scan_id: str) -> dict:
         "series_description": _text(ds, "SeriesDescription"),
         "modality": _text(ds, "Modality"),
         "n_slices": len(series.files),
-        "slice_thickness": "" if thickness is None else round(thickness, 4),
+        # None, not "": the column stays numeric (a Parquet manifest needs one type per column)
+        "slice_thickness": None if thickness is None else round(thickness, 4),
         "convolution_kernel": _text(ds, "ConvolutionKernel"),
         "image_source": "",
         "source_folders": ";".join(str(f) for f in series.folders),

@@ -148,6 +148,26 @@ def test_a_users_series_folder_is_neither_skipped_nor_written_into(export, tmp_p
     assert str(own / "series") in set(manifest["image"])
 
 
+def test_parquet_manifest_of_a_series_without_thickness(tmp_path):
+    """A one-slice series without SliceThickness (kept with --min-slices 1) has no thickness: the Parquet
+    column stays numeric (NaN), and the manifest reads back."""
+    import numpy as np
+    import pydicom
+
+    from datamodules.crossdl.head_ct.dicom_series import write_dicom_series
+
+    files = write_dicom_series(
+        np.zeros((8, 8, 1), np.float32), (1, 1, 5), tmp_path / "pacs" / "s", patient_id="P"
+    )
+    ds = pydicom.dcmread(files[0])
+    del ds.SliceThickness
+    ds.save_as(files[0])
+    out = tmp_path / "m.parquet"
+    _run(tmp_path / "pacs", out, "--min-slices", "1")
+    manifest = read_scan_manifest(out)
+    assert len(manifest) == 1 and pd.isna(manifest["slice_thickness"].iloc[0])
+
+
 def test_options_change_the_rules(export, tmp_path):
     root, _ = export
     out = tmp_path / "manifest.csv"
@@ -169,6 +189,9 @@ def test_user_errors_are_one_message(tmp_path):
         SystemExit, match="empty holds no files. Give the folder the DICOM export was unpacked"
     ):
         _run(empty, tmp_path / "m.csv")
+    (tmp_path / "export.zip").write_bytes(b"PK\x03\x04")
+    with pytest.raises(SystemExit, match=r"export.zip is an archive; unpack it first"):
+        _run(tmp_path / "export.zip", tmp_path / "m.csv")
     (tmp_path / "dir.csv").mkdir()
     with pytest.raises(SystemExit, match=r"dir.csv is a folder; give a file name such as"):
         _run(empty, tmp_path / "dir.csv")

@@ -10,6 +10,8 @@ and "component 2"; these files give the names:
 * ``abnormality_channels.tsv`` / ``.json``: channel index -> type name (the multi-channel map).
 
 One set per ``maps/`` folder: every map there comes from one model and so one label space.
+The NIfTI files also name their own contents (header ``descrip`` and a JSON comment extension,
+:func:`region_header_names` / :func:`abnormality_header_names`), so a map copied alone still says what it holds.
 """
 
 from __future__ import annotations

@@ -218,7 +218,7 @@ SKIPPED_COLUMNS: tuple[str, ...] = (
 
 
 def walk_files(root: Path, exclude: Sequence[Path] = ()) -> tuple[list[Path], list[tuple[Path, str, str]]]:
-    """Every regular file under ``root`` (symlinks to files included), sorted, and the entries that could
+    """Every regular file under ``root`` (links to files and folders followed), sorted, and the entries that could
     not be listed or are no file (``(path, "unreadable", detail)``: a folder without read permission, a
     broken link), so nothing is left out silently. ``exclude``d folders are not entered and ``exclude``d
     files not listed (our own outputs when the manifest is written inside the export)."""
@@ -232,8 +232,17 @@ def walk_files(root: Path, exclude: Sequence[Path] = ()) -> tuple[list[Path], li
             (path, "unreadable", f"folder cannot be listed ({type(err).__name__}: {err.strerror})")
         )
 
-    for folder, dirs, files in os.walk(root, onerror=unlisted, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(folder, d)) not in skip)
+    # Linked folders are followed (exports are sometimes assembled from links), each real folder once, so
+    # a link back up the tree cannot loop and no file is read twice.
+    seen = {os.path.realpath(root)}
+    for folder, dirs, files in os.walk(root, onerror=unlisted, followlinks=True):
+        kept_dirs = []
+        for d in sorted(dirs):
+            real = os.path.realpath(os.path.join(folder, d))
+            if real not in skip and real not in seen:
+                seen.add(real)
+                kept_dirs.append(d)
+        dirs[:] = kept_dirs
         for name in files:
             path = os.path.join(folder, name)
             if skip and os.path.realpath(path) in skip:

@@ -287,6 +287,18 @@ def test_broken_links_and_unlisted_folders_are_reported(tmp_path, monkeypatch):
     )
 
 
+def test_linked_folders_are_followed_once(tmp_path):
+    """An export assembled from links: a linked series folder is read, a link back up the tree neither loops
+    nor reads a file twice."""
+    _series(tmp_path / "elsewhere" / "s1")
+    export = tmp_path / "export"
+    _series(export / "s2", patient="P2")
+    (export / "linked").symlink_to(tmp_path / "elsewhere" / "s1", target_is_directory=True)
+    (export / "s2" / "loop").symlink_to(export, target_is_directory=True)
+    result = index_dicom_tree(export, progress=False)
+    assert result.skipped.empty and len(result.kept) == 2 and result.n_files == 24
+
+
 def test_scan_id_and_study_datetime():
     ds = pydicom.Dataset()
     ds.PatientID, ds.StudyDate, ds.StudyTime, ds.SeriesNumber = "ab/c 1", "20230102", "0930", 3

@@ -47,8 +47,11 @@ def read_scan_manifest(path: str | Path, path_columns: tuple[str, ...] = PATH_CO
         )
     df = df.copy()
     for column in REQUIRED:
-        df[column] = df[column].astype(str).str.strip()
-        empty = np.flatnonzero(df[column].isin(["", "nan", "None", "<NA>"]))
+        raw = df[column]
+        df[column] = raw.astype(str).str.strip()
+        # A missing cell is "" in a CSV (read as text) and NaN / None in Parquet and JSONL; the text "nan"
+        # or "None" is an id like any other (a scan named "nan" was refused as empty; issue 21 item 3).
+        empty = np.flatnonzero(raw.isna().to_numpy() | df[column].eq("").to_numpy())
         if len(empty):
             raise ManifestError(
                 f"{path}: row {empty[0] + 1}, column '{column}' is empty; every scan needs it."

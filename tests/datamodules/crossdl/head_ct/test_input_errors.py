@@ -421,3 +421,16 @@ def test_a_data_loader_worker_raises_the_message_not_its_traceback(tmp_path):
     message = str(err.value)
     assert message.startswith(f"{folder}: scan rle1: the pixel data cannot be read"), message
     assert "Traceback" not in message and "DataLoader worker" not in message, message
+
+
+def test_a_manifest_cell_is_empty_when_it_is_empty_not_when_it_reads_nan(tmp_path):
+    """The text "nan" is an id (it was refused as an empty cell); a truly empty cell names its row."""
+    path = tmp_path / "manifest.csv"
+    pd.DataFrame({"scan_id": ["nan", "s2"], "patient_id": ["None", "p2"], "image": ["a", "b"]}).to_csv(path, index=False)
+    assert read_scan_manifest(path)[["scan_id", "patient_id"]].values.tolist() == [["nan", "None"], ["s2", "p2"]]
+    path.write_text("scan_id,patient_id,image\ns1,,a\n")
+    with pytest.raises(ManifestError, match="row 1, column 'patient_id' is empty"):
+        read_scan_manifest(path)
+    pd.DataFrame({"scan_id": ["s1"], "patient_id": [None], "image": ["a"]}).to_parquet(tmp_path / "m.parquet")
+    with pytest.raises(ManifestError, match="column 'patient_id' is empty"):
+        read_scan_manifest(tmp_path / "m.parquet")

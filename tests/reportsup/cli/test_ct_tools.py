@@ -247,3 +247,22 @@ def test_forty_dicom_phantoms_through_check_register_and_datamodule(tmp_path):
     assert len(np.unique(batch["region_mask"].numpy())) > 10  # the registered atlas regions survived
     assert batch["region_labels"].shape == (1, 17, 4) and batch["scan_labels"].shape == (1, 4)
     assert dm.positive_rates.shape == (17, 4) and dm.positive_rates.sum() > 0
+
+
+def test_check_scans_keeps_and_lists_a_series_numbered_off_its_positions(ct_dir, tmp_path, capsys):
+    """Issue 21 item 2: not quarantined; the reordering is printed with the scan and counted."""
+    data = tmp_path / "data"
+    shutil.copytree(ct_dir, data)
+    files = sorted((data / "dicom" / "HCT00004").iterdir(), key=lambda f: pydicom.dcmread(f).InstanceNumber)
+    for f, number in zip(files, [2, 1, *range(3, len(files) + 1)], strict=True):  # first two swapped
+        ds = pydicom.dcmread(f)
+        ds.InstanceNumber = number
+        ds.save_as(f)
+    out = tmp_path / "checked"
+    check_scans.main([str(data / "manifest.csv"), "--out-dir", str(out)])
+    assert pd.read_csv(out / "quarantine.csv").empty
+    checked = pd.read_csv(out / "checked_manifest.csv").set_index("scan_id")
+    assert checked.at["HCT00004", "reordered"] == 2 and checked["reordered"].sum() == 2
+    printed = capsys.readouterr().out
+    assert "1 usable series have InstanceNumbers that disagree with their slice positions" in printed
+    assert f"  - HCT00004: 2 slice(s) moved ({data / 'dicom' / 'HCT00004'})" in printed

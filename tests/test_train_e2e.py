@@ -372,10 +372,11 @@ def test_crossdl_discretizer_demo_reaches_f1_09_and_its_checkpoint_labels_report
     agreement = (labels.loc[ok, gold.columns].to_numpy() == gold.to_numpy()).mean()
     assert agreement > 0.99  # cell-wise agreement of pseudo labels with the lesion specification
     # the same checkpoint through the resumable bulk labeller gives the same matrices
+    from reportsup.contracts.label_folder import read_label_folder
     from reportsup.labelling import label_archive
 
     label_archive(ckpt, tmp_path / "new.csv", tmp_path / "bulk", chunk_size=150, progress=False)
-    bulk = pd.concat([pd.read_parquet(p) for p in sorted((tmp_path / "bulk").glob("part-*.parquet"))])
+    bulk, _ = read_label_folder(tmp_path / "bulk")
     assert (
         len(bulk) == 400
         and json.loads((tmp_path / "bulk" / "manifest.json").read_text())["label_manifest"]["task"]

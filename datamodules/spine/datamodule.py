@@ -51,6 +51,7 @@ from datamodules.spine.radiographs import (
     read_radiograph,
     resize_view,
 )
+from reportsup.contracts.label_folder import read_label_folder
 from reportsup.contracts.labels.spine import VIEWS, check_findings
 from reportsup.contracts.splits import RunSplit, SplitError, SplitProtocol, check_learnable
 
@@ -217,13 +218,10 @@ def read_machine_labels(
     frames, provenance, owner = [], [], {}
     for p in map(Path, paths):
         if p.is_dir():
-            parts = sorted(p.glob("part-*.parquet"))
-            if not parts:
-                raise SpineDataError(
-                    f"data.machine_labels={p}: no part-*.parquet (is it a reportsup-label output folder?)."
-                )
-            table = pd.concat([pd.read_parquet(x) for x in parts], ignore_index=True)
-            manifest = json.loads((p / "manifest.json").read_text()) if (p / "manifest.json").exists() else {}
+            try:  # the labelling-folder contract's one reader: parts/ in input order, and the manifest
+                table, manifest = read_label_folder(p)
+            except (FileNotFoundError, FileExistsError) as err:  # no part yet; the earlier layout (with its mv)
+                raise SpineDataError(f"data.machine_labels={p}: {err}") from None
             provenance.append(
                 {
                     "path": str(p),

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from datamodules.common.tables import ReportTableError, read_table_file
+from datamodules.common.tables import SUFFIXES, ReportTableError, read_table_file, table_suffix
 
-TABLE_SUFFIXES = (".csv", ".parquet", ".jsonl")
+TABLE_SUFFIXES = SUFFIXES  # .csv, .jsonl (either may be gzipped), .parquet: the tables reader's
 Reports = Sequence[str] | pd.DataFrame | str | Path
 
 
@@ -21,7 +21,7 @@ def reports_table(reports: Reports, text_column: str = "text", id_column: str = 
     positions. A single string is read as a table path (a report text must come in a list)."""
     if isinstance(reports, (str, Path)):
         path = Path(reports)
-        if path.suffix.lower() not in TABLE_SUFFIXES:
+        if table_suffix(path) not in TABLE_SUFFIXES:
             raise TypeError(
                 f"{str(reports)[:60]!r}: a single string is read as the path of a {'/'.join(TABLE_SUFFIXES)} "
                 "table; to label report texts pass a list, e.g. predict([text])."

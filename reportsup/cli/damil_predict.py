@@ -19,6 +19,7 @@ MODEL may also be a run folder (its best checkpoint) or a ``reportsup-export`` f
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,6 +53,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.dicom and args.no_maps:
         parser.error("--dicom needs the NIfTI maps it is made from; drop --no-maps (or add --no-dicom).")
     dicom = not args.no_maps if args.dicom is None else args.dicom
+    # the head-CT readers log what a user must know, e.g. a series stacked in slice-position order
+    # although its InstanceNumbers said otherwise (issue 21 item 2); a console script has no handler
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("datamodules.crossdl.head_ct").setLevel(logging.INFO)
     if (args.out_dir / "predictions.csv").exists():
         sys.exit(f"error: {args.out_dir / 'predictions.csv'} exists; choose a new --out-dir.")
     try:

@@ -42,6 +42,7 @@ from datamodules.crossdl.head_ct.scan_checks import (
     CheckSettings,
     as_scan_error,
 )
+from reportsup.cli.common import add_bone_window_options, bone_window_option
 from reportsup.contracts.labels.crossdl import LabelSpace
 from reportsup.runner.resources import estimate_resources
 
@@ -133,30 +134,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--mask-columns", nargs="*", default=None, help="default: every *mask column")
     parser.add_argument("--min-slices", type=int, default=10)
     parser.add_argument("--decode", action="store_true", help="also decode the pixels")
-    parser.add_argument(
-        "--bone-kernels",
-        nargs="*",
-        default=list(DEFAULT_BONE_KERNELS),
-        metavar="REGEX",
-        help="ConvolutionKernel patterns of bone reconstructions (case-insensitive search; replace the "
-        f"defaults {list(DEFAULT_BONE_KERNELS)}; give none to skip the kernel test)",
-    )
-    parser.add_argument(
-        "--bone-window",
-        type=float,
-        nargs=2,
-        default=DEFAULT_BONE_WINDOW,
-        metavar=("CENTER", "WIDTH"),
-        help="a WindowCenter and WindowWidth at or above these are a bone window (default: %(default)s)",
-    )
-    parser.add_argument("--no-bone-window", action="store_true", help="skip the display-window test")
+    add_bone_window_options(parser)
     parser.add_argument("--spatial-size", type=int, nargs=3, default=[160, 160, 80])
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--cache-in-memory", action="store_true")
     parser.add_argument("--precision", choices=["32", "bf16", "16"], default="32")
     args = parser.parse_args(argv)
-    bone_window = None if args.no_bone_window else tuple(args.bone_window)
+    bone_window = bone_window_option(args)
     try:
         CheckSettings(bone_kernel_patterns=tuple(args.bone_kernels), bone_window=bone_window)
     except ValueError as err:

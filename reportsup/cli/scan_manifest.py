@@ -32,7 +32,7 @@ from datamodules.crossdl.head_ct.dicom_index import (
     index_dicom_tree,
     own_folder,
 )
-from datamodules.crossdl.head_ct.scan_checks import DEFAULT_BONE_KERNELS, DEFAULT_BONE_WINDOW
+from reportsup.cli.common import add_bone_window_options, bone_window_option
 
 PROG = "reportsup-scan-manifest"
 SKIPPED_NAME = "skipped_series.csv"
@@ -81,23 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest angle in degrees between slice normal and head-foot axis of an axial series "
         "(default: %(default)s)",
     )
-    parser.add_argument(
-        "--bone-kernels",
-        nargs="*",
-        default=list(DEFAULT_BONE_KERNELS),
-        metavar="REGEX",
-        help="ConvolutionKernel patterns of bone reconstructions, as reportsup-check-scans (default: "
-        f"{list(DEFAULT_BONE_KERNELS)}; give none to skip the kernel test)",
-    )
-    parser.add_argument(
-        "--bone-window",
-        type=float,
-        nargs=2,
-        default=list(DEFAULT_BONE_WINDOW),
-        metavar=("CENTER", "WIDTH"),
-        help="a WindowCenter and WindowWidth at or above these are a bone window (default: %(default)s)",
-    )
-    parser.add_argument("--no-bone-window", action="store_true", help="skip the display-window test")
+    add_bone_window_options(parser)
     parser.add_argument(
         "--series-descriptions",
         nargs="*",
@@ -124,7 +108,7 @@ def _rules(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Manifes
             slice_thickness_mm=(args.slice_thickness[0], args.slice_thickness[1]),
             max_tilt_degrees=args.max_tilt,
             bone_kernel_patterns=tuple(args.bone_kernels),
-            bone_window=None if args.no_bone_window else (args.bone_window[0], args.bone_window[1]),
+            bone_window=bone_window_option(args),
             series_descriptions=tuple(args.series_descriptions),
         )
     except ValueError as err:

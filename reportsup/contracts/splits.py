@@ -25,13 +25,20 @@ leave is ``holdout_order``, one explicit choice per experiment (``configs/data/*
 * ``split_first``: the split is drawn over every development patient, then hold-out patients leave, so
   a hold-out set added later (a test-only run scoring a trained model on a new set) moves nobody else.
 
+``stratify: true`` (issue 22, item 1; default false, which keeps every earlier split unchanged) draws the
+same fractions or folds per label stratum (:mod:`reportsup.contracts.stratify`: a patient's stratum is
+the rarest label it is positive for), so a rare label keeps positives in every split. With or without
+it, a split holding fewer than 5 positives of a label is logged as a warning naming the label and the
+split, and recorded in ``data_summary.json`` (``stratification``).
+
 This module is the bottom layer: pure pandas/numpy, it imports nothing else of ours but the contracts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +46,22 @@ import numpy as np
 import pandas as pd
 
 from reportsup.contracts.run_dir import DATA_SUMMARY, SPLITS_CSV, write_json
+from reportsup.contracts.stratify import (
+    few_positives,
+    few_positives_message,
+    split_positives,
+    stratified_deal,
+    strata,
+)
+
+log = logging.getLogger(__name__)
 
 SPLIT_NAMES = ("train", "val", "test")
 HOLDOUT_ORDERS = ("exclude_first", "split_first")
 #: the keys of ``data.split`` the protocol reads
-CONFIG_KEYS = ("seed", "fractions", "n_folds", "fold", "file", "holdout_order", "unit")
+CONFIG_KEYS = ("seed", "fractions", "n_folds", "fold", "file", "holdout_order", "unit", "stratify")
+#: key of ``data_summary.json`` with the stratification and the positives of each label per split
+SUMMARY_KEY = "stratification"
 #: what one draw assigns as a whole: a patient (all their rows), or each row on its own (a paper's own unit)
 UNITS = ("patient", "row")
 #: optional boolean column of :meth:`SplitProtocol.assign`'s tables: False = the row takes no part
@@ -110,6 +128,30 @@ def patient_kfold(patient_ids: Sequence[str], seed: int, n_folds: int, fold: int
         name = "test" if k == fold else "val" if k == val_fold else "train"
         out.update({p: name for p in members})
     return out
+
+
+def stratified_split(
+    stratum: pd.Series,
+    seed: int,
+    fractions: Sequence[float] = (0.6, 0.2, 0.2),
+    n_folds: int | None = None,
+    fold: int = 0,
+    unit: str = "patient",
+) -> dict[str, str]:
+    """``{unit: split}`` drawn per stratum (``stratum``: ``{unit: its rarest positive label}``,
+    :func:`reportsup.contracts.stratify.strata`): the fractions, or k folds of which ``fold`` is the
+    test and the next the validation fold, as the unstratified draws (issue 22, item 1)."""
+    if n_folds:
+        _check_folds(n_folds, fold)
+        buckets = stratified_deal(stratum, seed, [1.0 / n_folds] * n_folds)
+        val_fold = (fold + 1) % n_folds
+        return {u: "test" if k == fold else "val" if k == val_fold else "train" for u, k in buckets.items()}
+    _check_fractions(fractions)
+    if len(stratum) < 3:
+        raise SplitError(
+            f"only {len(stratum)} {unit}(s) in the development data: a train/val/test split needs at least 3."
+        )
+    return {u: SPLIT_NAMES[k] for u, k in stratified_deal(stratum, seed, fractions).items()}
 
 
 def split_patients(
@@ -224,7 +266,7 @@ def check_run_split(path: str | Path, splits: pd.DataFrame) -> None:
     if moved:
         raise SplitError(
             f"{path}: {len(moved)} row(s) are in another split than when this run started (e.g. "
-            f"{moved[0]!r}: {old[moved[0]]} -> {new[moved[0]]}); the seed, fractions or data changed "
+            f"{moved[0]!r}: {old[moved[0]]} -> {new[moved[0]]}); the seed, fractions, stratify or data changed "
             "(or, with data.split.holdout_order=exclude_first, the hold-out sets). Resume with the original "
             "data, data.holdouts and data.split settings, or start a new run."
         )
@@ -268,6 +310,9 @@ class RunSplit:
     holdout_names: tuple[str, ...]
     source: str
     what: str = "rows"
+    #: ``data_summary.json``'s ``stratification``: the setting, strata sizes, positives per split and label,
+    #: and the splits with fewer than 5 positives of a label (empty when no labels were given)
+    stratification: Mapping[str, Any] = field(default_factory=dict)
 
     def mask(self, name: str) -> np.ndarray:
         """Boolean array over the development rows: in split (or hold-out, or ``""``) ``name``."""
@@ -300,6 +345,8 @@ class RunSplit:
         rows and their splits in ``parts``' order, the hold-out rows once."""
         if len({p.holdout_names for p in parts}) > 1:
             raise ValueError("RunSplit.concat: the parts were drawn with different hold-out sets.")
+        # Each part's stratification under its source (e.g. the sentences, then the reports).
+        stratification = {p.source: dict(p.stratification) for p in parts if p.stratification}
         return cls(
             pd.concat([p.rows for p in parts], ignore_index=True),
             pd.concat([p.split for p in parts], ignore_index=True),
@@ -307,6 +354,7 @@ class RunSplit:
             parts[0].holdout_names,
             source,
             what,
+            stratification if len(stratification) != 1 else next(iter(stratification.values())),
         )
 
     def table(self) -> pd.DataFrame:
@@ -335,7 +383,10 @@ class RunSplit:
             path.parent.mkdir(parents=True, exist_ok=True)
             table.to_csv(path, index=False)
         if data_summary is not None:
-            write_json(Path(run_dir) / DATA_SUMMARY, data_summary)
+            summary = dict(data_summary)
+            if self.stratification:
+                summary.setdefault(SUMMARY_KEY, self.stratification)
+            write_json(Path(run_dir) / DATA_SUMMARY, summary)
         return path
 
 
@@ -352,6 +403,8 @@ class SplitProtocol:
     fold: int = 0
     file: str | None = None
     unit: str = "patient"
+    #: draw per label stratum (issue 22 item 1); False keeps the plain draw, so earlier splits stay identical
+    stratify: bool = False
 
     def __post_init__(self) -> None:
         if self.unit not in UNITS:
@@ -369,6 +422,12 @@ class SplitProtocol:
             _check_folds(self.n_folds, self.fold)
         else:
             _check_fractions(self.fractions)
+        if self.stratify and self.file:
+            raise SplitError(
+                f"data.split.stratify=true and data.split.file={self.file}: a split file is a fixed split, "
+                "nothing is drawn to stratify. Set data.split.file=null to draw a stratified split, or "
+                "data.split.stratify=false to use the file."
+            )
 
     @classmethod
     def from_config(cls, split: Mapping[str, Any] | None, holdout_order: str) -> SplitProtocol:
@@ -389,10 +448,14 @@ class SplitProtocol:
             raise SplitError(
                 f"data.split={cfg}: {err}; seed, n_folds and fold are integers, fractions three numbers."
             ) from None
+        stratify = cfg.get("stratify") or False
+        if not isinstance(stratify, bool):  # "false" from a hand-edited YAML string would be truthy
+            raise SplitError(f"data.split.stratify={stratify!r}: give true or false.")
         return cls(
             holdout_order=str(cfg.get("holdout_order") or holdout_order),
             file=str(cfg["file"]) if cfg.get("file") else None,
             unit=str(cfg.get("unit") or "patient"),
+            stratify=stratify,
             **values,
         )
 
@@ -404,6 +467,7 @@ class SplitProtocol:
         source: str,
         required: Sequence[str] = SPLIT_NAMES,
         what: str = "rows",
+        labels: pd.DataFrame | None = None,
     ) -> RunSplit:
         """Split the development ``rows`` by patient and remove every row of a hold-out patient.
 
@@ -416,7 +480,17 @@ class SplitProtocol:
             source: the data file, named in error messages.
             required: splits that must not be empty (the spine image DataModule has no internal test).
             what: what a row is, for messages ("reports", "scans", ...).
+            labels: the rows' label values (same index as ``rows``, one column per label, NaN unknown):
+                the strata of ``stratify`` and the count of positives per split (a warning below 5).
+                Required with ``stratify``.
         """
+        if self.stratify and labels is None:
+            raise SplitError(
+                f"{source}: data.split.stratify=true needs the label of every row, and this data gives none "
+                "to the split; set data.split.stratify=false."
+            )
+        if labels is not None and len(labels) != len(rows):
+            raise ValueError(f"SplitProtocol.assign: {len(labels)} label rows for {len(rows)} rows.")
         dev = _id_frame(rows, source)
         held = {}
         for name, table in (holdouts or {}).items():
@@ -428,6 +502,7 @@ class SplitProtocol:
         member = holdout_of(dev["patient_id"], held)
         stays = member == UNUSED
         usable = dev[USABLE]
+        strata_sizes: dict[str, int] | None = None  # units per stratum, when stratified
         if self.file:
             # No draw: the order cannot move anyone, and a run's own splits.csv (a valid split file)
             # lists no development row of a hold-out patient. So hold-out patients always leave first.
@@ -438,9 +513,14 @@ class SplitProtocol:
         else:
             drawn = usable & stays if self.holdout_order == "exclude_first" else usable
             group = "patient_id" if self.unit == "patient" else "id"
-            mapping = split_patients(
-                dev.loc[drawn, group], self.seed, self.fractions, self.n_folds, self.fold, self.unit
-            )
+            if self.stratify:
+                stratum = strata(dev.loc[drawn, group], labels.set_axis(dev.index).loc[drawn])
+                strata_sizes = {str(k): int(v) for k, v in stratum.value_counts().sort_index().items()}
+                mapping = stratified_split(stratum, self.seed, self.fractions, self.n_folds, self.fold, self.unit)
+            else:
+                mapping = split_patients(
+                    dev.loc[drawn, group], self.seed, self.fractions, self.n_folds, self.fold, self.unit
+                )
             split = dev[group].map(mapping).where(usable, UNUSED)
         split = split.where(stays, member).astype(object)
         holdout_rows = pd.concat(
@@ -448,6 +528,27 @@ class SplitProtocol:
             or [pd.DataFrame(columns=["id", "patient_id", "split"])],
             ignore_index=True,
         )
-        result = RunSplit(dev, split, holdout_rows, tuple(held), source, what)
+        stratification = (
+            self._check_positives(split, labels.set_axis(dev.index), what, strata_sizes)
+            if labels is not None
+            else {}
+        )
+        result = RunSplit(dev, split, holdout_rows, tuple(held), source, what, stratification)
         result.require(required)
         return result
+
+    def _check_positives(
+        self, split: pd.Series, labels: pd.DataFrame, what: str, strata_sizes: Mapping[str, int] | None
+    ) -> dict[str, Any]:
+        """Positives of each label in each split; a logged warning per split with fewer than 5 of a label
+        (issue 22 item 1), returned for ``data_summary.json``."""
+        counts = split_positives(split, labels, SPLIT_NAMES)
+        found = few_positives(counts)
+        for line in few_positives_message(found, what, self.stratify):
+            log.warning(line)
+        out: dict[str, Any] = {"stratify": self.stratify, "unit": self.unit}
+        if strata_sizes is not None:
+            out["strata"] = dict(strata_sizes)  # units per stratum (rarest positive label, or negative)
+        out["positives"] = counts
+        out["few_positives"] = found
+        return out

@@ -305,9 +305,11 @@ def _spine(tmp_path, data, seed, run):
     folder = tmp_path / "spine"
     if not folder.exists():
         folder.mkdir()
-        image = np.zeros((16, 16), dtype=np.uint8)
-        image[4:12, 6:10] = 200
-        Image.fromarray(image).save(folder / "view.png")
+        # one file per view: the spine DataModule refuses a session whose two views are the same file
+        for k, view in enumerate(("coronal", "sagittal")):
+            image = np.zeros((16, 16), dtype=np.uint8)
+            image[4:12, 6 + k : 10 + k] = 200
+            Image.fromarray(image).save(folder / f"{view}.png")
         views, machine, test = [], [], []
         for p in range(30):
             for s in range(2):
@@ -318,7 +320,7 @@ def _spine(tmp_path, data, seed, run):
                             "session_id": sid,
                             "patient_id": f"P{p}",
                             "view": view,
-                            "image": "view.png",
+                            "image": f"{view}.png",
                             "report_id": f"R{sid}",
                         }
                     )

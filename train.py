@@ -40,6 +40,7 @@ from reportsup.contracts.run_dir import (
 )
 from reportsup.contracts.splits import SplitError
 from reportsup.runner.provenance import record_provenance, record_resources
+from reportsup.runner.run_report_attention import finish_run_report
 from reportsup.runner.setup import apply_demo, register_all, requeued_checkpoint
 from reportsup.runner.sweep import SweepConfigError, run_sweep
 
@@ -155,6 +156,8 @@ def run(
         if evaluator is not None and evaluator.metrics:
             rank_zero_info("\n" + metrics_table(evaluator.headline()))
         seconds["test"] = time.perf_counter() - tic
+        if trainer.is_global_zero:
+            finish_run_report(run_dir, model)  # report.html, one page per run (issue 22 item 5)
     if trainer.is_global_zero:
         record_resources(run_dir, seconds)
     rank_zero_info(f"[reportsup] run directory: {run_dir}")

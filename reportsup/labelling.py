@@ -52,6 +52,7 @@ import torch
 from tqdm.auto import tqdm
 
 from datamodules.common.tables import ReportTableError, count_rows, read_chunks, text_problem
+from lightning_modules.common.label_manifest import label_thresholds
 from lightning_modules.common.report_model import ReportModel
 from reportsup.api.report_models import CLASSIFIER_TASKS, REPORT_MODELS, load_report_model, model_source
 from reportsup.contracts import label_folder
@@ -169,6 +170,17 @@ class ClassifierLabeller:
         self.forward: Callable = self.model
         self.labels = list(self.model.labels)
         self.threshold = float(self.model.threshold)
+        # per label: the threshold chosen on validation (model.threshold=validation, issue 22 item 3)
+        # where the checkpoint's manifest has one, else the single threshold
+        self.thresholds = label_thresholds(
+            {
+                "labels": self.labels,
+                "threshold": self.threshold,
+                "thresholds": {
+                    k: v["threshold"] for k, v in (getattr(self.model, "label_thresholds", None) or {}).items()
+                },
+            }
+        )
         if compile:
             self.forward = compiled_model(self.model, precision)
             # Compile now, on a small batch (batch and length >= 2: dimensions of size 0/1 would be
@@ -208,7 +220,7 @@ class ClassifierLabeller:
         )
         for j, label in enumerate(self.labels):
             out[f"{label}_prob"] = probs[:, j]
-            out[label] = (probs[:, j] > self.threshold).astype("int8")
+            out[label] = (probs[:, j] > self.thresholds[label]).astype("int8")
         return out
 
     def manifest(self) -> dict[str, Any]:
@@ -271,13 +283,14 @@ def make_labeller(
     return DiscretizerLabeller(model, batch_size, device, precision, quantize, probabilities)
 
 
-def agreement(fp32: np.ndarray, fast: np.ndarray, threshold: float) -> dict[str, float]:
+def agreement(fp32: np.ndarray, fast: np.ndarray, threshold: float | np.ndarray) -> dict[str, float]:
     """Share of reports whose thresholded labels (all labels of a report) agree between fp32 probabilities
     and the fast path's (bf16/fp16 autocast or int8), and the largest probability gap.
 
     ``fast`` must be the probabilities the labeller *wrote*, not a second pass: int8 dynamic quantisation
     scales each batch's activations by that batch's range, so the same report gets other int8 outputs in
-    another batch (issue 21, item 6: the recorded agreement is that of the labels in the parts)."""
+    another batch (issue 21, item 6: the recorded agreement is that of the labels in the parts).
+    ``threshold``: one for all labels, or one per label column (thresholds chosen on validation)."""
     same = ((fp32 > threshold) == (fast > threshold)).all(axis=1)
     return {
         "n": len(fp32),
@@ -487,7 +500,9 @@ def label_archive(
                 info["fp32_agreement"] = {
                     "mode": quantize or precision,
                     "part": index,
-                    **agreement(reference_probs, written, fp32.threshold),
+                    **agreement(
+                        reference_probs, written, np.array([fp32.thresholds[lb] for lb in fp32.labels])
+                    ),
                 }
             labelled = labelled.rename(columns=columns_map)
             table = pa.Table.from_pandas(labelled, preserve_index=False)

@@ -2,7 +2,10 @@
 
 Someone who applies a checkpoint years later (bulk labelling an archive, Wood et al. 2021 labelled
 121,556 reports) must know the label names and their order, the encoder and the exact tokenizer, the
-text preprocessing and the decision threshold. Loading a checkpoint checks the manifest against the
+text preprocessing and the decision threshold. With ``model.threshold=validation`` (issue 22 item 3)
+the manifest also carries ``thresholds``, one per label chosen on the validation set, and
+``threshold_choice`` (rule, target, and per label the cut-off with its validation sensitivity and
+specificity); :func:`label_thresholds` is what the labelling tools apply. Loading a checkpoint checks the manifest against the
 model it is loaded into and refuses a mismatch.
 """
 
@@ -26,7 +29,19 @@ def build_manifest(
     encoder_manifest: Mapping[str, Any],
     threshold: float,
     extra: Mapping[str, Any] | None = None,
+    thresholds: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """The manifest of a model; ``thresholds``: ``{label: choose_threshold(...) result}`` when the
+    thresholds were chosen on validation (:mod:`reportsup.analysis.youden`), stored as ``thresholds``
+    (``prob > threshold`` is positive) and ``threshold_choice`` (how they were chosen)."""
+    chosen = (
+        {
+            "thresholds": {label: float(c["threshold"]) for label, c in thresholds.items()},
+            "threshold_choice": {"set": "validation", "per_label": {k: dict(v) for k, v in thresholds.items()}},
+        }
+        if thresholds
+        else {}
+    )
     return {
         "framework": FRAMEWORK,
         "framework_version": __version__,
@@ -40,8 +55,23 @@ def build_manifest(
             "max_length": encoder_manifest.get("max_length"),
             "tokenizer_sha256": encoder_manifest.get("tokenizer_sha256"),
         },
+        **chosen,
         **dict(extra or {}),
     }
+
+
+def label_thresholds(manifest: Mapping[str, Any]) -> dict[str, float]:
+    """``{label: threshold}`` a labelling tool applies (``prob > threshold`` is 1): the threshold chosen
+    on validation where the manifest has one, the manifest's single ``threshold`` for the other labels
+    (and for every label of a checkpoint trained with a fixed threshold, or before issue 22)."""
+    chosen = manifest.get("thresholds") or {}
+    return {label: float(chosen.get(label, manifest["threshold"])) for label in manifest["labels"]}
+
+
+def chosen_thresholds(manifest: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The per-label choices (``threshold_choice.per_label``) a manifest carries, ``{}`` when none: what a
+    model restores from its checkpoint so that testing reports the metrics at them."""
+    return {k: dict(v) for k, v in ((manifest or {}).get("threshold_choice") or {}).get("per_label", {}).items()}
 
 
 def check_manifest(

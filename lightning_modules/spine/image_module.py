@@ -27,7 +27,12 @@ from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
 from lightning_modules.common.checkpoints import load_checkpoint
-from lightning_modules.common.label_manifest import CheckpointManifestError, build_manifest, check_manifest
+from lightning_modules.common.label_manifest import (
+    CheckpointManifestError,
+    build_manifest,
+    check_manifest,
+    chosen_thresholds,
+)
 from lightning_modules.common.losses import masked_bce_with_logits
 from lightning_modules.common.report_model import LabelClassifier, ValidationAUROC
 from reportsup.contracts.run_dir import best_checkpoints_below
@@ -90,7 +95,11 @@ class SpineResNet(ValidationAUROC, LabelClassifier):
         init_checkpoint: a SpineResNet checkpoint to start from (the 2steps regime: the 1step model).
         require_init_checkpoint: refuse to start without ``init_checkpoint`` (the 2steps regime: without
             it, 2steps would silently train as step2only from ImageNet weights).
-        threshold: decision threshold stored in the manifest (the paper reports 0.5 and Youden cut-offs).
+        threshold: decision threshold stored in the manifest (the paper reports 0.5 and Youden cut-offs),
+            or ``validation``: per-finding thresholds chosen on the validation set (issue 22 item 3,
+            :class:`~lightning_modules.common.report_model.LabelClassifier`).
+        threshold_rule, threshold_target: how ``threshold=validation`` chooses (``youden``, or a target
+            ``sensitivity`` / ``specificity``).
         image_preprocessing: how inputs were made (image size, G channel, normalisation), for the manifest.
     """
 
@@ -104,9 +113,11 @@ class SpineResNet(ValidationAUROC, LabelClassifier):
         weights: str | None = IMAGENET_WEIGHTS,
         weights_path: str | None = None,
         init_checkpoint: str | None = None,
-        threshold: float = 0.5,
+        threshold: float | str = 0.5,
         image_preprocessing: Mapping[str, Any] | None = None,
         require_init_checkpoint: bool = False,
+        threshold_rule: str = "youden",
+        threshold_target: float = 0.9,
     ) -> None:
         if require_init_checkpoint and not init_checkpoint:
             raise ValueError(
@@ -114,7 +125,7 @@ class SpineResNet(ValidationAUROC, LabelClassifier):
                 "model.init_checkpoint=outputs/spine_resnet18_1step/<run or multirun folder> (or a .ckpt), "
                 "or run experiment=spine_resnet18_step2only to train on the refinement set from ImageNet weights."
             )
-        super().__init__(labels, optimizer, scheduler, threshold)
+        super().__init__(labels, optimizer, scheduler, threshold, threshold_rule, threshold_target)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.network = resnet18(weights=None)
         self.init = self._initialise(weights, weights_path, init_checkpoint)
@@ -192,7 +203,7 @@ class SpineResNet(ValidationAUROC, LabelClassifier):
 
     # -- label manifest ----------------------------------------------------------------------
     def _manifest_core(self) -> dict[str, Any]:
-        return build_manifest(self.TASK, self.labels, {}, self.threshold)
+        return build_manifest(self.TASK, self.labels, {}, self.threshold, thresholds=self.label_thresholds)
 
     def label_manifest(self) -> dict[str, Any]:
         return self._manifest_core() | {
@@ -205,6 +216,8 @@ class SpineResNet(ValidationAUROC, LabelClassifier):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_manifest(checkpoint.get("label_manifest"), self._manifest_core())
+        # the thresholds chosen on validation for these weights (testing reports the metrics at them)
+        self.label_thresholds = chosen_thresholds(checkpoint.get("label_manifest"))
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, trust_checkpoint: bool = False) -> SpineResNet:
@@ -232,5 +245,6 @@ class SpineResNet(ValidationAUROC, LabelClassifier):
             image_preprocessing=manifest.get("image_preprocessing"),
         )
         model.init = manifest.get("init", model.init)
+        model.label_thresholds = chosen_thresholds(manifest)
         model.load_state_dict(checkpoint["state_dict"])
         return model.eval()

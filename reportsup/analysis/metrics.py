@@ -1,6 +1,10 @@
 """Binary classification metrics with patient-level bootstrap confidence intervals.
 
 Wood et al. 2021 report AUC-ROC, (balanced) accuracy, sensitivity, specificity and F1 (Tables 3, 4).
+Issue 22 item 2 adds what a rare finding and a deployment need: average precision (PR-AUC, which,
+unlike AUROC, falls with prevalence), PPV and NPV at the threshold, and calibration: the expected
+calibration error over :data:`ECE_BINS` equal-width bins and the Brier score. Library implementations
+throughout: torchmetrics (AUROC, AP, ECE, confusion counts) and scikit-learn (Brier score).
 Point estimates come from torchmetrics at a fixed threshold (0.5 by default); the 95 % CI of a
 single run resamples *patients* with replacement (reports of one patient are not independent),
 ``n_bootstrap`` times from a seeded generator, and takes percentiles. Replicates in which a metric
@@ -18,9 +22,35 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchmetrics.functional.classification import binary_auroc, binary_stat_scores
+from sklearn.metrics import brier_score_loss
+from torchmetrics.functional.classification import (
+    binary_auroc,
+    binary_average_precision,
+    binary_calibration_error,
+    binary_stat_scores,
+)
 
-METRICS: tuple[str, ...] = ("auroc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1")
+METRICS: tuple[str, ...] = (
+    "auroc",
+    "accuracy",
+    "balanced_accuracy",
+    "sensitivity",
+    "specificity",
+    "f1",
+    "average_precision",
+    "ppv",
+    "npv",
+    "ece",
+    "brier",
+)
+#: metrics that do not depend on the decision threshold (reported once, not again at a chosen threshold)
+THRESHOLD_FREE: tuple[str, ...] = ("auroc", "average_precision", "ece", "brier")
+#: the papers' metrics (Wood et al. 2021, Tables 3-4): what the many Cross-DL region x type cells get, where
+#: the issue 22 additions would multiply the bootstrap time of 68 cells for little use
+PAPER_METRICS: tuple[str, ...] = METRICS[:6]
+#: equal-width probability bins of the expected calibration error and the reliability diagram: 15 as in
+#: Guo et al. 2017 ("On calibration of modern neural networks") and torchmetrics' default
+ECE_BINS = 15
 
 
 def _nan_div(a: float, b: float) -> float:
@@ -35,8 +65,24 @@ def confusion_counts(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 
     return {"tp": tp, "tn": tn, "fp": fp, "fn": fn}
 
 
-def binary_metrics(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """All :data:`METRICS` for one label; NaN where a metric is undefined on these data."""
+def calibration_metrics(y_true: np.ndarray, y_prob: np.ndarray) -> dict[str, float]:
+    """``{ece, brier}`` (issue 22 item 2): torchmetrics' L1 expected calibration error over
+    :data:`ECE_BINS` equal-width bins and scikit-learn's Brier score; NaN on an empty sample."""
+    y = np.asarray(y_true).astype(int)
+    p = np.asarray(y_prob, dtype=float)
+    if len(y) == 0:
+        return {"ece": float("nan"), "brier": float("nan")}
+    ece = binary_calibration_error(
+        torch.as_tensor(p, dtype=torch.float32), torch.as_tensor(y), n_bins=ECE_BINS, norm="l1"
+    )
+    return {"ece": float(ece), "brier": float(brier_score_loss(y, p, pos_label=1))}
+
+
+def binary_metrics(
+    y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.5, metrics: Sequence[str] = METRICS
+) -> dict[str, float]:
+    """The ``metrics`` (default all :data:`METRICS`) of one label; NaN where a metric is undefined on
+    these data (AUROC with one class, average precision without positives, PPV without positive calls)."""
     c = confusion_counts(y_true, y_prob, threshold)
     tp, fp, tn, fn = (float(c[k]) for k in ("tp", "fp", "tn", "fn"))
     y = torch.as_tensor(np.asarray(y_true), dtype=torch.long)
@@ -44,14 +90,22 @@ def binary_metrics(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.
     n_pos, n_neg = tp + fn, tn + fp
     sens, spec = _nan_div(tp, n_pos), _nan_div(tn, n_neg)
     auroc = float(binary_auroc(p, y)) if n_pos > 0 and n_neg > 0 else float("nan")
-    return {
+    out = {
         "auroc": auroc,
         "accuracy": _nan_div(tp + tn, n_pos + n_neg),
         "balanced_accuracy": (sens + spec) / 2,
         "sensitivity": sens,
         "specificity": spec,
         "f1": _nan_div(2 * tp, 2 * tp + fp + fn),
+        "ppv": _nan_div(tp, tp + fp),
+        "npv": _nan_div(tn, tn + fn),
     }
+    if "average_precision" in metrics:
+        # AP is the area under the precision-recall curve: undefined without a positive to recall
+        out["average_precision"] = float(binary_average_precision(p, y)) if n_pos > 0 else float("nan")
+    if "ece" in metrics or "brier" in metrics:
+        out.update(calibration_metrics(y_true, y_prob))
+    return {m: out[m] for m in metrics}
 
 
 def cluster_resamples(clusters: Sequence[Any], n_bootstrap: int, seed: int = 0) -> Iterator[np.ndarray]:
@@ -136,12 +190,17 @@ def patient_bootstrap_ci(
     n_bootstrap: int = 1000,
     ci: float = 0.95,
     seed: int = 0,
+    metrics: Sequence[str] = METRICS,
 ) -> dict[str, dict[str, float]]:
-    """``{metric: {value, ci_low, ci_high, n_bootstrap_valid}}`` with a patient-level percentile bootstrap."""
+    """``{metric: {value, ci_low, ci_high, n_bootstrap_valid}}`` with a patient-level percentile bootstrap,
+    for each of ``metrics`` (default all :data:`METRICS`)."""
+    unknown = sorted(set(metrics) - set(METRICS))
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; known: {', '.join(METRICS)}.")
     y_true, y_prob = np.asarray(y_true), np.asarray(y_prob)
-    point = binary_metrics(y_true, y_prob, threshold)
-    draws: dict[str, list[float]] = {m: [] for m in METRICS}
+    point = binary_metrics(y_true, y_prob, threshold, metrics)
+    draws: dict[str, list[float]] = {m: [] for m in metrics}
     for idx in cluster_resamples(patient_ids, n_bootstrap, seed):
-        for m, v in binary_metrics(y_true[idx], y_prob[idx], threshold).items():
+        for m, v in binary_metrics(y_true[idx], y_prob[idx], threshold, metrics).items():
             draws[m].append(v)
-    return {m: {"value": point[m], **percentile_interval(draws[m], ci)} for m in METRICS}
+    return {m: {"value": point[m], **percentile_interval(draws[m], ci)} for m in metrics}

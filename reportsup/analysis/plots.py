@@ -118,3 +118,46 @@ def _save(fig: plt.Figure, path: str | Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def plot_precision_recall(curves: Mapping[str, tuple], path: str | Path, title: str) -> Path:
+    """Precision-recall curves (issue 22 item 2), one per entry ``name: (y_true, y_prob, ap[, ci_low,
+    ci_high])``, from scikit-learn's ``precision_recall_curve``; each set's prevalence, the precision of
+    a chance classifier, as a dotted line in its colour: AP means little without it for a rare label."""
+    from sklearn.metrics import precision_recall_curve
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
+    for name, (y, p, ap, *ci) in curves.items():
+        precision, recall, _ = precision_recall_curve(np.asarray(y).astype(int), np.asarray(p, dtype=float))
+        interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if len(ci) == 2 else ""
+        (line,) = ax.step(recall, precision, where="post", label=f"{name}: AP {ap:.3f}{interval}, n={len(y)}")
+        ax.axhline(float(np.mean(y)), ls=":", lw=0.8, c=line.get_color())
+    ax.set(xlabel="recall (sensitivity)", ylabel="precision (PPV)", title=title, xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="lower left", fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_reliability(curves: Mapping[str, tuple], path: str | Path, title: str, n_bins: int = 15) -> Path:
+    """Reliability diagram (issue 22 item 2): per entry ``name: (y_true, y_prob, ece[, brier])`` the
+    observed frequency against the mean predicted probability in ``n_bins`` equal-width bins
+    (scikit-learn's ``calibration_curve``, the bins of the ECE), with the diagonal of perfect
+    calibration and, below, how many predictions fall in each bin (empty bins are not drawn)."""
+    from sklearn.calibration import calibration_curve
+
+    fig, (ax, hist) = plt.subplots(
+        2, 1, figsize=(4.5, 5.4), dpi=120, sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    edges = np.linspace(0, 1, n_bins + 1)
+    for name, (y, p, ece, *rest) in curves.items():
+        y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
+        observed, predicted = calibration_curve(y, p, n_bins=n_bins, strategy="uniform")
+        brier = f", Brier {rest[0]:.3f}" if rest else ""
+        (line,) = ax.plot(predicted, observed, marker="o", ms=3, label=f"{name}: ECE {ece:.3f}{brier}")
+        hist.hist(p, bins=edges, histtype="step", color=line.get_color())
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8)
+    ax.set(ylabel="observed frequency", title=title, xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="upper left", fontsize=7)
+    hist.set(xlabel="predicted probability", ylabel="n")
+    fig.tight_layout()
+    return _save(fig, path)

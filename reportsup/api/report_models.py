@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from lightning_modules.alarm.module import ALARMClassifier
+from lightning_modules.common.label_manifest import label_thresholds
 from lightning_modules.common.report_model import ReportModel
 from lightning_modules.crossdl.discretizer.module import DiscretizerModule
 from lightning_modules.spine.report_module import SpineReportClassifier
@@ -208,6 +209,8 @@ def exported_config(model: ReportModel, layout: str, source: ModelSource | None 
         "task": manifest["task"],
         "labels": manifest["labels"],
         "threshold": manifest["threshold"],
+        # per label, what the 0/1 labels apply: chosen on validation where the model has them (issue 22)
+        "thresholds": label_thresholds(manifest),
         "preprocessing": manifest["text_preprocessing"],
         "weights_layout": layout,
         "label_manifest": manifest_without_files(manifest),

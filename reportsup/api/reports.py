@@ -3,8 +3,9 @@
 ALARM (Wood et al. 2021, Eur Radiol, "Modelling", Fig. 2): BioBERT + attention pooling + MLP, one
 probability per label (``abnormal`` or a granular category). Spine report NLP ("Extracting Structured
 Information From Radiological Reports"): a BERT sequence classifier per radiological finding. Both
-give one sigmoid probability per label; a label is 1 when its probability exceeds the model's
-``threshold`` (the label manifest's). The batching, mixed precision and quantisation are
+give one sigmoid probability per label; a label is 1 when its probability exceeds its threshold in the
+label manifest: the one chosen on validation (``model.threshold=validation``, issue 22 item 3) or the
+model's single ``threshold``. The batching, mixed precision and quantisation are
 :class:`reportsup.labelling.ClassifierLabeller`'s, the same as ``reportsup-label`` uses (``quantize="int8"``
 labels with the int8 model itself; the object keeps the fp32 model for :meth:`ReportLabeller.save_pretrained`).
 What ``reportsup-label`` wrote is read back with
@@ -36,7 +37,7 @@ class ReportLabeller:
     unpickling, or a folder written by ``reportsup-export`` / :meth:`save_pretrained`), then
     :meth:`predict` report texts, a DataFrame or a CSV / Parquet / JSONL table. The result has the
     columns ``reportsup-label`` writes: ``report_id`` (and ``patient_id`` when given), then per label
-    ``<label>_prob`` and ``<label>`` (0/1 at :attr:`threshold`).
+    ``<label>_prob`` and ``<label>`` (0/1 at the label's entry of :attr:`thresholds`).
 
     Example (the checkpoint is a tiny ALARM model in the repository's test data)::
 
@@ -105,8 +106,16 @@ class ReportLabeller:
 
     @property
     def threshold(self) -> float:
-        """Decision threshold: a label is 1 when its probability is above it."""
+        """The model's single decision threshold (0.5 unless trained with another number); the 0/1
+        columns use :attr:`thresholds`, which differ from it where thresholds were chosen on validation."""
         return float(self._labeller.threshold)
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """Per label, the threshold its 0/1 column applies (a label is 1 when its probability is above
+        it): chosen on the validation set where the checkpoint carries one (``model.threshold=validation``,
+        issue 22 item 3), else :attr:`threshold`."""
+        return dict(self._labeller.thresholds)
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Probabilities ``(n_texts, n_labels)`` in :attr:`labels` order, without input checks."""

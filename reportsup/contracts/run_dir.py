@@ -15,7 +15,8 @@ A run writes under ``outputs/<experiment>/<date>_<time>[_<slurm job>_<task>]/``:
     metrics.json                          {test_set: {label: {metric: {value, ci_low, ci_high}}}}
     predictions_<test_set>.csv            id, patient_id, <label>_true, <label>_prob
     youden_cutoffs.json                   spine image models: cut-offs chosen on the cut-off test set
-    plots/                                ROC, confusion matrices, plots/occlusion/
+    val_thresholds.json                   model.threshold=validation: per-label thresholds chosen on validation
+    plots/                                ROC, PR, reliability (calibration_*), confusion matrices, plots/occlusion/
     maps/, overlays/, holdouts/<set>/     DaMIL abnormality maps and their PNG overlays
     attention_*.html, embeddings_*.png    written later into the run by reportsup-attention/-embeddings
 
@@ -56,7 +57,12 @@ HPC_CHECKPOINT_GLOB = "hpc_ckpt_*.ckpt"  # Lightning's SLURM auto-requeue checkp
 METRICS_JSON = "metrics.json"
 PREDICTIONS_PREFIX = "predictions_"
 YOUDEN_CUTOFFS = "youden_cutoffs.json"
+VAL_THRESHOLDS = "val_thresholds.json"  # model.threshold=validation (issue 22 item 3)
+VAL_THRESHOLD_SUFFIX = "@val_threshold"  # metrics.json: <test set>@val_threshold, the metrics at them
 PLOTS = "plots"
+ROC_PLOT_PREFIX = "roc_"  # plots/roc_<label>.png
+PR_PLOT_PREFIX = "pr_"  # plots/pr_<label>.png, precision-recall curves (issue 22 item 2)
+CALIBRATION_PLOT_PREFIX = "calibration_"  # plots/calibration_<label>.png, reliability diagrams
 OCCLUSION = "occlusion"  # inside PLOTS
 MAPS = "maps"  # DaMIL NIfTI maps
 OVERLAYS = "overlays"  # DaMIL PNG overlays

@@ -16,6 +16,7 @@ Everything reads the DESIGN.md run directory through :mod:`reportsup.contracts.r
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from reportsup.analysis.delong import compare_aucs
+from reportsup.analysis.run_report import REPORT_HTML
 from reportsup.analysis.summary import summarize_runs
 from reportsup.contracts.run_dir import (
     METRICS_JSON,
@@ -147,6 +149,10 @@ def compare_experiments(groups: Mapping[str, Sequence[Run]]) -> dict[str, Any]:
     for name in names:
         out["experiments"][name] = {
             "runs": [str(r.path) for r in groups[name]],
+            # each run's one-page report (issue 22 item 5); None for a run finished before it existed
+            "reports": [
+                str(r.path / REPORT_HTML) if (r.path / REPORT_HTML).is_file() else None for r in groups[name]
+            ],
             "metrics": summarize_runs([r.metrics for r in groups[name]]),
         }
     ref_by_seed = {r.seed: r for r in groups[reference]}
@@ -240,6 +246,28 @@ def comparison_markdown(comparison: Mapping[str, Any]) -> str:
             else:
                 lines.append(
                     f"| {t['seed']} | {t.get('test_set', '')} | {t.get('label', '')} | | | | | | {t['error']} |"
+                )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def report_links_markdown(groups: Mapping[str, Sequence[Run]], out_dir: str | Path) -> str:
+    """A section linking every compared run's ``report.html`` (issue 22 item 5), relative to the
+    comparison folder so that the links hold in ``comparison.html`` and ``comparison.md`` alike; a run
+    without the page (finished before it existed) says how to write it."""
+    lines = ["## Run reports", ""]
+    for name, runs in groups.items():
+        lines += [f"### {name}", ""]
+        for run in runs:
+            page = run.path / REPORT_HTML
+            seed = f" (seed {run.seed})" if run.seed is not None else ""
+            if page.is_file():
+                link = Path(os.path.relpath(page.resolve(), Path(out_dir).resolve())).as_posix()
+                lines.append(f"- [{run.path.name}{seed}]({link})")
+            else:
+                lines.append(
+                    f"- {run.path.name}{seed}: no {REPORT_HTML}; write it with "
+                    f"`python -m reportsup.analysis.run_report {run.path}`"
                 )
         lines.append("")
     return "\n".join(lines)

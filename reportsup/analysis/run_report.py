@@ -44,12 +44,11 @@ from reportsup.contracts.run_dir import (
     PROVENANCE_JSON,
     SPLITS_CSV,
     VAL_THRESHOLD_SUFFIX,
-    prediction_sets,
+    predictions_csv,
     read_config,
     read_json,
     read_metrics,
     read_overrides,
-    read_predictions,
     write_text,
 )
 
@@ -135,11 +134,36 @@ def decision_threshold(config: Mapping[str, Any], label_metrics: Mapping[str, An
     return 0.5
 
 
+def set_predictions(run_dir: Path, test_set: str) -> pd.DataFrame | None:
+    """``predictions_<set>.csv`` with string ids, or None without it. DaMIL's tables name the id column
+    ``scan_id`` instead of the contract's ``id`` (lightning_modules/crossdl/damil/evaluation.py), so it is
+    read here rather than by ``run_dir.read_predictions``, which insists on ``id``."""
+    path = run_dir / predictions_csv(test_set)
+    if not path.is_file():
+        return None
+    table = pd.read_csv(path, dtype={"id": str, "scan_id": str, "patient_id": str})
+    if "id" not in table.columns and "scan_id" in table.columns:
+        table = table.rename(columns={"scan_id": "id"})
+    if "id" not in table.columns:
+        raise ValueError(f"{path}: no 'id' (or 'scan_id') column (columns: {list(table.columns)[:8]} ...).")
+    return table
+
+
+def prediction_columns(pred: pd.DataFrame, label: str) -> list[str] | None:
+    """``[<label>_true, <label>_prob]`` of a metrics label in a predictions table: as named, or with
+    ``:`` written ``__`` (DaMIL's ``scan:<type>`` metrics are the ``scan__<type>`` columns); None if absent."""
+    for name in dict.fromkeys((label, label.replace(":", "__"))):
+        cols = [f"{name}_true", f"{name}_prob"]
+        if set(cols) <= set(pred.columns):
+            return cols
+    return None
+
+
 def labelled(pred: pd.DataFrame, label: str) -> pd.DataFrame:
     """``id, patient_id, y, prob`` of the rows with a known ``label`` (empty truths are masked, as in the
     metrics); a table without the label's columns gives an empty frame."""
-    cols = [f"{label}_true", f"{label}_prob"]
-    if not set(cols) <= set(pred.columns):
+    cols = prediction_columns(pred, label)
+    if cols is None:
         return pd.DataFrame(columns=["id", "patient_id", "y", "prob"])
     keep = ["id", *(["patient_id"] if "patient_id" in pred.columns else []), *cols]
     out = pred[keep].dropna(subset=cols).rename(columns={cols[0]: "y", cols[1]: "prob"})
@@ -251,14 +275,13 @@ def test_set_sections(
 ) -> list[dict[str, Any]]:
     """Per test set of ``metrics.json``: its metric table, confusion matrices and (report models) errors."""
     report_model = (run_dir / LABEL_MANIFEST).is_file()
-    with_predictions = set(prediction_sets(run_dir))
     highlights = attention_entries(run_dir)
     sections = []
     for test_set, per_label in metrics.items():
         if not isinstance(per_label, Mapping):
             continue
         base = test_set.removesuffix(VAL_THRESHOLD_SUFFIX)
-        pred = read_predictions(run_dir, base) if base in with_predictions else None
+        pred = set_predictions(run_dir, base)
         columns, rows = metric_table(per_label)
         confusions, errors = [], []
         for label, label_metrics in per_label.items():

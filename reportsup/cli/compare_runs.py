@@ -30,6 +30,7 @@ from reportsup.analysis.run_comparison import (
     comparison_markdown,
     find_runs,
     group_runs,
+    report_links_markdown,
     scored_predictions,
 )
 from reportsup.cli.common import COMPARE_GROUP
@@ -69,6 +70,8 @@ def compare_dirs(
         + "\n"
         + metric_bar_figures(comparison, out)
         + roc_figures(groups, out)
+        + "\n"
+        + report_links_markdown(groups, out)  # each run's report.html (issue 22 item 5)
     )
     md_path = write_text(out / COMPARISON_MD, md)
     write_html(md, out / COMPARISON_HTML)

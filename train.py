@@ -43,6 +43,7 @@ from reportsup.runner.provenance import record_provenance, record_resources
 from reportsup.runner.run_report_attention import finish_run_report
 from reportsup.runner.setup import apply_demo, register_all, requeued_checkpoint
 from reportsup.runner.sweep import SweepConfigError, run_sweep
+from reportsup.runner.trackers import log_run_artifacts
 
 register_all()
 
@@ -158,6 +159,8 @@ def run(
         seconds["test"] = time.perf_counter() - tic
         if trainer.is_global_zero:
             finish_run_report(run_dir, model)  # report.html, one page per run (issue 22 item 5)
+        if trainer.is_global_zero:  # checkpoint, metrics.json, exported model to MLflow (issue 22 item 4)
+            log_run_artifacts(trainer.loggers, run_dir, test_ckpt)
     if trainer.is_global_zero:
         record_resources(run_dir, seconds)
     rank_zero_info(f"[reportsup] run directory: {run_dir}")

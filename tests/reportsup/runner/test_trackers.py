@@ -1,0 +1,175 @@
+"""Issue 22 item 4: TensorBoard and MLflow beside CSV and W&B, read back offline.
+
+One ALARM demo run with ``logger=[tensorboard,mlflow]`` (a list of logger configs, which also checks that
+both compose with the CSV logger) is read back through TensorBoard's EventAccumulator and the MLflow file
+store's client: the test metrics are the values of ``metrics.json`` under the same names, the resolved config
+is there (``model.optimizer.lr``), the group and tags are there, and MLflow holds the best checkpoint,
+``metrics.json`` and the exported model as artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from lightning_modules.common.loggers import flatten, tracker_key, tracker_params
+from tests.conftest import run_train, single_run_dir
+
+FAST = (
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=3",
+    "data.demo.n_reports=600",
+    "callbacks.evaluator.n_bootstrap=50",
+)
+
+
+def metrics_json_flat(run: Path) -> dict[str, float]:
+    """``metrics.json`` under the names every logger receives (``test/<set>/<label>/<metric>``)."""
+    metrics = json.loads((run / "metrics.json").read_text())
+    return {
+        tracker_key(f"test/{test_set}/{label}/{metric}"): fields["value"]
+        for test_set, per_label in metrics.items()
+        for label, per_metric in per_label.items()
+        for metric, fields in per_metric.items()
+    }
+
+
+def same(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def tracked_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(run folder, output folder) of one short ALARM demo logged to TensorBoard and MLflow."""
+    out = tmp_path_factory.mktemp("trackers")
+    run_train(
+        "experiment=alarm_binary",
+        "demo=true",
+        "logger=[tensorboard,mlflow]",
+        *FAST,
+        f"paths.output_dir={out}",
+        f"paths.data_dir={out / 'd'}",
+    )
+    return single_run_dir(out, "alarm_binary"), out
+
+
+@pytest.mark.slow
+def test_tensorboard_event_files_hold_the_metrics_config_and_group(tracked_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run, _ = tracked_run
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
+    events.Reload()
+    expected = metrics_json_flat(run)
+    assert expected and set(expected) <= set(events.Tags()["scalars"])
+    for name, value in expected.items():
+        (logged,) = events.Scalars(name)
+        assert same(logged.value, value), name
+    assert {"val/loss", "val/auroc"} <= set(events.Tags()["scalars"])  # training curves too
+    hparams = yaml.safe_load((run / "tensorboard" / "hparams.yaml").read_text())
+    assert hparams["model.optimizer.lr"] == OmegaConf.load(run / "config_resolved.yaml").model.optimizer.lr
+    assert hparams["run.group"] == "alarm_binary" and hparams["run.tags"] == "alarm, binary, seed_0"
+    # the HParams tab: the run's config against its test metrics
+    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(
+        events.PluginTagToContent("hparams")
+    )
+    config_text = events.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "optimizer:" in config_text and "alarm_binary" in config_text  # the resolved config as text
+
+
+@pytest.mark.slow
+def test_mlflow_file_store_holds_the_metrics_params_tags_and_artifacts(tracked_run, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    run, out = tracked_run
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks for it to read a file store
+    client = MlflowClient((out / "mlruns").resolve().as_uri())
+    experiment = client.get_experiment_by_name("alarm_binary")
+    (mlrun,) = client.search_runs([experiment.experiment_id])
+    assert mlrun.info.run_name == "alarm_binary_seed0" and mlrun.info.status == "FINISHED"
+
+    expected = metrics_json_flat(run)
+    assert expected and set(expected) <= set(mlrun.data.metrics)
+    for name, value in expected.items():
+        assert same(mlrun.data.metrics[name], value), name
+
+    params = mlrun.data.params
+    config = OmegaConf.load(run / "config_resolved.yaml")
+    assert float(params["model.optimizer.lr"]) == config.model.optimizer.lr
+    assert (
+        params["name"] == "alarm_binary" and params["data_summary.labels"] == "['abnormal']"
+    )  # + data summary
+    tags = mlrun.data.tags
+    assert tags["group"] == "alarm_binary" and tags["job_type"] == "train"
+    assert tags["tags"] == "alarm,binary,seed_0" and tags["seed_0"] == "true"
+
+    def artifacts(path: str | None = None) -> list[str]:
+        found = []
+        for a in client.list_artifacts(mlrun.info.run_id, path):
+            found += artifacts(a.path) if a.is_dir else [a.path]
+        return found
+
+    logged = artifacts()
+    (best,) = (run / "checkpoints").glob("best-*.ckpt")
+    assert f"checkpoints/{best.name}" in logged and "metrics.json" in logged
+    assert {
+        "exported_model/model.safetensors",
+        "exported_model/config.json",
+        "exported_model/README.md",
+    } <= set(logged)
+    # the artifact is the run's metrics.json and the exported model loads offline
+    local = Path(client.download_artifacts(mlrun.info.run_id, "exported_model", str(out / "pulled")))
+    assert json.loads(
+        Path(client.download_artifacts(mlrun.info.run_id, "metrics.json", str(out / "m"))).read_text()
+    ) == (json.loads((run / "metrics.json").read_text()))
+    from reportsup.api.reports import ReportLabeller
+
+    labeller = ReportLabeller.from_pretrained(local)
+    assert labeller.labels == ["abnormal"]
+
+
+def test_tracker_params_flatten_the_config_to_command_line_names():
+    params = tracker_params(
+        {
+            "config": {"model": {"optimizer": {"lr": 1e-3}}, "data": {"labels": ["a"]}, "x": {}},
+            "data": {"n": 3},
+        }
+    )
+    assert params == {"model.optimizer.lr": 1e-3, "data.labels": ["a"], "x": "{}", "data_summary.n": 3}
+    assert flatten({"a": {"b": 1}}) == {"a.b": 1}
+
+
+def test_tracker_key_keeps_names_mlflow_accepts_and_maps_the_others():
+    assert tracker_key("test/report_label/abnormal/auroc") == "test/report_label/abnormal/auroc"
+    assert (
+        tracker_key("test/report_label@val_threshold/Lésion/ppv")
+        == "test/report_label_val_threshold/L_sion/ppv"
+    )
+
+
+def test_mlflow_logger_uses_a_local_file_store_by_default_and_a_given_tracking_uri(tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_dir
+
+    from reportsup.runner.setup import PROJECT_ROOT, register_all
+
+    register_all()
+    with initialize_config_dir(str(PROJECT_ROOT / "configs"), version_base="1.3"):
+        cfg = compose(
+            "train", ["experiment=alarm_binary", "logger=[csv,mlflow]", f"paths.output_dir={tmp_path}"]
+        )
+        given = compose(
+            "train",
+            ["experiment=alarm_binary", "logger=mlflow", "logger.mlflow.tracking_uri=http://mlflow.lan:5000"],
+        )
+    assert set(cfg.logger) == {"csv", "mlflow"}
+    assert cfg.logger.mlflow.tracking_uri == f"file:{tmp_path}/mlruns"
+    assert cfg.logger.mlflow.experiment_name == "alarm_binary" and list(cfg.logger.mlflow.tags) == [
+        "alarm",
+        "binary",
+    ]
+    assert given.logger.mlflow.tracking_uri == "http://mlflow.lan:5000"

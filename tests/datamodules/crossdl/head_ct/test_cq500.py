@@ -17,6 +17,7 @@ from datamodules.crossdl.head_ct.cq500 import (
     majority_table,
     read_reads,
 )
+from datamodules.crossdl.head_ct.datamodule import CHECKED_OK
 from datamodules.synthetic.datasets.cq500_phantoms import write_cq500_phantoms
 from reportsup.contracts.labels.crossdl import LabelSpace
 from tests.conftest import SMALL_CT
@@ -126,7 +127,7 @@ def test_manifest_takes_one_soft_tissue_series_per_scan_with_the_majority(cq500_
     manifest, report = build_cq500_manifest(cq500_dir)
     assert manifest["scan_id"].tolist() == [f"CQ500-CT-{i}" for i in range(8)]
     # "CT BONE" is a bone reconstruction, "CT 1mm" farther from 5 mm than the 6.4 mm phantom series
-    assert set(manifest["series"]) == {"CT 5mm"} and (manifest["scan_check"] == "ok-v2").all()
+    assert set(manifest["series"]) == {"CT 5mm"} and (manifest["scan_check"] == CHECKED_OK).all()
     reasons = report.loc[report["status"] == "not chosen"].groupby("series")["reason"].first()
     assert reasons["CT BONE"].startswith("bone reconstruction") and "closer" in reasons["CT 1mm"]
     # reader 3 contradicts the others on every odd scan: the majority is the phantoms' truth

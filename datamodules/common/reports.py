@@ -233,6 +233,8 @@ class ReportDataModule(TokenizedLoaders, pl.LightningDataModule):
             {name: ho.assign(id=ho["report_id"]) for name, ho in holdouts.items()},
             source=str(self.path),
             what="reports",
+            # reference labels (NaN = unknown): the strata of data.split.stratify and the positives per split
+            labels=table[self.labels],
         )
         n_unused = int(run_split.mask(UNUSED).sum())  # rows of hold-out patients are counted there
         if n_unused:

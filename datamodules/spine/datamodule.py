@@ -554,6 +554,8 @@ class SpineXrayDataModule(pl.LightningDataModule):
             source=str(self.views_path),
             required=("train", "val"),
             what="training sessions",
+            # the labels it trains on (machine or refinement): the strata of data.split.stratify
+            labels=pd.DataFrame(train_targets, columns=self.labels),
         )
         label_source = self.refinement_labels if self.train_on == "refinement" else self.machine_labels
         check_learnable(

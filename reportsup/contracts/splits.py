@@ -36,8 +36,8 @@ This module is the bottom layer: pure pandas/numpy, it imports nothing else of o
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
 import logging
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,9 +49,10 @@ from reportsup.contracts.run_dir import DATA_SUMMARY, SPLITS_CSV, write_json
 from reportsup.contracts.stratify import (
     few_positives,
     few_positives_message,
+    rarest_positive,
     split_positives,
     stratified_deal,
-    strata,
+    unit_positives,
 )
 
 log = logging.getLogger(__name__)
@@ -131,19 +132,21 @@ def patient_kfold(patient_ids: Sequence[str], seed: int, n_folds: int, fold: int
 
 
 def stratified_split(
-    stratum: pd.Series,
+    pos: pd.DataFrame,
     seed: int,
     fractions: Sequence[float] = (0.6, 0.2, 0.2),
     n_folds: int | None = None,
     fold: int = 0,
     unit: str = "patient",
 ) -> dict[str, str]:
-    """``{unit: split}`` drawn per stratum (``stratum``: ``{unit: its rarest positive label}``,
-    :func:`reportsup.contracts.stratify.strata`): the fractions, or k folds of which ``fold`` is the
-    test and the next the validation fold, as the unstratified draws (issue 22, item 1)."""
+    """``{unit: split}`` drawn per stratum (``pos``: (unit x label) positives,
+    :func:`reportsup.contracts.stratify.unit_positives`; a unit's stratum is its rarest positive label):
+    the fractions, or k folds of which ``fold`` is the test and the next the validation fold, as the
+    unstratified draws (issue 22, item 1)."""
+    stratum = rarest_positive(pos)
     if n_folds:
         _check_folds(n_folds, fold)
-        buckets = stratified_deal(stratum, seed, [1.0 / n_folds] * n_folds)
+        buckets = stratified_deal(stratum, seed, [1.0 / n_folds] * n_folds, pos)
         val_fold = (fold + 1) % n_folds
         return {u: "test" if k == fold else "val" if k == val_fold else "train" for u, k in buckets.items()}
     _check_fractions(fractions)
@@ -151,7 +154,7 @@ def stratified_split(
         raise SplitError(
             f"only {len(stratum)} {unit}(s) in the development data: a train/val/test split needs at least 3."
         )
-    return {u: SPLIT_NAMES[k] for u, k in stratified_deal(stratum, seed, fractions).items()}
+    return {u: SPLIT_NAMES[k] for u, k in stratified_deal(stratum, seed, fractions, pos).items()}
 
 
 def split_patients(
@@ -422,12 +425,6 @@ class SplitProtocol:
             _check_folds(self.n_folds, self.fold)
         else:
             _check_fractions(self.fractions)
-        if self.stratify and self.file:
-            raise SplitError(
-                f"data.split.stratify=true and data.split.file={self.file}: a split file is a fixed split, "
-                "nothing is drawn to stratify. Set data.split.file=null to draw a stratified split, or "
-                "data.split.stratify=false to use the file."
-            )
 
     @classmethod
     def from_config(cls, split: Mapping[str, Any] | None, holdout_order: str) -> SplitProtocol:
@@ -484,7 +481,7 @@ class SplitProtocol:
                 the strata of ``stratify`` and the count of positives per split (a warning below 5).
                 Required with ``stratify``.
         """
-        if self.stratify and labels is None:
+        if self.stratify and labels is None and not self.file:
             raise SplitError(
                 f"{source}: data.split.stratify=true needs the label of every row, and this data gives none "
                 "to the split; set data.split.stratify=false."
@@ -504,6 +501,11 @@ class SplitProtocol:
         usable = dev[USABLE]
         strata_sizes: dict[str, int] | None = None  # units per stratum, when stratified
         if self.file:
+            if self.stratify:  # not an error: a chain of runs reuses the first run's (stratified) splits.csv
+                log.warning(
+                    f"[reportsup] data.split.file={self.file} is a fixed split: data.split.stratify=true draws "
+                    "nothing here (the positives per split are still checked)."
+                )
             # No draw: the order cannot move anyone, and a run's own splits.csv (a valid split file)
             # lists no development row of a hold-out patient. So hold-out patients always leave first.
             split = pd.Series(UNUSED, index=dev.index, dtype=object)
@@ -514,9 +516,10 @@ class SplitProtocol:
             drawn = usable & stays if self.holdout_order == "exclude_first" else usable
             group = "patient_id" if self.unit == "patient" else "id"
             if self.stratify:
-                stratum = strata(dev.loc[drawn, group], labels.set_axis(dev.index).loc[drawn])
-                strata_sizes = {str(k): int(v) for k, v in stratum.value_counts().sort_index().items()}
-                mapping = stratified_split(stratum, self.seed, self.fractions, self.n_folds, self.fold, self.unit)
+                pos = unit_positives(dev.loc[drawn, group], labels.set_axis(dev.index).loc[drawn])
+                counts = rarest_positive(pos).value_counts().sort_index()
+                strata_sizes = {str(k): int(v) for k, v in counts.items()}
+                mapping = stratified_split(pos, self.seed, self.fractions, self.n_folds, self.fold, self.unit)
             else:
                 mapping = split_patients(
                     dev.loc[drawn, group], self.seed, self.fractions, self.n_folds, self.fold, self.unit
@@ -546,7 +549,7 @@ class SplitProtocol:
         found = few_positives(counts)
         for line in few_positives_message(found, what, self.stratify):
             log.warning(line)
-        out: dict[str, Any] = {"stratify": self.stratify, "unit": self.unit}
+        out: dict[str, Any] = {"stratify": self.stratify and not self.file, "unit": self.unit}
         if strata_sizes is not None:
             out["strata"] = dict(strata_sizes)  # units per stratum (rarest positive label, or negative)
         out["positives"] = counts

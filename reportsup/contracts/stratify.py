@@ -9,10 +9,14 @@ label's positive patients:
   drawn), or ``"negative"``: a multi-label patient is placed by the label that most needs spreading,
   the frequent labels balance themselves over the many patients they have (the issue's "multi-label by
   the rarest label a patient has");
-* within a stratum the units are shuffled (seeded) and dealt to the splits by the fractions, each split
-  receiving the floor or the ceiling of its share (a 12-patient label at 60/20/20 gets 7/2/2 + 1 extra);
-  the extra ones go to the split furthest below its overall target, so the split sizes stay those of the
-  unstratified draw within a unit or so.
+* within a stratum each split receives the floor or the ceiling of its share of the units (a 12-patient
+  stratum at 60/20/20 gets 7/2/2 and one extra); the extra ones go to the split furthest below its overall
+  target, so the split sizes stay those of the unstratified draw within a unit or so;
+* which unit of a stratum goes where: the units are shuffled (seeded), then each in turn goes to the split,
+  among those with room left in the stratum, that still lacks most of the *other* labels the unit is
+  positive for (the iterative stratification of Sechidis et al. 2011, "On the stratification of
+  multi-label data", restricted to the stratum's quotas), so the more frequent co-occurring labels are
+  balanced too, not left to chance. Strata are dealt rarest first.
 
 Why not scikit-learn's ``StratifiedGroupKFold``: it makes k equal folds only, so it cannot give the
 papers' fractions (ALARM 60/20/20 is 5 folds, but Cross-DL's 90/5/5 would be 20 and the sentences'
@@ -42,13 +46,23 @@ def positives(labels: pd.DataFrame) -> pd.DataFrame:
     return labels.apply(pd.to_numeric, errors="coerce").fillna(0.0) >= 0.5
 
 
-def strata(groups: pd.Series, labels: pd.DataFrame) -> pd.Series:
-    """The stratum of each unit (index: the unique values of ``groups``, sorted): the rarest label the unit
-    is positive for in any of its rows, or :data:`NEGATIVE`.
+def unit_positives(groups: pd.Series, labels: pd.DataFrame) -> pd.DataFrame:
+    """(unit x label) booleans, units sorted: the unit is positive for the label in any of its rows.
 
     ``groups``: the unit of each row (patient id, or the row id with ``unit: row``); ``labels``: the
-    rows' label values, same index as ``groups``. Ties in rarity go to the label listed first."""
-    pos = positives(labels).groupby(groups.to_numpy()).any().sort_index()
+    rows' label values, same index as ``groups``."""
+    return positives(labels).groupby(groups.to_numpy()).any().sort_index()
+
+
+def strata(groups: pd.Series, labels: pd.DataFrame) -> pd.Series:
+    """The stratum of each unit (index: the unique values of ``groups``, sorted): the rarest label the unit
+    is positive for in any of its rows, or :data:`NEGATIVE` (:func:`unit_positives`). Ties in rarity go
+    to the label listed first."""
+    return rarest_positive(unit_positives(groups, labels))
+
+
+def rarest_positive(pos: pd.DataFrame) -> pd.Series:
+    """The stratum of each unit of a :func:`unit_positives` frame."""
     counts = pos.sum(axis=0).to_numpy()
     columns = list(pos.columns)
     # Most frequent first, so the rarest label a unit has is written last and wins.
@@ -59,13 +73,25 @@ def strata(groups: pd.Series, labels: pd.DataFrame) -> pd.Series:
     return stratum
 
 
-def stratified_deal(stratum: pd.Series, seed: int, shares: Sequence[float]) -> dict[str, int]:
-    """``{unit: bucket}``: every stratum's units shuffled and dealt to the buckets by ``shares`` (each
-    bucket gets the floor or ceiling of its share of the stratum; the extra units go to the buckets
-    furthest below their overall target). Rarest strata first; a pure function of the seed, the shares
-    and the ``{unit: stratum}`` mapping (units are sorted before shuffling)."""
+def stratified_deal(
+    stratum: pd.Series, seed: int, shares: Sequence[float], pos: pd.DataFrame | None = None
+) -> dict[str, int]:
+    """``{unit: bucket}``: every stratum's units dealt to the buckets by ``shares`` (each bucket gets the
+    floor or ceiling of its share of the stratum; the extra units go to the buckets furthest below their
+    overall target), rarest strata first. With ``pos`` (:func:`unit_positives`, same units), each unit goes
+    to the bucket with room that lacks most of the labels it is positive for (module docstring); without,
+    in shuffled order. A pure function of the seed, the shares and the units' strata and labels (units are
+    sorted before shuffling)."""
     shares_arr = np.asarray(shares, dtype=float)
     rng = np.random.default_rng(seed)
+    if pos is None:
+        pos = pd.DataFrame(index=stratum.index)
+    pos = pos.reindex(stratum.index).fillna(False).astype(bool)
+    # Positives of each label each bucket still lacks (target minus dealt), as a share of the label's
+    # positives so that a rare and a frequent label weigh alike.
+    n_pos = pos.sum(axis=0).to_numpy(dtype=float)
+    lacking = np.outer(shares_arr, n_pos)
+    scale = 1.0 / np.maximum(n_pos, 1.0)
     sizes = stratum.value_counts()
     names = sorted(sizes.index, key=lambda s: (sizes[s], str(s)))
     assigned = np.zeros(len(shares_arr))
@@ -83,15 +109,23 @@ def stratified_deal(stratum: pd.Series, seed: int, shares: Sequence[float]) -> d
             deficit[shares_arr <= 0] = -np.inf
             ranked = np.lexsort((rng.random(len(shares_arr)), -deficit))
             counts[ranked[:extra]] += 1
-        start = 0
-        for bucket, count in enumerate(counts):
-            out.update({u: bucket for u in units[start : start + count]})
-            start += count
+        room = counts.copy()
+        for unit in units:
+            has = pos.loc[unit].to_numpy()
+            need = (lacking[:, has] * scale[has]).sum(axis=1) if has.any() else np.zeros(len(room))
+            need = np.where(room > 0, need, -np.inf)
+            # most lacking first; then the most room left; then chance
+            bucket = int(np.lexsort((rng.random(len(room)), -room, -need))[0])
+            out[unit] = bucket
+            room[bucket] -= 1
+            lacking[bucket, has] -= 1
         assigned += counts
     return out
 
 
-def split_positives(split: pd.Series, labels: pd.DataFrame, names: Sequence[str]) -> dict[str, dict[str, int]]:
+def split_positives(
+    split: pd.Series, labels: pd.DataFrame, names: Sequence[str]
+) -> dict[str, dict[str, int]]:
     """Positive rows of each label in each of ``names`` that holds any row: ``{split: {label: n}}``."""
     pos = positives(labels)
     return {
@@ -119,7 +153,9 @@ def few_positives_message(
     for name in dict.fromkeys(f["split"] for f in found):
         hits = [f for f in found if f["split"] == name]
         listed = ", ".join(f"'{f['label']}' ({f['positives']})" for f in hits[:shown])
-        more = f" and {len(hits) - shown} more (data_summary.json: stratification)" if len(hits) > shown else ""
+        more = (
+            f" and {len(hits) - shown} more (data_summary.json: stratification)" if len(hits) > shown else ""
+        )
         fix = (
             "even stratified: add positive cases of these labels or give this split a larger fraction"
             if stratified

@@ -493,6 +493,12 @@ class HeadCTDataModule(L.LightningDataModule):
                 },
                 source=str(self.manifest_path),
                 what="scans",
+                # Stratified (data.split.stratify) by the scan-level types, not the 19 x 4 region cells: a
+                # patient's rarest of 4 types leaves strata large enough to deal over 90/5/5, where the rarest
+                # of 76 cells would scatter patients into strata of one or two (docs/your-data.md).
+                labels=pd.DataFrame(
+                    labels.scan[usable["row_index"].to_numpy()], columns=list(self.space.types)
+                ),
             )
             removed = run_split.removed()
             usable = usable.assign(split=run_split.split)

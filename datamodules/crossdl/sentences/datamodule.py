@@ -41,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -305,6 +306,20 @@ class ReportSentenceDataModule(TokenizedLoaders, pl.LightningDataModule):
         rank_zero_info(f"[reportsup] data: {json.dumps(self.summary['sizes'])}")
         self._write_outputs(run_split, missing)
 
+    def _region_type_labels(self, reports: pd.DataFrame) -> pd.DataFrame:
+        """The sentence label space (regions, then types) of each report, from its gold matrix columns."""
+        out = pd.DataFrame(np.nan, index=range(len(reports)), columns=self.labels)
+        cells = self.space.matrix_columns()
+        if not set(cells) <= set(reports.columns):
+            return out
+        matrix = reports[cells].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+        matrix = matrix.reshape(len(reports), len(self.space.regions), len(self.space.types))
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-unknown report: NaN, as it should
+            out[list(self.space.regions)] = np.nanmax(matrix, axis=2)
+            out[list(self.space.types)] = np.nanmax(matrix, axis=1)
+        return out
+
     def _draw_split(
         self, sentences: pd.DataFrame, reports: pd.DataFrame | None, holdouts: dict[str, pd.DataFrame]
     ) -> RunSplit:
@@ -314,22 +329,45 @@ class ReportSentenceDataModule(TokenizedLoaders, pl.LightningDataModule):
         report_rows = (
             reports.assign(id=reports["report_id"])[["id", "patient_id"]] if reports is not None else None
         )
+        # The labels of each row for data.split.stratify (a row's or patient's rarest positive label) and the
+        # positives per split: a sentence's regions and types; a report's from its gold matrix (region r:
+        # any r__t, type t: any r__t), NaN (no positives) when the reports table has no gold matrices.
+        sentence_labels = sentences[self.labels].reset_index(drop=True)
+        report_labels = self._region_type_labels(reports) if reports is not None else None
         if self.protocol.unit == "row":
             # The paper: sentences at random ("Datasets"); the reports scored against gold matrices stay
             # split by patient (a report is the unit of the report-level test set).
             parts = [
-                self.protocol.assign(sentence_rows, held, source=str(self.sentences_path), what="sentences")
+                self.protocol.assign(
+                    sentence_rows,
+                    held,
+                    source=str(self.sentences_path),
+                    what="sentences",
+                    labels=sentence_labels,
+                )
             ]
             if report_rows is not None:
                 by_patient = dataclasses.replace(self.protocol, unit="patient")
-                parts.append(by_patient.assign(report_rows, held, source=str(self.reports_path), required=()))
+                parts.append(
+                    by_patient.assign(
+                        report_rows,
+                        held,
+                        source=str(self.reports_path),
+                        required=(),
+                        what="reports",
+                        labels=report_labels,
+                    )
+                )
             return RunSplit.concat(parts, str(self.sentences_path), "sentences")
         # One split over both tables, so no patient's sentences train the model scored on their reports.
         rows = pd.concat(
             [sentence_rows, *([report_rows] if report_rows is not None else [])], ignore_index=True
         )
+        labels = pd.concat(
+            [sentence_labels, *([report_labels] if report_labels is not None else [])], ignore_index=True
+        )
         return self.protocol.assign(
-            rows, held, source=str(self.sentences_path), required=(), what="sentences"
+            rows, held, source=str(self.sentences_path), required=(), what="sentences", labels=labels
         )
 
     def _write_outputs(self, run_split: RunSplit, missing: pd.DataFrame) -> None:

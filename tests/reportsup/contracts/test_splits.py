@@ -3,6 +3,8 @@ ReportDataModule, the discretizer's sentences, head CT and the spine images."""
 
 from __future__ import annotations
 
+import json
+
 import nibabel as nib
 import numpy as np
 import pandas as pd
@@ -14,9 +16,10 @@ from datamodules.crossdl.head_ct.datamodule import HeadCTDataModule
 from datamodules.crossdl.sentences.datamodule import ReportSentenceDataModule
 from datamodules.spine.datamodule import TEST_SET, SpineXrayDataModule
 from reportsup.contracts.labels.crossdl import LabelSpace
-from reportsup.contracts.run_dir import SPLITS_CSV
+from reportsup.contracts.run_dir import DATA_SUMMARY, SPLITS_CSV
 from reportsup.contracts.splits import (
     SPLIT_NAMES,
+    SUMMARY_KEY,
     SplitError,
     SplitProtocol,
     check_learnable,
@@ -235,17 +238,17 @@ def test_datamodule_holdout_patients_never_in_train_val_test(synthetic_dir, tmp_
     assert splits.groupby("patient_id")["split"].nunique().max() == 1
 
 
-def _alarm(tmp_path, data, seed, run):
+def _alarm(tmp_path, data, seed, run, **split):
     return ReportDataModule(
         path=str(data / "reports.csv"),
         labels=["abnormal"],
         holdouts={"image_label": str(data / "image_labels_abnormal.csv")},
-        split={"seed": seed},
+        split={"seed": seed, **split},
         output_dir=str(run),
     )
 
 
-def _sentences(tmp_path, data, seed, run):
+def _sentences(tmp_path, data, seed, run, **split):
     """40 patients with one report of three annotated Findings sentences each."""
     folder = tmp_path / "sentences"
     if not folder.exists():
@@ -269,11 +272,14 @@ def _sentences(tmp_path, data, seed, run):
         pd.DataFrame(sentences).to_csv(folder / "sentences.csv", index=False)
         pd.DataFrame(reports).to_csv(folder / "reports.csv", index=False)
     return ReportSentenceDataModule(
-        str(folder / "sentences.csv"), str(folder / "reports.csv"), split={"seed": seed}, output_dir=str(run)
+        str(folder / "sentences.csv"),
+        str(folder / "reports.csv"),
+        split={"seed": seed, **split},
+        output_dir=str(run),
     )
 
 
-def _head_ct(tmp_path, data, seed, run):
+def _head_ct(tmp_path, data, seed, run, **split):
     """12 patients with one tiny NIfTI scan each and the labels in the manifest (no masks)."""
     folder = tmp_path / "ct"
     if not folder.exists():
@@ -294,12 +300,12 @@ def _head_ct(tmp_path, data, seed, run):
         spatial_size=(8, 8, 4),
         cache_dir=str(tmp_path / "ct_cache"),
         validate_scans=False,
-        split={"seed": seed},
+        split={"seed": seed, **split},
         output_dir=str(run),
     )
 
 
-def _spine(tmp_path, data, seed, run):
+def _spine(tmp_path, data, seed, run, **split):
     """30 patients with two sessions each (coronal + sagittal PNG), the first session of patients 0-4 the
     image test set, machine labels for every report."""
     folder = tmp_path / "spine"
@@ -337,7 +343,7 @@ def _spine(tmp_path, data, seed, run):
         test_labels=str(folder / "test_labels.csv"),
         image_size=(16, 16),
         augment=None,
-        split={"seed": seed, "val_fraction": 0.2},
+        split={"seed": seed, "val_fraction": 0.2, **split},
         num_workers=0,
         output_dir=str(run),
     )
@@ -358,6 +364,38 @@ def test_a_resumed_run_keeps_its_split_in_every_datamodule(make, synthetic_dir, 
         SplitError, match=r"splits\.csv: \d+ row\(s\) are in another split than when this run started"
     ):
         make(tmp_path, synthetic_dir, 1, run).setup()  # another seed moves rows: refused, not overwritten
+    assert pd.read_csv(run / SPLITS_CSV, dtype=str).equals(written)
+
+
+def _sentences_by_row(tmp_path, data, seed, run, **split):
+    """The discretizer's paper unit: sentences drawn by row, reports by patient."""
+    return _sentences(tmp_path, data, seed, run, unit="row", **split)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [_alarm, _sentences, _sentences_by_row, _head_ct, _spine],
+    ids=["alarm", "sentences", "sentences_by_row", "head_ct", "spine"],
+)
+def test_every_datamodule_draws_a_stratified_split_and_records_it(make, synthetic_dir, tmp_path):
+    """data.split.stratify=true (issue 22 item 1) through each DataModule's own label matrix: ALARM's
+    report labels, the discretizer's region/type cells (unit: row), head CT's scan-level types, the
+    spine's training labels; by patient, recorded in data_summary.json, resumed with the same setting."""
+    run = tmp_path / "run"
+    make(tmp_path, synthetic_dir, 0, run, stratify=True).setup()
+    written = pd.read_csv(run / SPLITS_CSV, dtype=str)
+    dev = written.loc[written["split"].isin(SPLIT_NAMES)]
+    if make is not _sentences_by_row:  # unit: row draws each sentence on its own (the paper's unit)
+        assert dev.groupby("patient_id")["split"].nunique().max() == 1
+    section = json.loads((run / DATA_SUMMARY).read_text())[SUMMARY_KEY]
+    if make is _sentences_by_row:  # two draws, one section each: the sentences by row, the reports by patient
+        assert len(section) == 2 and section[str(tmp_path / "sentences" / "sentences.csv")]["unit"] == "row"
+        section = section[str(tmp_path / "sentences" / "sentences.csv")]
+    assert section["stratify"] is True and sum(section["strata"].values()) > 0
+    expected = {_head_ct: set(LabelSpace().types), _spine: {"scoliosis"}, _alarm: {"abnormal"}}
+    if make in expected:
+        assert set(next(iter(section["positives"].values()))) == expected[make]
+    make(tmp_path, synthetic_dir, 0, run, stratify=True).setup()  # a resumed run, same setting: accepted
     assert pd.read_csv(run / SPLITS_CSV, dtype=str).equals(written)
 
 

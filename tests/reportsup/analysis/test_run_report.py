@@ -271,3 +271,52 @@ def test_alarm_demo_leaves_a_report_with_metrics_figures_config_and_highlighted_
             assert f"<tr><td>{e['id']}</td>" in page
     assert page.count('<td colspan="5" class="text">') == sum(len(v["abnormal"]) for v in attention.values())
     assert "rgba(220, 38, 38" in page and "No attention highlights" not in page
+
+
+@pytest.mark.slow
+def test_damil_demo_leaves_a_report_with_metrics_figures_and_overlays(tmp_path):
+    """Issue 22's done-when for DaMIL, on the demo's path at its cheapest (12 phantoms, one fast_dev_run
+    step; the full demo takes minutes): metrics of every cell, the ROC figures and the overlays."""
+    run_train(
+        "experiment=damil_multiscale",
+        "demo=true",
+        "debug=fast_dev_run",
+        "data.demo.n_scans=12",
+        "data.split.fractions=[0.5,0.25,0.25]",
+        f"paths.output_dir={tmp_path}",
+        f"paths.data_dir={tmp_path / 'data'}",
+    )
+    run = single_run_dir(tmp_path, "damil_multiscale")
+    page = (run / REPORT_HTML).read_text()
+    cells = CELL.findall(page)
+    for label, per_metric in json.loads((run / "metrics.json").read_text())["test"].items():
+        assert f"<td>{label}</td>" in page
+        for fields in per_metric.values():
+            assert format_metric(fields) in cells, label
+    overlays = sorted((run / "overlays").glob("*.png"))
+    plots = sorted((run / "plots").glob("*.png"))
+    assert overlays and plots
+    embedded = _embedded(page)
+    assert len(embedded) == len(plots) + min(6, len(overlays))
+    assert all(p.read_bytes() in embedded for p in plots + overlays[:6])
+    assert f"<h3>test: {min(6, len(overlays))} of {len(overlays)}</h3>" in page
+    assert "most confident errors" not in page  # an image model: no report texts to show
+
+
+def test_end_of_run_without_the_reports_table_writes_the_page_without_highlights(tmp_path, caplog):
+    """The reports table the run read is gone by the end of the run: a warning naming it, and the page
+    still lists the errors (without highlights, saying so); the run is not failed for it."""
+    from types import SimpleNamespace
+
+    from reportsup.runner.run_report_attention import finish_run_report, has_attention
+
+    run = _report_run(tmp_path)  # its config_resolved.yaml reads /data/reports.csv, which does not exist
+    model = SimpleNamespace(represent=lambda *a: None, encoder=SimpleNamespace(word_spans=lambda t: []))
+    assert has_attention(model)
+    with caplog.at_level("WARNING"):
+        page = finish_run_report(run, model)
+    assert page == run / REPORT_HTML and "No attention highlights" in page.read_text()
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.startswith("[reportsup] report.html without attention highlights: ")
+    assert "/data/reports.csv" in warning
+    assert not (run / REPORT_ATTENTION_JSON).exists()

@@ -46,11 +46,14 @@ def wandb_logger(
     offline: bool | None = None,
     seed: int | None = None,
     job_type: str | None = None,
+    log_artifacts: bool = True,
     **kwargs,
 ) -> WandbLogger:
     """A :class:`WandbLogger` grouped by experiment name (``group``), typed by ``job_type`` (train, eval,
     sweep) and tagged with the experiment's tags plus ``seed_<split seed>``; offline unless credentials
-    exist (or ``offline`` is set)."""
+    exist (or ``offline`` is set). ``log_artifacts`` (``+logger.wandb.log_artifacts=false`` to skip): after
+    testing, a ``model`` artifact with the best checkpoint, ``metrics.json`` and the exported model
+    (:func:`reportsup.runner.trackers.log_run_artifacts`)."""
     tags = [*tags, *([f"seed_{seed}"] if seed is not None else [])]
     if offline is None:
         offline = wandb_offline()
@@ -60,7 +63,7 @@ def wandb_logger(
             f"`wandb sync {Path(save_dir) / 'wandb'}/offline-run-*`."
         )
     Path(save_dir).mkdir(parents=True, exist_ok=True)
-    return WandbLogger(
+    logger = WandbLogger(
         project=project,
         save_dir=save_dir,
         group=group,
@@ -70,6 +73,8 @@ def wandb_logger(
         job_type=job_type or "train",
         **kwargs,
     )
+    logger.log_run_artifacts = log_artifacts
+    return logger
 
 
 # --- TensorBoard and MLflow (issue 22 item 4: any tracker, offline) ----------------------------------------

@@ -1,10 +1,11 @@
 """Issue 22 item 4: TensorBoard and MLflow beside CSV and W&B, read back offline.
 
-One ALARM demo run with ``logger=[tensorboard,mlflow]`` (a list of logger configs, which also checks that
-both compose with the CSV logger) is read back through TensorBoard's EventAccumulator and the MLflow file
-store's client: the test metrics are the values of ``metrics.json`` under the same names, the resolved config
-is there (``model.optimizer.lr``), the group and tags are there, and MLflow holds the best checkpoint,
-``metrics.json`` and the exported model as artifacts.
+One ALARM demo run with ``logger=[tensorboard,mlflow,wandb]`` (a list of logger configs, which also checks
+that they compose with each other and with the CSV logger) is read back through TensorBoard's
+EventAccumulator, the MLflow file store's client and W&B's offline run record: the test metrics are the
+values of ``metrics.json`` under the same names, the resolved config is there (``model.optimizer.lr``), the
+group and tags are there, and MLflow and W&B hold the best checkpoint, ``metrics.json`` and the exported
+model as artifacts.
 """
 
 from __future__ import annotations
@@ -45,15 +46,17 @@ def same(a: float, b: float) -> bool:
 
 @pytest.fixture(scope="module")
 def tracked_run(tmp_path_factory) -> tuple[Path, Path]:
-    """(run folder, output folder) of one short ALARM demo logged to TensorBoard and MLflow."""
+    """(run folder, output folder) of one short ALARM demo logged to TensorBoard, MLflow and W&B (offline:
+    no credentials in this environment)."""
     out = tmp_path_factory.mktemp("trackers")
     run_train(
         "experiment=alarm_binary",
         "demo=true",
-        "logger=[tensorboard,mlflow]",
+        "logger=[tensorboard,mlflow,wandb]",
         *FAST,
         f"paths.output_dir={out}",
         f"paths.data_dir={out / 'd'}",
+        env={"WANDB_API_KEY": "", "NETRC": str(out / "none"), "HOME": str(out), "WANDB_MODE": "offline"},
     )
     return single_run_dir(out, "alarm_binary"), out
 
@@ -131,6 +134,24 @@ def test_mlflow_file_store_holds_the_metrics_params_tags_and_artifacts(tracked_r
 
     labeller = ReportLabeller.from_pretrained(local)
     assert labeller.labels == ["abnormal"]
+
+
+@pytest.mark.slow
+def test_wandb_offline_run_holds_the_metric_names_and_a_model_artifact(tracked_run):
+    run, _ = tracked_run
+    (offline,) = (run / "wandb").glob("offline-run-*")
+    record = next(offline.glob("*.wandb")).read_bytes()
+    for name in metrics_json_flat(run):
+        assert name.encode() in record, name  # the same metric names as TensorBoard and MLflow
+    (best,) = (run / "checkpoints").glob("best-*.ckpt")
+    run_id = offline.name.rsplit("-", 1)[-1]
+    for needle in (
+        f"model-{run_id}",
+        f"checkpoints/{best.name}",
+        "metrics.json",
+        "exported_model/model.safetensors",
+    ):
+        assert needle.encode() in record, needle  # the model artifact's manifest
 
 
 def test_tracker_params_flatten_the_config_to_command_line_names():

@@ -215,6 +215,40 @@ class TrackerMLFlowLogger(MLFlowLogger):
         super().log_metrics({tracker_key(k): v for k, v in metrics.items()}, step=step)
 
 
+class TrackerUnavailableError(FileNotFoundError):
+    """The tracker's store cannot be reached or written. A FileNotFoundError so that train.py reports it as
+    one line naming the store and the fix (its user errors), like a missing data file."""
+
+
+#: seconds to wait for an MLflow server before the run stops (MLflow's own default is 120 s x 7 retries)
+MLFLOW_CONNECT_TIMEOUT = 10
+
+
+def check_mlflow_server(tracking_uri: str, timeout: int = MLFLOW_CONNECT_TIMEOUT) -> None:
+    """Stop before training when the MLflow server at ``tracking_uri`` does not answer: found after
+    training, a run's metrics would be lost; MLflow itself retries for minutes and then fails deep in
+    Lightning's logger."""
+    from mlflow.tracking import MlflowClient
+
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout)})
+    try:
+        MlflowClient(tracking_uri).search_experiments(max_results=1)
+    except Exception as err:  # noqa: BLE001 - any failure of the first call means the server is unusable
+        reason = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+        raise TrackerUnavailableError(
+            f"logger=mlflow: the MLflow tracking server {tracking_uri} does not answer ({reason}). Start it or "
+            "correct logger.mlflow.tracking_uri=...; without a server, drop the override to log to the local "
+            "file store (<output_dir>/mlruns) and copy it later."
+        ) from None
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def mlflow_logger(
     experiment_name: str,
     tracking_uri: str,
@@ -239,8 +273,16 @@ def mlflow_logger(
         # because it needs no server and no database (issue 22: hospitals without a cloud tracker)
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         folder = Path(tracking_uri.removeprefix("file://").removeprefix("file:")).resolve()
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise TrackerUnavailableError(
+                f"logger=mlflow: cannot create the MLflow file store {folder} ({err.strerror}). Give a folder you "
+                "can write, e.g. logger.mlflow.tracking_uri=file:/path/to/mlruns, or a server's address."
+            ) from None
         tracking_uri = folder.as_uri()  # absolute: the store is the same whatever the working directory
+    elif tracking_uri.startswith(("http://", "https://")):
+        check_mlflow_server(tracking_uri)
     all_tags = run_tags(tags, seed)
     mlflow_tags = {t: "true" for t in all_tags} | {
         "group": group or "",

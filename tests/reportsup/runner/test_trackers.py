@@ -194,3 +194,34 @@ def test_mlflow_logger_uses_a_local_file_store_by_default_and_a_given_tracking_u
         "binary",
     ]
     assert given.logger.mlflow.tracking_uri == "http://mlflow.lan:5000"
+
+
+def test_an_unwritable_mlflow_file_store_is_named_with_the_fix(tmp_path):
+    from lightning_modules.common.loggers import TrackerUnavailableError, mlflow_logger
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(TrackerUnavailableError, match=r"cannot create the MLflow file store .*a_file/mlruns"):
+        mlflow_logger("alarm_binary", f"file:{blocker}/mlruns")
+
+
+@pytest.mark.slow
+def test_an_unreachable_mlflow_server_stops_the_run_before_training_with_one_message(tmp_path):
+    # port 9 (discard) on the loopback: refused at once, no network needed
+    proc = run_train(
+        "experiment=alarm_binary",
+        "demo=true",
+        "logger=mlflow",
+        "logger.mlflow.tracking_uri=http://127.0.0.1:9",
+        *FAST,
+        f"paths.output_dir={tmp_path}",
+        f"paths.data_dir={tmp_path / 'd'}",
+        check=False,
+    )
+    assert proc.returncode != 0
+    (message,) = [
+        line for line in proc.stderr.splitlines() if line.startswith("reportsup: TrackerUnavailableError")
+    ]
+    assert "http://127.0.0.1:9 does not answer" in message and "logger.mlflow.tracking_uri" in message
+    assert "Traceback" not in proc.stderr
+    assert not list((tmp_path / "alarm_binary").glob("*/checkpoints/*.ckpt"))  # stopped before training

@@ -547,9 +547,10 @@ class SplitProtocol:
         (issue 22 item 1), returned for ``data_summary.json``."""
         counts = split_positives(split, labels, SPLIT_NAMES)
         found = few_positives(counts)
-        for line in few_positives_message(found, what, self.stratify):
+        stratified = self.stratify and not self.file  # a split file is not drawn, whatever stratify says
+        for line in few_positives_message(found, what, stratified):
             log.warning(line)
-        out: dict[str, Any] = {"stratify": self.stratify and not self.file, "unit": self.unit}
+        out: dict[str, Any] = {"stratify": stratified, "unit": self.unit}
         if strata_sizes is not None:
             out["strata"] = dict(strata_sizes)  # units per stratum (rarest positive label, or negative)
         out["positives"] = counts

@@ -225,3 +225,29 @@ def test_an_unreachable_mlflow_server_stops_the_run_before_training_with_one_mes
     assert "http://127.0.0.1:9 does not answer" in message and "logger.mlflow.tracking_uri" in message
     assert "Traceback" not in proc.stderr
     assert not list((tmp_path / "alarm_binary").glob("*/checkpoints/*.ckpt"))  # stopped before training
+
+
+def test_a_checkpoint_that_cannot_be_exported_is_logged_without_the_export_and_named(tmp_path, monkeypatch):
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    from lightning_modules.common.loggers import mlflow_logger
+    from reportsup.runner.trackers import log_run_artifacts
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    ckpt = run / "checkpoints" / "best-epoch03.ckpt"
+    torch.save({"state_dict": {}}, ckpt)  # no label manifest: nothing reportsup-export can load
+    (run / "metrics.json").write_text(json.dumps({"t": {"l": {"auroc": {"value": 0.5}}}}))
+    store = tmp_path / "mlruns"
+    logger = mlflow_logger("exp", f"file:{store}", run_name="r", tags=["x"], seed=1)
+    with pytest.warns(
+        UserWarning, match=r"best-epoch03.ckpt was not exported .*reportsup-export .*best-epoch03"
+    ):
+        logged = log_run_artifacts([logger], run, ckpt)
+    assert logged == ["checkpoints/best-epoch03.ckpt", "metrics.json"]
+    client = MlflowClient(store.resolve().as_uri())
+    top = {a.path for a in client.list_artifacts(logger.run_id)}
+    assert top == {"checkpoints", "metrics.json"}
+    assert log_run_artifacts([], run, ckpt) == []  # no tracker that keeps artifacts: nothing to do

@@ -77,7 +77,8 @@ def _read(path: str | Path, what: str, required: Sequence[str]) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise SpineDataError(f"{what}={path}: file not found.")
-    table = require_rows(read_table_file(path), path, what, SpineDataError)  # a header-only table: named, not "0 sessions"
+    # a header-only table is named, not counted as "0 sessions"
+    table = require_rows(read_table_file(path), path, what, SpineDataError)
     missing = [c for c in required if c not in table.columns]
     if missing:
         raise SpineDataError(f"{path}: missing column(s) {missing} ({what}); found {list(table.columns)}.")
@@ -155,7 +156,12 @@ def check_session_images(
     it only headers and PNG chunk checksums are read. Files are checked on ``workers`` threads (PIL and
     pydicom's decoders release the GIL while they inflate)."""
     jobs = [
-        (int(row[f"{view}_row"]) if f"{view}_row" in sessions.columns else None, str(row["session_id"]), view, row[view])
+        (
+            int(row[f"{view}_row"]) if f"{view}_row" in sessions.columns else None,
+            str(row["session_id"]),
+            view,
+            row[view],
+        )
         for _, row in sessions.iterrows()
         for view in VIEWS
     ]
@@ -220,7 +226,10 @@ def read_machine_labels(
         if p.is_dir():
             try:  # the labelling-folder contract's one reader: parts/ in input order, and the manifest
                 table, manifest = read_label_folder(p)
-            except (FileNotFoundError, FileExistsError) as err:  # no part yet; the earlier layout (with its mv)
+            except (
+                FileNotFoundError,
+                FileExistsError,
+            ) as err:  # no part yet; the earlier layout (with its mv)
                 raise SpineDataError(f"data.machine_labels={p}: {err}") from None
             provenance.append(
                 {

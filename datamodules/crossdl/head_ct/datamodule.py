@@ -74,7 +74,6 @@ from datamodules.crossdl.head_ct.cq500 import (
     read_reads,
 )
 from datamodules.crossdl.head_ct.dicom_series import VALIDATION_VERSION, ScanError, validate_manifest_row
-from datamodules.crossdl.head_ct.scan_checks import as_scan_error
 from datamodules.crossdl.head_ct.manifest import (
     ManifestError,
     ScanLabels,
@@ -82,6 +81,7 @@ from datamodules.crossdl.head_ct.manifest import (
     read_scan_manifest,
     scan_labels,
 )
+from datamodules.crossdl.head_ct.scan_checks import as_scan_error
 from datamodules.crossdl.head_ct.transforms import (
     IMAGE,
     MATRIX,

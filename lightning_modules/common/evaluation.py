@@ -2,16 +2,25 @@
 
 For every test set the DataModule names (the internal ``report_label`` split and each hold-out) and
 every label: AUROC, accuracy, balanced accuracy, sensitivity, specificity and F1 at the threshold,
-each with a patient-level bootstrap 95 % CI (Wood et al. 2021, Tables 3-4). Writes
-``predictions_<set>.csv``, ``metrics.json`` and ``plots/roc_<label>.png``; logs ``test/<set>/<label>/<metric>``
-to every logger, and to W&B also the predictions tables and ROC images. Under DDP the predictions of
+each with a patient-level bootstrap 95 % CI (Wood et al. 2021, Tables 3-4), and (issue 22 item 2)
+average precision, PPV, NPV, the expected calibration error and the Brier score. Writes
+``predictions_<set>.csv``, ``metrics.json`` and ``plots/roc_<label>.png``, ``plots/pr_<label>.png``,
+``plots/calibration_<label>.png``; logs ``test/<set>/<label>/<metric>`` to every logger, and to W&B
+also the predictions tables and the images.
+
+With ``model.threshold=validation`` (issue 22 item 3) the model carries per-label thresholds chosen on
+the validation set (:class:`~lightning_modules.common.report_model.LabelClassifier`); every test set is
+then scored a second time at them, as ``<set>@val_threshold`` in ``metrics.json`` (each label with its
+``threshold``), and the thresholds are written to ``val_thresholds.json``. Under DDP the predictions of
 all ranks are gathered and de-duplicated (DistributedSampler pads) before rank 0 scores them.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +30,26 @@ import pandas as pd
 import torch
 from lightning.pytorch.loggers import WandbLogger
 
-from reportsup.analysis.metrics import confusion_counts, patient_bootstrap_ci
-from reportsup.analysis.plots import plot_confusion, plot_roc
-from reportsup.contracts.run_dir import METRICS_JSON, plots_dir, predictions_csv, write_json
+from reportsup.analysis.metrics import (
+    ECE_BINS,
+    METRICS,
+    THRESHOLD_FREE,
+    confusion_counts,
+    patient_bootstrap_ci,
+)
+from reportsup.analysis.plots import plot_confusion, plot_precision_recall, plot_reliability, plot_roc
+from reportsup.contracts.run_dir import (
+    CALIBRATION_PLOT_PREFIX,
+    LABEL_MANIFEST,
+    METRICS_JSON,
+    PR_PLOT_PREFIX,
+    ROC_PLOT_PREFIX,
+    VAL_THRESHOLD_SUFFIX,
+    VAL_THRESHOLDS,
+    plots_dir,
+    predictions_csv,
+    write_json,
+)
 
 _STARTED = time.strftime("%Y%m%d-%H%M%S")
 
@@ -50,13 +76,15 @@ class CollectingEvaluator(pl.Callback):
     def __init__(
         self,
         output_dir: str,
-        threshold: float = 0.5,
+        threshold: float | str = 0.5,
         n_bootstrap: int = 1000,
         ci: float = 0.95,
         seed: int = 0,
     ) -> None:
         self.output_dir = Path(output_dir)
-        self.threshold = threshold
+        # ``model.threshold=validation`` reaches here through ``${model.threshold}``: the metrics at 0.5
+        # stay the reference, those at the chosen thresholds come from the model (``<set>@val_threshold``)
+        self.threshold = 0.5 if str(threshold).strip().lower() == "validation" else float(threshold)
         self.n_bootstrap = n_bootstrap
         self.ci = ci
         self.seed = seed
@@ -115,8 +143,14 @@ class CollectingEvaluator(pl.Callback):
         return self.metrics
 
     def bootstrap(
-        self, y: np.ndarray, p: np.ndarray, patients: np.ndarray, threshold: float | None = None
+        self,
+        y: np.ndarray,
+        p: np.ndarray,
+        patients: np.ndarray,
+        threshold: float | None = None,
+        metrics: Sequence[str] = METRICS,
     ) -> dict[str, dict[str, float]]:
+        """``metrics`` (default all) with their patient-bootstrap CIs, plus ``n`` and ``n_positive``."""
         res = patient_bootstrap_ci(
             y.astype(int),
             p,
@@ -125,6 +159,7 @@ class CollectingEvaluator(pl.Callback):
             n_bootstrap=self.n_bootstrap,
             ci=self.ci,
             seed=self.seed,
+            metrics=metrics,
         )
         res["n"] = {"value": int(len(y))}
         res["n_positive"] = {"value": int(y.sum())}
@@ -143,6 +178,67 @@ class CollectingEvaluator(pl.Callback):
                 keep_previous(png)
                 plot_roc(curves, png, title=title)
                 log_image(trainer, f"roc/{fname.removesuffix('.png')}", png)
+
+    def plot_label_figures(
+        self, trainer: pl.Trainer, label: str, curves: dict[str, tuple], roc: bool = True
+    ) -> None:
+        """ROC (unless ``roc=False``: a component that draws its own), precision-recall and reliability
+        figures of one label over the test sets, from ``curves``: ``{set: (y, p, metrics of that set
+        and label)}`` (sets with both classes for ROC and PR; every set for the reliability diagram,
+        which needs no negatives)."""
+        both = {n: c for n, c in curves.items() if 0 < c[0].sum() < len(c[0])}
+        figures = {
+            ROC_PLOT_PREFIX: (plot_roc, both if roc else {}, "auroc", "ROC"),
+            PR_PLOT_PREFIX: (plot_precision_recall, both, "average_precision", "Precision-recall"),
+        }
+        for prefix, (plot, chosen, metric, what) in figures.items():
+            if chosen:
+                png = plots_dir(self.output_dir) / f"{prefix}{safe_filename(label)}.png"
+                keep_previous(png)
+                plot(
+                    {
+                        n: (y, p, r[metric]["value"], r[metric]["ci_low"], r[metric]["ci_high"])
+                        for n, (y, p, r) in chosen.items()
+                    },
+                    png,
+                    title=f"{what}: {label}",
+                )
+                log_image(trainer, f"{prefix.rstrip('_')}/{label}", png)
+        if curves:
+            png = plots_dir(self.output_dir) / f"{CALIBRATION_PLOT_PREFIX}{safe_filename(label)}.png"
+            keep_previous(png)
+            plot_reliability(
+                {n: (y, p, r["ece"]["value"], r["brier"]["value"]) for n, (y, p, r) in curves.items()},
+                png,
+                title=f"Reliability: {label}",
+                n_bins=ECE_BINS,
+            )
+            log_image(trainer, f"calibration/{label}", png)
+
+    def write_val_thresholds(self, pl_module: pl.LightningModule) -> dict[str, dict[str, Any]]:
+        """The per-label thresholds the model chose on validation (``model.threshold=validation``),
+        written to ``val_thresholds.json``; ``{}`` (and no file) with a fixed threshold."""
+        chosen = dict(getattr(pl_module, "label_thresholds", None) or {})
+        manifest_file = self.output_dir / LABEL_MANIFEST
+        if chosen and manifest_file.is_file() and hasattr(pl_module, "label_manifest"):
+            # the run's label_manifest.json is written before training, when no threshold is chosen yet:
+            # it gets those of the tested weights, as their checkpoint's manifest has them
+            on_file = json.loads(manifest_file.read_text())
+            tested = pl_module.label_manifest()
+            on_file.update({k: tested[k] for k in ("thresholds", "threshold_choice") if k in tested})
+            write_json(manifest_file, on_file)
+        if chosen:
+            path = self.output_dir / VAL_THRESHOLDS
+            keep_previous(path)
+            write_json(
+                path,
+                {
+                    "set": "validation",
+                    "rule": getattr(pl_module, "threshold_rule", "youden"),
+                    "thresholds": chosen,
+                },
+            )
+        return chosen
 
     def write_predictions(self, trainer: pl.Trainer, name: str, table: pd.DataFrame) -> None:
         path = self.output_dir / predictions_csv(name)
@@ -189,8 +285,9 @@ class TestSetEvaluator(CollectingEvaluator):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, gathered: dict[str, dict[str, np.ndarray]]
     ) -> dict[str, Any]:
         labels: list[str] = list(pl_module.labels)
+        chosen = self.write_val_thresholds(pl_module)
         metrics: dict[str, Any] = {}
-        roc_curves: dict[str, dict[str, tuple]] = {lb: {} for lb in labels}
+        curves: dict[str, dict[str, tuple]] = {lb: {} for lb in labels}
         for name, g in gathered.items():
             table = trainer.datamodule.test_table(name).iloc[g["index"]]
             id_column = getattr(trainer.datamodule, "id_column", "report_id")  # session_id for images
@@ -205,26 +302,27 @@ class TestSetEvaluator(CollectingEvaluator):
                 known = ~np.isnan(y)
                 if not known.any():
                     continue
-                res = self.score(
-                    trainer, name, label, y[known], p[known], pred["patient_id"].to_numpy()[known]
-                )
+                patients = pred["patient_id"].to_numpy()[known]
+                res = self.score(trainer, name, label, y[known], p[known], patients)
                 metrics[name][label] = res
-                if 0 < y[known].sum() < known.sum():
-                    auc = res["auroc"]
-                    roc_curves[label][name] = (
-                        y[known].astype(int),
+                curves[label][name] = (y[known].astype(int), p[known], res)
+                if label in chosen:
+                    at = self.score(
+                        trainer,
+                        f"{name}{VAL_THRESHOLD_SUFFIX}",
+                        label,
+                        y[known],
                         p[known],
-                        auc["value"],
-                        auc["ci_low"],
-                        auc["ci_high"],
+                        patients,
+                        chosen[label]["threshold"],
                     )
+                    # the threshold-free metrics (AUROC, AP, ECE, Brier) are the same as at 0.5: not repeated
+                    at = {k: v for k, v in at.items() if k not in THRESHOLD_FREE}
+                    at["threshold"] = {"value": float(chosen[label]["threshold"])}
+                    metrics.setdefault(f"{name}{VAL_THRESHOLD_SUFFIX}", {})[label] = at
             self.write_predictions(trainer, name, pred)
-        for label, curves in roc_curves.items():
-            if curves:
-                png = plots_dir(self.output_dir) / f"roc_{safe_filename(label)}.png"
-                keep_previous(png)
-                plot_roc(curves, png, title=f"ROC: {label}")
-                log_image(trainer, f"roc/{label}", png)
+        for label, per_set in curves.items():
+            self.plot_label_figures(trainer, label, per_set)
         return metrics
 
 

@@ -3,6 +3,9 @@
 :class:`SpineEvaluator`: the shared per-finding metrics with confusion matrices at the 0.5 threshold
 (Table 2), then each finding's cut-off re-optimised with Youden's J on the refinement set's outputs
 and applied to the other test sets (Table 3), reported beside the 0.5 results as ``<set>@youden``.
+The cut-offs come from the one threshold chooser every component shares
+(:func:`reportsup.analysis.youden.choose_threshold`, issue 22 item 3); ``model.threshold=validation``
+adds ``<set>@val_threshold`` (thresholds chosen on the validation split) as for the other models.
 :class:`OcclusionMaps`: occlusion sensitivity maps of chosen test cases (Figure 6).
 """
 
@@ -20,7 +23,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning_modules.common.evaluation import TestSetEvaluator, keep_previous, log_image, safe_filename
 from lightning_modules.common.occlusion import occlusion_maps
 from reportsup.analysis.plots import plot_occlusion
-from reportsup.analysis.youden import youden_cutoff
+from reportsup.analysis.youden import strict_threshold, youden_cutoff
 from reportsup.contracts.run_dir import (
     OCCLUSION,
     YOUDEN_CUTOFFS,
@@ -31,10 +34,7 @@ from reportsup.contracts.run_dir import (
 )
 
 
-def strict_threshold(cutoff: float) -> float:
-    """The threshold for torchmetrics' ``prob > threshold`` that makes ``prob >= cutoff`` positive
-    (``roc_curve``'s convention), in the float32 the probabilities are compared in."""
-    return float(np.nextafter(np.float32(cutoff), np.float32(-np.inf)))
+__all__ = ["OcclusionMaps", "SpineEvaluator", "strict_threshold"]  # strict_threshold: reportsup.analysis.youden
 
 
 class SpineEvaluator(TestSetEvaluator):

@@ -3,7 +3,10 @@
 Wood et al. 2021 ("Modelling"): "To generate performance confidence intervals, the splitting
 procedure was repeated 10 times for each classifier." The CI here is the t-interval of the mean over
 repeats (mean +- t_{0.975, n-1} * sd / sqrt(n)); the per-run bootstrap CIs stay in each run's
-``metrics.json``. Intervals of metrics bounded to [0, 1] (all of :data:`METRICS`) are clipped to it.
+``metrics.json``. Intervals of metrics bounded to [0, 1] (all of :data:`METRICS`, issue 22's average
+precision, PPV, NPV, ECE and Brier score among them) are clipped to it. Everything is read generically:
+a test set ``<set>@val_threshold`` (metrics at thresholds chosen on validation) or ``<set>@youden``
+is summarised like any other, its ``threshold`` / ``cutoff`` as a mean over repeats with a t-interval.
 """
 
 from __future__ import annotations

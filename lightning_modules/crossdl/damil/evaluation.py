@@ -26,11 +26,19 @@ Figs. 3-5, Table S6):
 
 Region-level metrics leave out scans whose ``unclear`` label is positive (their region labels are
 incomplete; the released code skips them too); the scan-level metrics keep them.
+
+Issue 22 item 2: the scan-level types (``scan:<type>``) and CQ500 labels also get average precision,
+PPV, NPV, the expected calibration error and the Brier score with their CIs, and PR and reliability
+figures (``plots/{pr,calibration}_scan_<type>.png``, every test set in one figure); the 68 region x type
+cells and their micro-averages keep the paper's metrics (:data:`~reportsup.analysis.metrics.PAPER_METRICS`):
+the additions would triple their bootstrap time. DaMIL has no ``model.threshold=validation`` (its
+validation set is scored for the Dice threshold, ``dice_threshold: validation``).
 """
 
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 import lightning.pytorch as pl
@@ -41,7 +49,7 @@ from datamodules.crossdl.head_ct.cq500 import CQ500_LABELS, cq500_scores, cq500_
 from lightning_modules.common.evaluation import CollectingEvaluator
 from lightning_modules.crossdl.damil.dice_threshold import binned_auroc
 from reportsup.analysis.matrix_metrics import score_matrices, score_weighted_macro, weighted_macro_metrics
-from reportsup.analysis.metrics import mean_with_ci
+from reportsup.analysis.metrics import PAPER_METRICS, mean_with_ci
 from reportsup.analysis.prioritization import prioritization
 
 log = logging.getLogger(__name__)
@@ -54,10 +62,14 @@ class DaMILEvaluator(CollectingEvaluator):
         """Every test set: the internal ``test`` split and each hold-out (``data.holdouts``); CQ500
         hold-outs by their five haemorrhage labels (:meth:`score_cq500`)."""
         cq500 = getattr(trainer.datamodule, "cq500_sets", set())
-        return {
+        self.scan_curves: dict[str, dict[str, tuple]] = {}  # scan:<type> -> test set -> (y, p, metrics)
+        metrics = {
             name: (self.score_cq500 if name in cq500 else self.score_set)(trainer, pl_module, name, g)
             for name, g in gathered.items()
         }
+        for label, per_set in self.scan_curves.items():  # ROC stays in roc_damil_scan*.png
+            self.plot_label_figures(trainer, label, per_set, roc=False)
+        return metrics
 
     def score_cq500(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, name: str, g: dict[str, np.ndarray]
@@ -148,7 +160,12 @@ class DaMILEvaluator(CollectingEvaluator):
         prob = np.zeros((n, len(space.regions), n_t))
         gold[:, rows], prob[:, rows] = region_y, region_p
         out, curves = score_matrices(
-            gold[clear], prob[clear], scans[clear], space, self.bootstrap, cells=True
+            gold[clear],
+            prob[clear],
+            scans[clear],
+            space,
+            partial(self.bootstrap, metrics=PAPER_METRICS),
+            cells=True,
         )
         resampling = {"n_bootstrap": self.n_bootstrap, "ci": self.ci, "seed": self.seed}
         out.update(score_weighted_macro(gold[clear], prob[clear], scans[clear], space, **resampling))
@@ -158,6 +175,11 @@ class DaMILEvaluator(CollectingEvaluator):
         for j, t in enumerate(space.types):
             if 0 < scan_y[:, j].sum() < n:
                 out[f"scan:{t}"] = self.bootstrap(scan_y[:, j], scan_p[:, j], scans)
+                self.scan_curves.setdefault(f"scan:{t}", {})[name] = (
+                    scan_y[:, j].astype(int),
+                    scan_p[:, j],
+                    out[f"scan:{t}"],
+                )
                 curves.setdefault("scan", {})[t] = (
                     scan_y[:, j].astype(int),
                     scan_p[:, j],
@@ -225,7 +247,17 @@ class DaMILEvaluator(CollectingEvaluator):
             "prioritization:any",
             "cq500:",
         )
-        wanted = ("auroc", "dice", "dice_threshold", "p_value", "n", "n_positive", "n_scans")
+        wanted = (
+            "auroc",
+            "average_precision",
+            "ece",
+            "dice",
+            "dice_threshold",
+            "p_value",
+            "n",
+            "n_positive",
+            "n_scans",
+        )
         return {
             name: {
                 label: {m: f for m, f in per_metric.items() if m in wanted}

@@ -7,6 +7,14 @@
   per region with left/right merged, micro-averaged over the 4 types (Fig. 2D); scan-level per type
   (union over all regions incl. other/unclear); and all 17 x 4 cells micro-averaged. "Micro" as in
   the paper: the ground truths and predictions of the group are pooled into one ROC curve.
+
+Every entry also has the issue 22 item 2 metrics (average precision, PPV, NPV, ECE, Brier score) with
+their CIs, and each scan-level type its ROC, precision-recall and reliability figures
+(``plots/{roc,pr,calibration}_scan_<type>.png``, all report-level sets in one figure). With
+``model.threshold=validation`` (issue 22 item 3) the sentence labels are scored again at the thresholds
+chosen on the validation sentences (``sentence@val_threshold``), and the scan-level types at their
+type's threshold (``<report set>@val_threshold``): a max-merged report exceeds a threshold exactly
+when one of its sentences does, so the sentence threshold carries over.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ import pandas as pd
 
 from lightning_modules.common.evaluation import CollectingEvaluator
 from reportsup.analysis.matrix_metrics import score_matrices
+from reportsup.analysis.metrics import THRESHOLD_FREE
+from reportsup.contracts.run_dir import VAL_THRESHOLD_SUFFIX
 from reportsup.contracts.labels.crossdl import LabelSpace, report_matrices
 
 
@@ -30,21 +40,54 @@ class DiscretizerEvaluator(CollectingEvaluator):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, gathered: dict[str, dict[str, np.ndarray]]
     ) -> dict[str, Any]:
         space: LabelSpace = pl_module.space
+        self.chosen = self.write_val_thresholds(pl_module)
+        self.chosen_scan: dict[str, dict[str, Any]] = {}
+        self.scan_curves: dict[str, dict[str, tuple]] = {}
         metrics: dict[str, Any] = {}
         if "sentence" in gathered:
             metrics["sentence"] = self._sentences(
                 trainer, pl_module.labels, len(space.regions), gathered["sentence"]
             )
+            if self.chosen:
+                metrics[f"sentence{VAL_THRESHOLD_SUFFIX}"] = self._at_chosen(
+                    trainer, pl_module.labels, gathered["sentence"]
+                )
         for name in trainer.datamodule.report_level_sets:  # "report" and every hold-out
             if name in gathered:
                 metrics[name] = self._reports(trainer, space, name, gathered[name])
+                if self.chosen_scan.get(name):
+                    metrics[f"{name}{VAL_THRESHOLD_SUFFIX}"] = self.chosen_scan[name]
+        for label, per_set in self.scan_curves.items():
+            self.plot_label_figures(trainer, label, per_set)
         return metrics
+
+    def _at_threshold(self, y: np.ndarray, p: np.ndarray, patients: np.ndarray, threshold: float) -> dict:
+        """The threshold-dependent metrics at a chosen threshold (the others do not change)."""
+        res = self.bootstrap(y, p, patients, threshold)
+        out = {k: v for k, v in res.items() if k not in THRESHOLD_FREE}
+        out["threshold"] = {"value": float(threshold)}
+        return out
+
+    def _at_chosen(self, trainer: pl.Trainer, labels: list[str], g: dict[str, np.ndarray]) -> dict:
+        """Each sentence label at its threshold chosen on the validation sentences."""
+        patients = trainer.datamodule.test_table("sentence").iloc[g["index"]]["patient_id"].to_numpy()
+        out = {}
+        for j, label in enumerate(labels):
+            y, p = g["targets"][:, j], g["probs"][:, j]
+            known = ~np.isnan(y)
+            if label in self.chosen and known.any():
+                out[label] = self._at_threshold(y[known], p[known], patients[known], self.chosen[label]["threshold"])
+        return out
 
     def headline(self) -> dict[str, Any]:
         keep = ("micro", "micro_regions", "micro_types", "type:", "scan:")
         return {
             name: {
-                label: {m: f for m, f in per_metric.items() if m in ("f1", "auroc", "n", "n_positive")}
+                label: {
+                    m: f
+                    for m, f in per_metric.items()
+                    if m in ("f1", "auroc", "average_precision", "ece", "threshold", "n", "n_positive")
+                }
                 for label, per_metric in per_label.items()
                 if label.startswith(keep)
             }
@@ -98,6 +141,11 @@ class DiscretizerEvaluator(CollectingEvaluator):
             yy, pp = gold[:, :, j].max(1), soft[:, :, j].max(1)
             if 0 < yy.sum() < len(yy):
                 out[f"scan:{t}"] = self.bootstrap(yy, pp, patients)
+                self.scan_curves.setdefault(f"scan:{t}", {})[name] = (yy.astype(int), pp, out[f"scan:{t}"])
+                if t in self.chosen:
+                    self.chosen_scan.setdefault(name, {})[f"scan:{t}"] = self._at_threshold(
+                        yy, pp, patients, self.chosen[t]["threshold"]
+                    )
         self.plot_curves(
             trainer,
             {

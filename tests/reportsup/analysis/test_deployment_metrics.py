@@ -214,3 +214,41 @@ def test_reportsup_label_and_the_api_apply_the_chosen_threshold(tiny_encoder, sy
     config = json.loads((exported / "config.json").read_text())
     assert config["reportsup"]["thresholds"] == labeller.thresholds
     assert ReportLabeller.from_pretrained(exported).thresholds == labeller.thresholds
+
+
+# -- the ALARM demo, end to end ----------------------------------------------------------------------
+@pytest.mark.slow
+def test_alarm_demo_with_validation_thresholds_reports_every_key_and_carries_them(tmp_path):
+    """``model.threshold=validation`` on the ALARM demo (two epochs): every metric in metrics.json with
+    its CI, the metrics at the chosen thresholds beside those at 0.5, the figures, val_thresholds.json,
+    and the thresholds in the best checkpoint's and the run's label manifest."""
+    from tests.conftest import run_train, single_run_dir
+
+    run_train(
+        "experiment=alarm_binary",
+        "demo=true",
+        "trainer.max_epochs=2",
+        "model.threshold=validation",
+        "callbacks.evaluator.n_bootstrap=30",
+        f"paths.output_dir={tmp_path}",
+        f"paths.data_dir={tmp_path / 'data'}",
+    )
+    run = single_run_dir(tmp_path, "alarm_binary")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"report_label", "report_label@val_threshold", "image_label@val_threshold"} <= set(metrics)
+    abnormal = metrics["report_label"]["abnormal"]
+    assert set(METRICS) <= set(abnormal)
+    for m in METRICS:
+        assert abnormal[m]["ci_low"] <= abnormal[m]["value"] <= abnormal[m]["ci_high"], m
+    chosen = json.loads((run / "val_thresholds.json").read_text())["thresholds"]["abnormal"]
+    at = metrics["report_label@val_threshold"]["abnormal"]
+    assert at["threshold"]["value"] == pytest.approx(chosen["threshold"])
+    assert {"sensitivity", "specificity", "ppv", "npv", "f1"} <= set(at) and "auroc" not in at
+    for name in ("roc_abnormal.png", "pr_abnormal.png", "calibration_abnormal.png"):
+        assert (run / "plots" / name).is_file(), name
+    best = next((run / "checkpoints").glob("best-epoch*.ckpt"))
+    manifest = torch.load(best, map_location="cpu", weights_only=False)["label_manifest"]
+    assert manifest["thresholds"] == {"abnormal": pytest.approx(chosen["threshold"])}
+    on_file = json.loads((run / "label_manifest.json").read_text())
+    assert on_file["thresholds"] == manifest["thresholds"]
+    assert ReportLabeller.from_pretrained(best).thresholds == manifest["thresholds"]

@@ -252,3 +252,30 @@ def test_alarm_demo_with_validation_thresholds_reports_every_key_and_carries_the
     on_file = json.loads((run / "label_manifest.json").read_text())
     assert on_file["thresholds"] == manifest["thresholds"]
     assert ReportLabeller.from_pretrained(best).thresholds == manifest["thresholds"]
+
+
+def test_spine_image_model_chooses_with_its_rule_and_its_checkpoint_carries_the_thresholds():
+    """SpineResNet takes threshold_rule / threshold_target (configs/model/spine_resnet18.yaml); its
+    manifest and :meth:`from_checkpoint_dict` keep the thresholds chosen on validation."""
+    from lightning_modules.spine.image_module import SpineResNet
+
+    model = SpineResNet(
+        ["scoliosis", "fracture"],
+        torch.optim.SGD,
+        weights=None,
+        threshold="validation",
+        threshold_rule="sensitivity",
+        threshold_target=0.9,
+    )
+    targets = np.stack([Y, 1 - Y], 1).astype(float)
+    model.label_thresholds = choose_label_thresholds(
+        model.labels, targets, np.stack([S, 1 - S], 1), model.threshold_rule, model.threshold_target
+    )
+    assert model.label_thresholds["scoliosis"]["cutoff"] == pytest.approx(0.55)
+    checkpoint = {"state_dict": model.state_dict()}
+    model.on_save_checkpoint(checkpoint)
+    restored = SpineResNet.from_checkpoint_dict(checkpoint)
+    assert restored.label_thresholds == model.label_thresholds
+    assert label_thresholds(checkpoint["label_manifest"])["scoliosis"] == strict_threshold(0.55)
+    with pytest.raises(ValueError, match="model.threshold_rule='f1'"):
+        SpineResNet(["scoliosis"], torch.optim.SGD, weights=None, threshold_rule="f1")

@@ -177,7 +177,8 @@ class ClassifierLabeller:
                 "labels": self.labels,
                 "threshold": self.threshold,
                 "thresholds": {
-                    k: v["threshold"] for k, v in (getattr(self.model, "label_thresholds", None) or {}).items()
+                    k: v["threshold"]
+                    for k, v in (getattr(self.model, "label_thresholds", None) or {}).items()
                 },
             }
         )

@@ -37,7 +37,10 @@ def build_manifest(
     chosen = (
         {
             "thresholds": {label: float(c["threshold"]) for label, c in thresholds.items()},
-            "threshold_choice": {"set": "validation", "per_label": {k: dict(v) for k, v in thresholds.items()}},
+            "threshold_choice": {
+                "set": "validation",
+                "per_label": {k: dict(v) for k, v in thresholds.items()},
+            },
         }
         if thresholds
         else {}
@@ -71,7 +74,9 @@ def label_thresholds(manifest: Mapping[str, Any]) -> dict[str, float]:
 def chosen_thresholds(manifest: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
     """The per-label choices (``threshold_choice.per_label``) a manifest carries, ``{}`` when none: what a
     model restores from its checkpoint so that testing reports the metrics at them."""
-    return {k: dict(v) for k, v in ((manifest or {}).get("threshold_choice") or {}).get("per_label", {}).items()}
+    return {
+        k: dict(v) for k, v in ((manifest or {}).get("threshold_choice") or {}).get("per_label", {}).items()
+    }
 
 
 def check_manifest(

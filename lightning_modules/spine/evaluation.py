@@ -33,8 +33,11 @@ from reportsup.contracts.run_dir import (
     write_json,
 )
 
-
-__all__ = ["OcclusionMaps", "SpineEvaluator", "strict_threshold"]  # strict_threshold: reportsup.analysis.youden
+__all__ = [
+    "OcclusionMaps",
+    "SpineEvaluator",
+    "strict_threshold",
+]  # strict_threshold: reportsup.analysis.youden
 
 
 class SpineEvaluator(TestSetEvaluator):

@@ -28,8 +28,8 @@ import pandas as pd
 from lightning_modules.common.evaluation import CollectingEvaluator
 from reportsup.analysis.matrix_metrics import score_matrices
 from reportsup.analysis.metrics import THRESHOLD_FREE
-from reportsup.contracts.run_dir import VAL_THRESHOLD_SUFFIX
 from reportsup.contracts.labels.crossdl import LabelSpace, report_matrices
+from reportsup.contracts.run_dir import VAL_THRESHOLD_SUFFIX
 
 
 class DiscretizerEvaluator(CollectingEvaluator):
@@ -76,7 +76,9 @@ class DiscretizerEvaluator(CollectingEvaluator):
             y, p = g["targets"][:, j], g["probs"][:, j]
             known = ~np.isnan(y)
             if label in self.chosen and known.any():
-                out[label] = self._at_threshold(y[known], p[known], patients[known], self.chosen[label]["threshold"])
+                out[label] = self._at_threshold(
+                    y[known], p[known], patients[known], self.chosen[label]["threshold"]
+                )
         return out
 
     def headline(self) -> dict[str, Any]:

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_warn
 
 from reportsup.analysis.metrics import (
     ECE_BINS,
@@ -219,6 +220,12 @@ class CollectingEvaluator(pl.Callback):
         """The per-label thresholds the model chose on validation (``model.threshold=validation``),
         written to ``val_thresholds.json``; ``{}`` (and no file) with a fixed threshold."""
         chosen = dict(getattr(pl_module, "label_thresholds", None) or {})
+        if getattr(pl_module, "choose_on_validation", False) and not chosen:
+            rank_zero_warn(
+                "[reportsup] model.threshold=validation, but the tested weights carry no thresholds chosen "
+                "on validation (no validation epoch ran, or the checkpoint was written with a fixed "
+                "threshold): only the metrics at 0.5 are reported. Train with model.threshold=validation."
+            )
         manifest_file = self.output_dir / LABEL_MANIFEST
         if chosen and manifest_file.is_file() and hasattr(pl_module, "label_manifest"):
             # the run's label_manifest.json is written before training, when no threshold is chosen yet:

@@ -279,3 +279,31 @@ def test_spine_image_model_chooses_with_its_rule_and_its_checkpoint_carries_the_
     assert label_thresholds(checkpoint["label_manifest"])["scoliosis"] == strict_threshold(0.55)
     with pytest.raises(ValueError, match="model.threshold_rule='f1'"):
         SpineResNet(["scoliosis"], torch.optim.SGD, weights=None, threshold_rule="f1")
+
+
+def test_evaluator_records_the_thresholds_and_names_their_absence(tmp_path):
+    """val_thresholds.json and the run's label_manifest.json (written before training) get the tested
+    weights' thresholds; model.threshold=validation without any is said, not silently skipped."""
+    from types import SimpleNamespace
+
+    from lightning_modules.common.evaluation import CollectingEvaluator
+
+    evaluator = CollectingEvaluator(str(tmp_path), threshold="validation")
+    assert evaluator.threshold == 0.5
+    chosen = {"abnormal": choose_threshold(Y, S)}
+    (tmp_path / "label_manifest.json").write_text(json.dumps({"labels": ["abnormal"], "threshold": 0.5}))
+    module = SimpleNamespace(
+        choose_on_validation=True,
+        label_thresholds=chosen,
+        threshold_rule="youden",
+        label_manifest=lambda: build_manifest("alarm", ["abnormal"], {}, 0.5, thresholds=chosen),
+    )
+    assert evaluator.write_val_thresholds(module) == chosen
+    assert (
+        json.loads((tmp_path / "val_thresholds.json").read_text())["thresholds"]["abnormal"]["cutoff"] == 0.7
+    )
+    on_file = json.loads((tmp_path / "label_manifest.json").read_text())
+    assert label_thresholds(on_file) == {"abnormal": strict_threshold(0.7)}
+    module.label_thresholds = {}
+    with pytest.warns(UserWarning, match="carry no thresholds chosen on validation"):
+        assert evaluator.write_val_thresholds(module) == {}

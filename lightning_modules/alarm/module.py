@@ -51,9 +51,11 @@ class ALARMClassifier(ValidationAUROC, ReportModel):
         mlp_hidden_size: int = 256,
         attention_size: int = 128,
         dropout: float = 0.1,
-        threshold: float = 0.5,
+        threshold: float | str = 0.5,
+        threshold_rule: str = "youden",
+        threshold_target: float = 0.9,
     ) -> None:
-        super().__init__(encoder, labels, optimizer, scheduler, threshold)
+        super().__init__(encoder, labels, optimizer, scheduler, threshold, threshold_rule, threshold_target)
         self.save_hyperparameters(ignore=["encoder", "optimizer", "scheduler"])
         self.pooling = AttentionPooling(encoder.hidden_size, attention_size)
         self.classifier = nn.Sequential(

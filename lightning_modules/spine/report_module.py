@@ -56,10 +56,12 @@ class SpineReportClassifier(ValidationAUROC, ReportModel):
         warmup_ratio: float = 0.06,
         class_weighting: str = "balanced",
         dropout: float = 0.1,
-        threshold: float = 0.5,
+        threshold: float | str = 0.5,
+        threshold_rule: str = "youden",
+        threshold_target: float = 0.9,
         pooling: str = "cls",
     ) -> None:
-        super().__init__(encoder, labels, optimizer, scheduler, threshold)
+        super().__init__(encoder, labels, optimizer, scheduler, threshold, threshold_rule, threshold_target)
         if class_weighting not in ("balanced", "none"):
             raise ValueError(f"model.class_weighting={class_weighting!r}: choose balanced or none.")
         if pooling not in ("cls", "attention"):

@@ -281,7 +281,7 @@ def delong_across_test_sets(run: Run, reference_set: str = "report_label") -> li
     if ref is None:
         return out
     for test_set, per_label in run.metrics.items():
-        if test_set == reference_set:
+        if test_set == reference_set or "@" in test_set:  # <set>@val_threshold / @youden: same scores
             continue
         other = run.predictions(test_set)
         for label in per_label:

@@ -35,13 +35,23 @@ class DiscretizerModule(ReportModel):
         label_space: Mapping[str, Any] | None = None,
         scheduler: Callable[..., Any] | None = None,
         dropout: float = 0.1,
-        threshold: float = 0.5,
+        threshold: float | str = 0.5,
+        threshold_rule: str = "youden",
+        threshold_target: float = 0.9,
         sentence_splitting: Mapping[str, Any] | None = None,
     ) -> None:
         """``sentence_splitting`` (language, findings_headers, end_headers) travels in the label manifest,
         so that ``reportsup-discretize`` splits new reports exactly as the training reports were split."""
         self.space = LabelSpace.from_config(**dict(label_space or {}))
-        super().__init__(encoder, [*self.space.regions, *self.space.types], optimizer, scheduler, threshold)
+        super().__init__(
+            encoder,
+            [*self.space.regions, *self.space.types],
+            optimizer,
+            scheduler,
+            threshold,
+            threshold_rule,
+            threshold_target,
+        )
         self.save_hyperparameters(ignore=["encoder", "optimizer", "scheduler"])
         self.n_regions = len(self.space.regions)
         # dropout on [CLS] as in BERT's own classification heads (the paper names only the FC layer)

@@ -17,20 +17,12 @@ import pytest
 
 from datamodules.common.reports import ReportDataModule
 from datamodules.synthetic.datasets.mri_reports import generate_tables
+from reportsup.contracts.labels.alarm import BINARY_LABEL, GRANULAR_CATEGORIES
 from reportsup.contracts.run_dir import DATA_SUMMARY, SPLITS_CSV
 from reportsup.contracts.splits import SPLIT_NAMES, SUMMARY_KEY, SplitError, SplitProtocol
 from reportsup.contracts.stratify import NEGATIVE, strata
 
-LABELS = [
-    "abnormal",
-    "acute_stroke",
-    "mass",
-    "atrophy",
-    "vascular",
-    "small_vessel_disease",
-    "white_matter_inflammation",
-    "encephalomalacia",
-]
+LABELS = [BINARY_LABEL, *GRANULAR_CATEGORIES]  # the ALARM demo's labels
 RARE = "mass"
 #: configs/data/reports.yaml (ALARM): 60/20/20
 FRACTIONS = (0.6, 0.2, 0.2)

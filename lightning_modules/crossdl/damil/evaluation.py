@@ -56,13 +56,18 @@ log = logging.getLogger(__name__)
 
 
 class DaMILEvaluator(CollectingEvaluator):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # scan:<type> -> test set -> (y, p, metrics), filled by score_set for the PR / reliability figures
+        self.scan_curves: dict[str, dict[str, tuple]] = {}
+
     def evaluate(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, gathered: dict[str, dict[str, np.ndarray]]
     ) -> dict[str, Any]:
         """Every test set: the internal ``test`` split and each hold-out (``data.holdouts``); CQ500
         hold-outs by their five haemorrhage labels (:meth:`score_cq500`)."""
         cq500 = getattr(trainer.datamodule, "cq500_sets", set())
-        self.scan_curves: dict[str, dict[str, tuple]] = {}  # scan:<type> -> test set -> (y, p, metrics)
+        self.scan_curves = {}  # this test run's figures only
         metrics = {
             name: (self.score_cq500 if name in cq500 else self.score_set)(trainer, pl_module, name, g)
             for name, g in gathered.items()

@@ -54,7 +54,11 @@ def require_rows(
     """``table`` if it has rows; otherwise ``error`` naming the file (issue 21, item 5: a header-only table
     used to reach the split and be reported as "0 patients"); ``key`` is the config key that names it."""
     if len(table) == 0:
-        what = f"a header ({', '.join(map(str, table.columns))}) but no rows" if len(table.columns) else "no rows"
+        what = (
+            f"a header ({', '.join(map(str, table.columns))}) but no rows"
+            if len(table.columns)
+            else "no rows"
+        )
         where = f" or point {key} at the table you meant" if key else ""
         raise error(f"{path}: the table has {what}. Add its rows{where}.")
     return table
@@ -94,7 +98,9 @@ def undecodable_location(path: Path, encoding: str = "utf-8") -> str | None:
             for j, cell in enumerate(record):
                 if bad(cell):
                     column = header[j] if j < len(header) else f"#{j + 1}"
-                    return f"line {reader.line_num} (data row {row_number}, column '{column}': {shown(cell)!r})"
+                    return (
+                        f"line {reader.line_num} (data row {row_number}, column '{column}': {shown(cell)!r})"
+                    )
         if bad(",".join(header)):
             return f"line 1 (the header: {shown(','.join(header))!r})"
     for number, line in enumerate(text.splitlines(), start=1):

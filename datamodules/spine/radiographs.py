@@ -92,7 +92,9 @@ def read_bitmap_radiograph(path: Path) -> np.ndarray:
             img = img.convert("L")
         a = np.asarray(img)
     if a.ndim != 2:
-        raise RadiographReadError(f"{path}: PIL mode {img.mode!r} gives a {a.shape} array; a radiograph is one grey plane.")
+        raise RadiographReadError(
+            f"{path}: PIL mode {img.mode!r} gives a {a.shape} array; a radiograph is one grey plane."
+        )
     if a.dtype == np.uint8:
         return (a / 255.0).astype(np.float32)
     a = a.astype(np.float64)
@@ -128,26 +130,36 @@ def _bitmap_header_problem(path: Path) -> RadiographProblem | None:
                 f"a {started} file cut short: {path.stat().st_size} bytes, not even its whole header.",
                 RE_EXPORT + ".",
             )
-        what = "a text file" if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "no image format PIL knows"
+        what = (
+            "a text file"
+            if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head)
+            else "no image format PIL knows"
+        )
         return RadiographProblem(
             "not_an_image",
             f"not an image: {what} (begins {head[:12]!r}), or only the first bytes of one.",
-            "point the views table at the radiograph itself (DICOM, PNG, JPEG or TIFF), or " + RE_EXPORT + ".",
+            "point the views table at the radiograph itself (DICOM, PNG, JPEG or TIFF), or "
+            + RE_EXPORT
+            + ".",
         )
     except (OSError, SyntaxError, ValueError) as err:  # PIL raises SyntaxError for a broken PNG chunk
         return RadiographProblem(
-            "truncated", f"damaged or truncated {path.suffix.lstrip('.').upper() or 'image'} file ({err}).", RE_EXPORT + "."
+            "truncated",
+            f"damaged or truncated {path.suffix.lstrip('.').upper() or 'image'} file ({err}).",
+            RE_EXPORT + ".",
         )
     if mode not in COLOUR_MODES + GREY_MODES:
         return RadiographProblem(
-            "mode", f"{fmt} in PIL mode {mode!r}, which is not a grey or colour radiograph.",
+            "mode",
+            f"{fmt} in PIL mode {mode!r}, which is not a grey or colour radiograph.",
             "save the view as 8- or 16-bit greyscale (e.g. `convert in.png -colorspace Gray out.png`).",
         )
     if min(size) < 1:
         return RadiographProblem("shape", f"the image is {size[0]} x {size[1]} pixels.", RE_EXPORT + ".")
     if frames > 1:
         return RadiographProblem(
-            "shape", f"{frames} frames in one file; a view is one radiograph.",
+            "shape",
+            f"{frames} frames in one file; a view is one radiograph.",
             "save each radiograph in its own file and give it its own views-table row.",
         )
     return None
@@ -163,7 +175,9 @@ def _dicom_header_problem(path: Path) -> RadiographProblem | None:
             warnings.simplefilter("always")
             ds = pydicom.dcmread(path, defer_size="1 KB")  # pixel data is left on disk until asked for
         # pydicom only warns when the file ends inside an element (e.g. compressed pixel data cut short)
-        ended = [str(w.message) for w in caught if "End of file" in str(w.message) or "truncat" in str(w.message)]
+        ended = [
+            str(w.message) for w in caught if "End of file" in str(w.message) or "truncat" in str(w.message)
+        ]
         if ended:
             return RadiographProblem("truncated", f"truncated DICOM: {ended[0]}.", RE_EXPORT + ".")
         if "PixelData" not in ds:
@@ -178,7 +192,9 @@ def _dicom_header_problem(path: Path) -> RadiographProblem | None:
         bits = int(ds.BitsAllocated)
         stored = len(ds.PixelData) if not ds.file_meta.TransferSyntaxUID.is_compressed else None
     except (InvalidDicomError, OSError, EOFError, AttributeError, KeyError, ValueError, TypeError) as err:
-        return RadiographProblem("unreadable", f"the DICOM header cannot be read ({type(err).__name__}: {err}).", RE_EXPORT + ".")
+        return RadiographProblem(
+            "unreadable", f"the DICOM header cannot be read ({type(err).__name__}: {err}).", RE_EXPORT + "."
+        )
     if rows < 1 or cols < 1:
         return RadiographProblem("shape", f"the image is {cols} x {rows} pixels.", RE_EXPORT + ".")
     if samples > 1:
@@ -190,7 +206,8 @@ def _dicom_header_problem(path: Path) -> RadiographProblem | None:
         )
     if frames > 1:
         return RadiographProblem(
-            "shape", f"{frames} frames in one DICOM file; a view is one radiograph.",
+            "shape",
+            f"{frames} frames in one DICOM file; a view is one radiograph.",
             "give the view's single-frame image (export the frame you want as its own file).",
         )
     expected = rows * cols * samples * bits // 8
@@ -215,7 +232,8 @@ def check_radiograph(path: str | Path, decode: bool = True) -> RadiographProblem
     path = Path(path)
     if not path.is_file():
         return RadiographProblem(
-            "missing", "file not found.",
+            "missing",
+            "file not found.",
             "correct the image path in the views table (a relative path is relative to the table's folder).",
         )
     if path.stat().st_size == 0:
@@ -223,7 +241,9 @@ def check_radiograph(path: str | Path, decode: bool = True) -> RadiographProblem
     try:
         problem = _dicom_header_problem(path) if _is_dicom(path) else _bitmap_header_problem(path)
     except OSError as err:  # permissions, a file that vanished between the checks
-        return RadiographProblem("unreadable", f"cannot be opened ({err}).", "make the file readable by this user.")
+        return RadiographProblem(
+            "unreadable", f"cannot be opened ({err}).", "make the file readable by this user."
+        )
     if problem is not None or not decode:
         return problem
     try:
@@ -232,14 +252,19 @@ def check_radiograph(path: str | Path, decode: bool = True) -> RadiographProblem
         detail = str(err).removeprefix(f"{path}: ")
         return RadiographProblem("unreadable", f"the pixels cannot be decoded: {detail}", RE_EXPORT + ".")
     if grey.ndim != 2:
-        return RadiographProblem("shape", f"decodes to a {grey.shape} array, not one 2-D radiograph.", RE_EXPORT + ".")
+        return RadiographProblem(
+            "shape", f"decodes to a {grey.shape} array, not one 2-D radiograph.", RE_EXPORT + "."
+        )
     if not np.isfinite(grey).all():
         return RadiographProblem(
-            "not_finite", "holds NaN or infinite pixel values.", "re-export the view with integer pixels (8 or 16 bits)."
+            "not_finite",
+            "holds NaN or infinite pixel values.",
+            "re-export the view with integer pixels (8 or 16 bits).",
         )
     if float(grey.max()) == float(grey.min()):
         return RadiographProblem(
-            "constant", f"every pixel has the same value ({float(grey.min()):.3g} after scaling to [0, 1]): a blank export.",
+            "constant",
+            f"every pixel has the same value ({float(grey.min()):.3g} after scaling to [0, 1]): a blank export.",
             RE_EXPORT + ", or remove the session from the views table.",
         )
     return None

@@ -33,8 +33,8 @@ import torch
 from tqdm import tqdm
 
 from datamodules.crossdl.head_ct.dicom_series import ScanError, validate_manifest_row
-from datamodules.crossdl.head_ct.scan_checks import as_scan_error
 from datamodules.crossdl.head_ct.manifest import REQUIRED, ManifestError, read_scan_manifest
+from datamodules.crossdl.head_ct.scan_checks import as_scan_error
 from datamodules.crossdl.head_ct.transforms import (
     IMAGE,
     REGION_MASK,

@@ -794,7 +794,8 @@ def count_moves(numbers: Sequence[object]) -> int:
     fewer moves counts. A slice without InstanceNumber counts as moved (MONAI's own reader drops it).
     """
     ranked = sorted(
-        range(len(numbers)), key=lambda i: (numbers[i] is None, int(numbers[i] or 0), i)  # type: ignore[arg-type]
+        range(len(numbers)),
+        key=lambda i: (numbers[i] is None, int(numbers[i] or 0), i),  # type: ignore[arg-type]
     )
     up = sum(pos != i for pos, i in enumerate(ranked))
     down = sum(pos != i for pos, i in enumerate(reversed(ranked)))
@@ -850,7 +851,9 @@ def volume_corners(shape: Sequence[int], affine: np.ndarray) -> np.ndarray:
     return (idx @ np.asarray(affine, dtype=np.float64).T)[:, :3]
 
 
-def corner_offset(shape_a: Sequence[int], affine_a: np.ndarray, shape_b: Sequence[int], affine_b: np.ndarray) -> float:
+def corner_offset(
+    shape_a: Sequence[int], affine_a: np.ndarray, shape_b: Sequence[int], affine_b: np.ndarray
+) -> float:
     """Largest distance (mm) from a corner voxel of one volume to the nearest corner voxel of the other
     (both ways): 0 for two grids over the same voxels, whatever their axis order or direction."""
     a, b = volume_corners(shape_a, affine_a), volume_corners(shape_b, affine_b)
@@ -858,9 +861,7 @@ def corner_offset(shape_a: Sequence[int], affine_a: np.ndarray, shape_b: Sequenc
     return float(max(dist.min(axis=1).max(), dist.min(axis=0).max()))
 
 
-def check_mask_file(
-    path: str, column: str, shape: Sequence[int], affine: np.ndarray | None
-) -> None:
+def check_mask_file(path: str, column: str, shape: Sequence[int], affine: np.ndarray | None) -> None:
     """A mask file listed for a scan exists, is a readable NIfTI image of one volume with the scan's voxel
     grid (``mask_missing``, ``mask_unreadable``, ``mask_shape``, ``mask_geometry``).
 

@@ -38,7 +38,9 @@ FINDING = "facet_sclerosis"
 def phantoms(tmp_path_factory) -> Path:
     """60 synthetic sessions at 64 px (about 1.5 s), with a machine-labels table built from their
     report truth."""
-    root = write_spine_dataset(tmp_path_factory.mktemp("spine") / "data", n_sessions=60, image_size=64, dicom_fraction=0.0)
+    root = write_spine_dataset(
+        tmp_path_factory.mktemp("spine") / "data", n_sessions=60, image_size=64, dicom_fraction=0.0
+    )
     sessions = pd.read_csv(root / "sessions.csv", dtype=str)
     sessions[["report_id"]].assign(**{FINDING: sessions[f"{FINDING}_report"]}).to_csv(
         root / "machine_labels.csv", index=False
@@ -46,7 +48,9 @@ def phantoms(tmp_path_factory) -> Path:
     return root
 
 
-def _damaged(phantoms: Path, tmp_path: Path, damage, which: str = "test", view: str = "coronal") -> tuple[Path, int, str]:
+def _damaged(
+    phantoms: Path, tmp_path: Path, damage, which: str = "test", view: str = "coronal"
+) -> tuple[Path, int, str]:
     """A views table in ``tmp_path`` whose ``view`` image of the first ``which`` session is replaced by
     ``damage(original bytes, new path)``; returns the table, the row number (header = 1) and session."""
     views = pd.read_csv(phantoms / "views.csv", dtype=str)
@@ -92,11 +96,23 @@ def _blank(data: bytes, path: Path) -> None:
 
 CASES = {
     "truncated PNG": (_truncate, r"damaged or truncated PNG file \(Truncated File Read\)\. Fix: re-export"),
-    "PNG header only": (_header_only, r"a PNG file cut short: 33 bytes, not even its whole header\. Fix: re-export"),
-    "text file named .png": (_text, r"not an image: a text file \(begins b'session_id,v'\).* Fix: point the views table at the radiograph"),
+    "PNG header only": (
+        _header_only,
+        r"a PNG file cut short: 33 bytes, not even its whole header\. Fix: re-export",
+    ),
+    "text file named .png": (
+        _text,
+        r"not an image: a text file \(begins b'session_id,v'\).* Fix: point the views table at the radiograph",
+    ),
     "blank export": (_blank, r"every pixel has the same value .*a blank export\. Fix: .*remove the session"),
-    "empty file": (lambda data, path: path.write_bytes(b""), r"the file is empty \(0 bytes\)\. Fix: re-export"),
-    "missing file": (lambda data, path: None, r"file not found\. Fix: correct the image path in the views table"),
+    "empty file": (
+        lambda data, path: path.write_bytes(b""),
+        r"the file is empty \(0 bytes\)\. Fix: re-export",
+    ),
+    "missing file": (
+        lambda data, path: None,
+        r"file not found\. Fix: correct the image path in the views table",
+    ),
 }
 
 
@@ -119,15 +135,20 @@ def test_every_bad_file_is_listed_at_once_with_its_row(phantoms, tmp_path):
     views, row, session = _damaged(phantoms, tmp_path, _truncate)
     table = pd.read_csv(views, dtype=str)
     refinement = pd.read_csv(phantoms / "refinement_labels.csv", dtype=str)["session_id"].iloc[0]
-    j = int(np.flatnonzero(((table["session_id"] == refinement) & (table["view"] == "sagittal")).to_numpy())[0])
+    j = int(
+        np.flatnonzero(((table["session_id"] == refinement) & (table["view"] == "sagittal")).to_numpy())[0]
+    )
     table.loc[j, "image"] = str(tmp_path / "nowhere.png")
     table.to_csv(views, index=False)
     with pytest.raises(SpineDataError) as err:
         _datamodule(phantoms, views).setup("fit")
     message = str(err.value)
-    assert f": 2 of " in message
+    assert ": 2 of " in message
     assert f"row {row} (session {session}, coronal view)" in message
-    assert f"row {j + 2} (session {refinement}, sagittal view) {tmp_path / 'nowhere.png'}: file not found" in message
+    assert (
+        f"row {j + 2} (session {refinement}, sagittal view) {tmp_path / 'nowhere.png'}: file not found"
+        in message
+    )
 
 
 def test_intact_phantoms_pass_and_header_mode_skips_the_decode(phantoms, tmp_path):
@@ -145,15 +166,23 @@ def test_a_file_damaged_after_setup_still_names_its_row(phantoms, tmp_path):
     views, row, session = _damaged(phantoms, tmp_path, lambda data, path: path.write_bytes(data))
     data = _datamodule(phantoms, views)
     data.setup("fit")
-    _truncate((tmp_path / f"damaged_{session}_coronal.png").read_bytes(), tmp_path / f"damaged_{session}_coronal.png")
-    with pytest.raises(SpineDataError, match=rf"views-table row {row}, session {session} \(coronal view\): .*truncated"):
+    _truncate(
+        (tmp_path / f"damaged_{session}_coronal.png").read_bytes(),
+        tmp_path / f"damaged_{session}_coronal.png",
+    )
+    with pytest.raises(
+        SpineDataError, match=rf"views-table row {row}, session {session} \(coronal view\): .*truncated"
+    ):
         data.datasets["image_test"].views(0)
 
 
 def test_one_file_as_both_views_is_a_table_error(phantoms, tmp_path):
     table = pd.read_csv(phantoms / "views.csv", dtype=str)
     table.loc[1, "image"] = table.loc[0, "image"]
-    with pytest.raises(SpineDataError, match=r"session \S+ \(rows 2, 3\) gives the same file as its coronal and its sagittal view"):
+    with pytest.raises(
+        SpineDataError,
+        match=r"session \S+ \(rows 2, 3\) gives the same file as its coronal and its sagittal view",
+    ):
         pair_views(table, tmp_path / "views.csv")
 
 
@@ -220,8 +249,16 @@ FILES = {
         "unreadable",
         r"the DICOM header cannot be read \(InvalidDicomError: .*\)\. Fix: re-export",
     ),
-    "two-page TIFF": (_two_frame_tiff, "shape", r"2 frames in one file; a view is one radiograph\. Fix: save each"),
-    "float TIFF with NaN": (_nan_tiff, "not_finite", r"holds NaN or infinite pixel values\. Fix: re-export the view with integer pixels"),
+    "two-page TIFF": (
+        _two_frame_tiff,
+        "shape",
+        r"2 frames in one file; a view is one radiograph\. Fix: save each",
+    ),
+    "float TIFF with NaN": (
+        _nan_tiff,
+        "not_finite",
+        r"holds NaN or infinite pixel values\. Fix: re-export the view with integer pixels",
+    ),
 }
 
 
@@ -255,7 +292,9 @@ def test_prediction_checks_every_view_first(phantoms, tmp_path):
     views, row, session = _damaged(phantoms, tmp_path, _header_only)
     model = SpineResNet([FINDING], torch.optim.SGD, weights=None)
     classifier = SpineImageClassifier(model, (32, 32))
-    with pytest.raises(SpineDataError, match=rf"row {row} \(session {session}, coronal view\) .*a PNG file cut short"):
+    with pytest.raises(
+        SpineDataError, match=rf"row {row} \(session {session}, coronal view\) .*a PNG file cut short"
+    ):
         classifier.predict(views)
     table = pd.read_csv(views, dtype=str)
     sessions = pair_views(table, views)
@@ -272,6 +311,8 @@ def test_a_header_only_views_table_is_named(phantoms, tmp_path):
     pd.read_csv(phantoms / "views.csv").head(0).to_csv(views, index=False)
     with pytest.raises(
         SpineDataError,
-        match=re.escape(f"{views}: the table has a header (session_id, patient_id, report_id, view, image) but no rows. Add its rows or point data.views at the table you meant."),
+        match=re.escape(
+            f"{views}: the table has a header (session_id, patient_id, report_id, view, image) but no rows. Add its rows or point data.views at the table you meant."
+        ),
     ):
         _datamodule(phantoms, views).setup("fit")

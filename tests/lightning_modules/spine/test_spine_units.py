@@ -137,18 +137,27 @@ def test_views_table_errors_name_the_session_and_rows(tmp_path):
     paired = pair_views(ok, tmp_path / "views.csv")
     assert paired["sagittal"].iloc[0] == str(lat)
     assert (paired["coronal_row"].iloc[0], paired["sagittal_row"].iloc[0]) == (2, 3)
-    with pytest.raises(SpineDataError, match=r"session S1 \(rows 2, 3\) gives the same file as its coronal and its sagittal"):
-        pair_views(_views([["S1", "P1", "coronal", img, "R1"], ["S1", "P1", "sagittal", img, "R1"]]), tmp_path / "v.csv")
+    with pytest.raises(
+        SpineDataError, match=r"session S1 \(rows 2, 3\) gives the same file as its coronal and its sagittal"
+    ):
+        pair_views(
+            _views([["S1", "P1", "coronal", img, "R1"], ["S1", "P1", "sagittal", img, "R1"]]),
+            tmp_path / "v.csv",
+        )
     with pytest.raises(SpineDataError, match=r"session S2 \(rows 4\) has no sagittal"):
         pair_views(pd.concat([ok, _views([["S2", "P2", "coronal", img, "R2"]])]), tmp_path / "views.csv")
     three = _views([["S1", "P1", v, img, "R1"] for v in ("coronal", "sagittal", "sagittal")])
     with pytest.raises(SpineDataError, match="has 3 images"):
         pair_views(three, tmp_path / "views.csv")
     missing = pair_views(
-        _views([["S1", "P1", "coronal", tmp_path / "missing.png", "R1"], ["S1", "P1", "sagittal", lat, "R1"]]),
+        _views(
+            [["S1", "P1", "coronal", tmp_path / "missing.png", "R1"], ["S1", "P1", "sagittal", lat, "R1"]]
+        ),
         tmp_path / "v.csv",
     )
-    with pytest.raises(SpineDataError, match=r"row 2 \(session S1, coronal view\) .*missing.png: file not found"):
+    with pytest.raises(
+        SpineDataError, match=r"row 2 \(session S1, coronal view\) .*missing.png: file not found"
+    ):
         check_session_images(missing, tmp_path / "v.csv", decode=False)
     with pytest.raises(SpineDataError, match="view must be one of"):
         pair_views(

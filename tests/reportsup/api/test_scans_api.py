@@ -201,7 +201,9 @@ def test_the_tested_dice_thresholds_travel_with_the_export(damil_run, tmp_path):
     assert ScanAnalyzer.from_pretrained(run).dice_thresholds == {}  # an untested run has none
 
 
-def test_prediction_skips_each_damaged_scan_with_its_message_and_predicts_the_rest(damil_run, ct_dir, tmp_path):
+def test_prediction_skips_each_damaged_scan_with_its_message_and_predicts_the_rest(
+    damil_run, ct_dir, tmp_path
+):
     """Issue 21 items 3 and 5, prediction: a slice cut short (found from the headers), a NIfTI holding
     NaN (found when its voxels are loaded) and a scan of which a real MR file (pydicom's MR_small.dcm)
     takes the place are each skipped with one message naming the scan, the file and the fix; the good

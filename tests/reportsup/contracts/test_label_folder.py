@@ -36,7 +36,8 @@ def test_a_column_empty_in_the_first_chunk_is_pinned_as_text_and_later_text_fits
 def test_a_chunk_that_does_not_fit_the_pinned_schema_is_named():
     pinned = lf.pin_schema(_table(report_id=["a"], scan_id=[1]).schema)
     with pytest.raises(
-        lf.PartSchemaError, match=r"archive.csv, rows 52-101 \(part 1\): column 'scan_id' holds (large_)?string values that do not fit the folder's int64"
+        lf.PartSchemaError,
+        match=r"archive.csv, rows 52-101 \(part 1\): column 'scan_id' holds (large_)?string values that do not fit the folder's int64",
     ):
         lf.conform(_table(report_id=["b"], scan_id=["CT-7"]), pinned, "archive.csv, rows 52-101 (part 1)")
     with pytest.raises(lf.PartSchemaError, match=r"columns \['report_id'\] differ from the folder's pinned"):

@@ -218,7 +218,9 @@ def test_validated_scans_are_not_reread_until_their_files_change(ct_dir, tmp_pat
     calls = []
     real = head_ct.validate_manifest_row
     monkeypatch.setattr(
-        head_ct, "validate_manifest_row", lambda path, masks, **kw: calls.append(path) or real(path, masks, **kw)
+        head_ct,
+        "validate_manifest_row",
+        lambda path, masks, **kw: calls.append(path) or real(path, masks, **kw),
     )
     _datamodule(data, tmp_path, region_mask_column=None).setup()
     n_scans = len(calls)

@@ -153,8 +153,15 @@ def _nifti_4d(data: Path) -> tuple[str, ...]:
 
 def _mask_of_another_shape(data: Path) -> tuple[str, ...]:
     """A voxel mask of 10 x 10 x 10 for an 80 x 80 x 24 scan (the DataModule used to resample it)."""
-    nib.save(nib.Nifti1Image(np.zeros((10, 10, 10), np.uint8), np.eye(4)), data / "truth" / f"{SCAN}_lesions.nii.gz")
-    return "mask_shape", f"{SCAN}_lesions.nii.gz: voxel_mask file has shape (10, 10, 10)", "reportsup-register-atlas"
+    nib.save(
+        nib.Nifti1Image(np.zeros((10, 10, 10), np.uint8), np.eye(4)),
+        data / "truth" / f"{SCAN}_lesions.nii.gz",
+    )
+    return (
+        "mask_shape",
+        f"{SCAN}_lesions.nii.gz: voxel_mask file has shape (10, 10, 10)",
+        "reportsup-register-atlas",
+    )
 
 
 def _mask_off_the_grid(data: Path) -> tuple[str, ...]:
@@ -281,7 +288,9 @@ def _rle_series_with_a_corrupt_slice(folder: Path) -> Path:
     header check passes (the syntax has a decoder), the pixels do not decode."""
     vol = np.full((16, 16, 12), -1000.0, np.float32)
     vol[4:12, 4:12, 2:10] = 40.0
-    paths = write_dicom_series(vol, (1.0, 1.0, 5.0), folder, patient_id="P", seed_uid="rle", transfer_syntax="rle")
+    paths = write_dicom_series(
+        vol, (1.0, 1.0, 5.0), folder, patient_id="P", seed_uid="rle", transfer_syntax="rle"
+    )
     ds = pydicom.dcmread(paths[4])
     fragment = bytearray(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=1).__next__())
     fragment[0:4] = (15).to_bytes(4, "little")  # 15 segments claimed, offsets all zero
@@ -298,13 +307,17 @@ def test_pixels_that_do_not_decode_name_the_scan_in_check_decode_and_at_caching(
     manifest = pd.DataFrame({"scan_id": ["rle1"], "patient_id": ["p1"], "image": [str(folder)]})
     _, quarantine, _ = check_scans.check_manifest(manifest, [], decode=True, progress=False)
     assert quarantine["reason"].tolist() == ["decode_failed"]
-    _assert_message(quarantine["message"][0], str(folder), "scan rle1: the pixel data cannot be read", "--decode")
+    _assert_message(
+        quarantine["message"][0], str(folder), "scan rle1: the pixel data cannot be read", "--decode"
+    )
 
     # the DataModule's cached sets: the same failure at the first epoch's caching, as one ScanError
     from monai.data import PersistentDataset
 
     pre = preprocessing(PreprocessConfig(spatial_size=(8, 8, 8)), ())
-    cached = CheckedScans(PersistentDataset([{IMAGE: str(folder)}], pre, tmp_path / "cache"), ["rle1"], [str(folder)])
+    cached = CheckedScans(
+        PersistentDataset([{IMAGE: str(folder)}], pre, tmp_path / "cache"), ["rle1"], [str(folder)]
+    )
     with pytest.raises(ScanError) as err:
         cached[0]
     assert err.value.reason == "decode_failed" and err.value.__cause__ is None  # no MONAI chain attached
@@ -330,7 +343,9 @@ def _real_ct_series(folder: Path, numbers: list[int]) -> None:
         ds.ImagePositionPatient = [x, y, z + 5.0 * k]
         ds.SliceLocation = z + 5.0 * k
         ds.InstanceNumber = number
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=["693", str(k)])
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(
+            entropy_srcs=["693", str(k)]
+        )
         ds.PixelData = np.ascontiguousarray(np.roll(pixels, 9 * k, axis=1)).tobytes()
         ds.save_as(folder / f"slice{(k * 7) % len(numbers):02d}.dcm")  # file names in no order either
 
@@ -352,11 +367,18 @@ def test_a_real_ct_series_numbered_off_its_positions_loads_voxel_identical(tmp_p
     assert torch.equal(shuffled_img, ordered_img)
     np.testing.assert_allclose(np.asarray(shuffled_img.affine), np.asarray(ordered_img.affine))
     np.testing.assert_allclose(np.asarray(shuffled_img.affine), np.asarray(info.affine), atol=1e-4)
-    assert f"{tmp_path / 'shuffled'}: {info.moved_slices} of {n} slices are out of InstanceNumber order" in caplog.text
+    assert (
+        f"{tmp_path / 'shuffled'}: {info.moved_slices} of {n} slices are out of InstanceNumber order"
+        in caplog.text
+    )
 
     # and the check command keeps it, saying so
     manifest = pd.DataFrame(
-        {"scan_id": ["ordered", "shuffled"], "patient_id": ["p1", "p2"], "image": [str(tmp_path / "ordered"), str(tmp_path / "shuffled")]}
+        {
+            "scan_id": ["ordered", "shuffled"],
+            "patient_id": ["p1", "p2"],
+            "image": [str(tmp_path / "ordered"), str(tmp_path / "shuffled")],
+        }
     )
     checked, quarantine, _ = check_scans.check_manifest(manifest, [], progress=False)
     assert quarantine.empty and checked["reordered"].tolist() == [0, info.moved_slices]
@@ -415,7 +437,9 @@ def test_a_data_loader_worker_raises_the_message_not_its_traceback(tmp_path):
     folder = tmp_path / "rle"
     _rle_series_with_a_corrupt_slice(folder)
     pre = preprocessing(PreprocessConfig(spatial_size=(8, 8, 8)), ())
-    cached = CheckedScans(PersistentDataset([{IMAGE: str(folder)}], pre, tmp_path / "cache"), ["rle1"], [str(folder)])
+    cached = CheckedScans(
+        PersistentDataset([{IMAGE: str(folder)}], pre, tmp_path / "cache"), ["rle1"], [str(folder)]
+    )
     with pytest.raises(ScanError) as err:
         next(iter(DataLoader(cached, batch_size=1, num_workers=1, collate_fn=lambda batch: batch)))
     message = str(err.value)
@@ -426,8 +450,13 @@ def test_a_data_loader_worker_raises_the_message_not_its_traceback(tmp_path):
 def test_a_manifest_cell_is_empty_when_it_is_empty_not_when_it_reads_nan(tmp_path):
     """The text "nan" is an id (it was refused as an empty cell); a truly empty cell names its row."""
     path = tmp_path / "manifest.csv"
-    pd.DataFrame({"scan_id": ["nan", "s2"], "patient_id": ["None", "p2"], "image": ["a", "b"]}).to_csv(path, index=False)
-    assert read_scan_manifest(path)[["scan_id", "patient_id"]].values.tolist() == [["nan", "None"], ["s2", "p2"]]
+    pd.DataFrame({"scan_id": ["nan", "s2"], "patient_id": ["None", "p2"], "image": ["a", "b"]}).to_csv(
+        path, index=False
+    )
+    assert read_scan_manifest(path)[["scan_id", "patient_id"]].values.tolist() == [
+        ["nan", "None"],
+        ["s2", "p2"],
+    ]
     path.write_text("scan_id,patient_id,image\ns1,,a\n")
     with pytest.raises(ManifestError, match="row 1, column 'patient_id' is empty"):
         read_scan_manifest(path)

@@ -476,7 +476,9 @@ def test_check_pixel_data_complete_on_pydicoms_truncated_file(tmp_path):
     truncated = tmp_path / "MR_truncated.dcm"
     shutil.copy(get_testdata_file("MR_truncated.dcm"), truncated)
     series = read_series(tmp_path, [truncated])
-    _raises_at(tmp_path, check_pixel_data_complete, series, "truncated", "MR_truncated.dcm is truncated", "re-copy")
+    _raises_at(
+        tmp_path, check_pixel_data_complete, series, "truncated", "MR_truncated.dcm is truncated", "re-copy"
+    )
 
     ct = tmp_path / "ct"
     ct.mkdir()
@@ -496,7 +498,13 @@ def test_check_pixel_data_complete_names_a_file_without_pixels(tmp_path):
     del ds.PixelData  # e.g. a header-only copy, or a presentation state in the folder
     path = tmp_path / "IM0001.dcm"
     ds.save_as(path)
-    _raises_at(tmp_path, check_pixel_data_complete, read_series(tmp_path, [path]), "no_pixel_data", "IM0001.dcm has no Pixel Data")
+    _raises_at(
+        tmp_path,
+        check_pixel_data_complete,
+        read_series(tmp_path, [path]),
+        "no_pixel_data",
+        "IM0001.dcm has no Pixel Data",
+    )
 
 
 def test_check_single_frame_names_pydicom_datas_enhanced_ct(tmp_path):
@@ -505,7 +513,14 @@ def test_check_single_frame_names_pydicom_datas_enhanced_ct(tmp_path):
     path = tmp_path / "eCT_Supplemental.dcm"
     shutil.copy(get_file("eCT_Supplemental.dcm"), path)  # a real Enhanced CT file (pydicom-data), 2 frames
     series = read_series(tmp_path, [path])
-    _raises_at(tmp_path, check_single_frame, series, "multi_frame", "eCT_Supplemental.dcm is a multi-frame image (2 frames", "dcm2niix")
+    _raises_at(
+        tmp_path,
+        check_single_frame,
+        series,
+        "multi_frame",
+        "eCT_Supplemental.dcm is a multi-frame image (2 frames",
+        "dcm2niix",
+    )
     _passes(check_single_frame, _series())
 
 

@@ -148,15 +148,7 @@ def _nifti_on_slice(path: Path, ds: pydicom.Dataset) -> np.ndarray:
     """The NIfTI map's voxels at the pixel centres of one DICOM slice, by plain index lookup (the maps are
     on the scan's own grid, so every pixel centre must land on a voxel centre: asserted)."""
     image = nib.load(path)
-    iop = np.asarray(ds.ImageOrientationPatient, float)
-    d_row, d_col = (float(v) for v in ds.PixelSpacing)
-    r, c = np.meshgrid(np.arange(ds.Rows), np.arange(ds.Columns), indexing="ij")
-    lps = (
-        np.asarray(ds.ImagePositionPatient, float)
-        + c[..., None] * d_col * iop[:3]
-        + r[..., None] * d_row * iop[3:]
-    )
-    ijk = apply_affine(np.linalg.inv(image.affine), lps * [-1, -1, 1])  # NIfTI world is RAS
+    ijk = apply_affine(np.linalg.inv(image.affine), _ras_of_pixels(ds))  # NIfTI world is RAS
     index = np.rint(ijk).astype(int)
     np.testing.assert_allclose(ijk, index, atol=1e-3)
     data = np.asarray(image.dataobj)

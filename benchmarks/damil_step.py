@@ -19,35 +19,58 @@ import sys
 import time
 
 
-def one_config(size: list[int], steps: int, checkpointing: bool, device: str, bf16: bool = False) -> dict:
-    import numpy as np
+def build_module(device: str, checkpointing: bool = False, seed: int = 0):
+    """The default :class:`DaMILModule` (paper variant, default network) on ``device``, seeded, with
+    unit positive weights (the training split's rates are not known here)."""
     import torch
 
     from lightning_modules.crossdl.damil.module import DaMILModule
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     module = DaMILModule(network={"gradient_checkpointing": checkpointing}).to(device)
     module.criterion.pos_weight.copy_(torch.ones_like(module.criterion.pos_weight))
-    opt = torch.optim.Adam(module.parameters(), lr=5e-4)
-    n_r = module.n_regions
+    return module
+
+
+def synthetic_batch(n_regions: int, size: list[int], device: str, seed: int = 0) -> dict:
+    """One random scan (batch 1) with an atlas region map, region x type labels and scan labels."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
     batch = {
-        "image": torch.randn(1, 1, *size, device=device),
-        "region_mask": torch.randint(0, n_r + 1, (1, 1, *size), device=device),
-        "region_labels": (torch.rand(1, n_r, 4, device=device) > 0.9).float(),
-        "scan_labels": torch.ones(1, 4, device=device),
-        "unclear": torch.zeros(1, dtype=torch.bool, device=device),
+        "image": torch.randn(1, 1, *size, generator=gen),
+        "region_mask": torch.randint(0, n_regions + 1, (1, 1, *size), generator=gen),
+        "region_labels": (torch.rand(1, n_regions, 4, generator=gen) > 0.9).float(),
+        "scan_labels": torch.ones(1, 4),
+        "unclear": torch.zeros(1, dtype=torch.bool),
     }
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        opt.zero_grad()
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-            losses, _ = module._losses(batch)
-        losses["loss"].backward()
-        opt.step()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def full_step(module, opt, batch: dict, device: str, bf16: bool = False) -> float:
+    """One DaMIL training step as :meth:`DaMILModule.training_step` computes its loss (network, heads,
+    Dice, region and scan MIL), backward and the optimizer step; returns its wall time in seconds."""
+    import torch
+
+    start = time.perf_counter()
+    opt.zero_grad()
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+        losses, _ = module._losses(batch)
+    losses["loss"].backward()
+    opt.step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def one_config(size: list[int], steps: int, checkpointing: bool, device: str, bf16: bool = False) -> dict:
+    import numpy as np
+    import torch
+
+    module = build_module(device, checkpointing)
+    opt = torch.optim.Adam(module.parameters(), lr=5e-4)
+    batch = synthetic_batch(module.n_regions, size, device)
+    times = [full_step(module, opt, batch, device, bf16) for _ in range(steps)]
     peak = (
         torch.cuda.max_memory_allocated() / 2**30
         if device == "cuda"

@@ -42,6 +42,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import astuple
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,10 @@ from lightning_modules.common.label_manifest import label_thresholds
 from lightning_modules.common.report_model import ReportModel
 from reportsup.api.report_models import CLASSIFIER_TASKS, REPORT_MODELS, load_report_model, model_source
 from reportsup.contracts import label_folder
+from reportsup.engines import auto as engine_auto
+from reportsup.engines.cache import use_stable_inductor_cache
+from reportsup.engines.onnx_export import cached_onnx_model
+from reportsup.engines.onnxruntime_backend import OnnxRuntimeClassifier, onnxruntime_available
 
 
 def check_rows(chunk: pd.DataFrame, first_row: int, seen: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -92,14 +97,16 @@ def classifier_class(task: str | None) -> type | None:
 HALF_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def compiled_model(model: torch.nn.Module, precision: str) -> Callable:
+def compiled_model(model: torch.nn.Module, precision: str, cache_dir: str | Path | None = None) -> Callable:
     """``torch.compile`` (inductor, dynamic shapes: one compilation serves every batch shape) with
     weight freezing, so that oneDNN prepacks the linear layers' weights once instead of at every call;
     under bf16/fp16 the weights are cast once. Measured on BERT-base, bf16, 2 CPU cores: 1.26x the eager
     bf16-weight encoder (BENCHMARKS.md). Freezing is a process-wide inductor setting: reportsup-label owns its
-    process."""
+    process. Inductor's on-disk cache goes to the reportsup cache (``<cache>/inductor``, unless
+    ``TORCHINDUCTOR_CACHE_DIR`` is set), so a later run reuses the compiled kernels."""
     import torch._inductor.config as inductor_config
 
+    use_stable_inductor_cache(cache_dir)
     dtype = HALF_DTYPES.get(precision)
     if dtype is not None:
         model.to(dtype)
@@ -126,8 +133,28 @@ def token_budget_batches(lengths: Sequence[int], max_reports: int, max_tokens: i
     return batches
 
 
+def weights_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's weights (names, shapes, values): the export cache key of a model that did not
+    come from a checkpoint file (the API's labellers)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+#: --backend values: torch (eager, or --compile), onnxruntime (the exported, fused model; CPU), auto
+BACKENDS = ("auto", "torch", "onnxruntime")
+
+
 class ClassifierLabeller:
-    """A reportsup report classifier (ALARM, spine NLP; one sigmoid output per label) applied to reports."""
+    """A reportsup report classifier (ALARM, spine NLP; one sigmoid output per label) applied to reports.
+
+    ``backend="onnxruntime"`` runs the model exported to ONNX (made once and cached by ``checkpoint_sha256``
+    and the export settings in ``engine_cache``: :mod:`reportsup.engines.onnx_export`) on ONNX Runtime, fp32
+    or int8 (``quantize="int8"``); the tokenisation, batching, thresholds and columns are the same."""
 
     def __init__(
         self,
@@ -138,20 +165,41 @@ class ClassifierLabeller:
         quantize: str | None = None,
         compile: bool = False,
         batch_tokens: int | None = BATCH_TOKENS,
+        backend: str = "torch",
+        checkpoint_sha256: str | None = None,
+        engine_cache: str | Path | None = None,
     ) -> None:
         device = torch.device(device)
         if precision not in ("32", *HALF_DTYPES):
             raise ValueError(f"precision {precision!r}: choose 32, bf16 or fp16.")
+        if backend not in ("torch", "onnxruntime"):
+            raise ValueError(
+                f"backend {backend!r}: choose torch or onnxruntime (auto is resolved by label_archive)."
+            )
         self.model = model.to(device).eval()
         self.device, self.batch_size, self.precision = device, batch_size, precision
         self.batch_tokens = batch_tokens
         self.compile_seconds = 0.0
+        self.setup_seconds = 0.0  # ONNX export/optimisation/quantisation, or loading it from the cache
+        self.engine: dict[str, Any] = {}
         self.quantize = quantize
+        self.backend = backend
+        if backend == "onnxruntime":
+            if device.type != "cpu":
+                raise ValueError(
+                    "--backend onnxruntime runs on the CPU (ONNX Runtime's CPU execution provider); "
+                    "on a GPU use --backend torch."
+                )
+            if precision != "32" or compile:
+                raise ValueError(
+                    "--backend onnxruntime runs fp32, or int8 with --quantize int8; --precision bf16/fp16 and "
+                    "--compile are torch's: use --backend torch for them."
+                )
         if compile and quantize:
             raise ValueError("--compile and --quantize int8 do not combine; use --precision bf16 --compile.")
         if quantize not in (None, "int8"):
             raise ValueError(f"quantize {quantize!r}: the one quantisation is int8.")
-        if quantize == "int8":
+        if quantize == "int8" and backend == "torch":
             if device.type != "cpu":
                 raise ValueError(
                     "--quantize int8 is dynamic quantisation for CPUs; on a GPU use --precision bf16."
@@ -168,6 +216,20 @@ class ClassifierLabeller:
                 self.model, {torch.nn.Linear}, dtype=torch.qint8
             )
         self.forward: Callable = self.model
+        if backend == "onnxruntime":
+            if quantize not in (None, "int8"):
+                raise ValueError(f"quantize {quantize!r}: the one quantisation is int8.")
+            start = time.perf_counter()
+            sha = checkpoint_sha256 or weights_sha256(self.model)
+            export = cached_onnx_model(self.model, sha, quantize, engine_cache)
+            self.forward = OnnxRuntimeClassifier(export.path)
+            self.setup_seconds = time.perf_counter() - start
+            self.engine = {
+                "onnx_model": str(export.path),
+                "export_reused": export.reused,
+                "export_seconds": export.seconds,
+                "fused_operators": export.record.get("fused_operators"),
+            }
         self.labels = list(self.model.labels)
         self.threshold = float(self.model.threshold)
         # per label: the threshold chosen on validation (model.threshold=validation, issue 22 item 3)
@@ -183,7 +245,7 @@ class ClassifierLabeller:
             }
         )
         if compile:
-            self.forward = compiled_model(self.model, precision)
+            self.forward = compiled_model(self.model, precision, engine_cache)
             # Compile now, on a small batch (batch and length >= 2: dimensions of size 0/1 would be
             # specialised), so that the one-off cost is measured apart from the labelling.
             start = time.perf_counter()
@@ -271,6 +333,9 @@ def make_labeller(
     compile: bool = False,
     batch_tokens: int | None = BATCH_TOKENS,
     probabilities: bool = False,
+    backend: str = "torch",
+    checkpoint_sha256: str | None = None,
+    engine_cache: str | Path | None = None,
 ) -> ClassifierLabeller | DiscretizerLabeller:
     """The labeller of ``model``'s task (a report classifier or the discretizer)."""
     if model.TASK in CLASSIFIER_TASKS:
@@ -278,9 +343,25 @@ def make_labeller(
             raise ValueError(
                 "--probabilities is the discretizer's soft matrix; report classifiers always write <label>_prob."
             )
-        return ClassifierLabeller(model, batch_size, device, precision, quantize, compile, batch_tokens)
+        return ClassifierLabeller(
+            model,
+            batch_size,
+            device,
+            precision,
+            quantize,
+            compile,
+            batch_tokens,
+            backend=backend,
+            checkpoint_sha256=checkpoint_sha256,
+            engine_cache=engine_cache,
+        )
     if compile:
         raise ValueError("--compile is implemented for report classifiers (ALARM, spine NLP).")
+    if backend != "torch":
+        raise ValueError(
+            f"--backend {backend} is implemented for report classifiers (ALARM, spine NLP); the discretizer "
+            "runs on torch (--backend torch)."
+        )
     return DiscretizerLabeller(model, batch_size, device, precision, quantize, probabilities)
 
 
@@ -369,6 +450,118 @@ def first_chunk(input_path: Path, chunk_size: int, encoding: str) -> pd.DataFram
     return chunk
 
 
+def resolve_backend(
+    backend: str,
+    device: torch.device,
+    precision: str,
+    quantize: str | None,
+    compile: bool,
+    model: ReportModel,
+    checkpoint_sha256: str,
+    texts: Sequence[str],
+    out: Path,
+    batch_size: int,
+    batch_tokens: int | None,
+    engine_cache: str | Path | None = None,
+    calibration_reports: int = engine_auto.CALIBRATION_REPORTS,
+    recalibrate: bool = False,
+) -> tuple[str, str, str | None, bool, dict[str, Any] | None]:
+    """``(backend, precision, quantize, compile, choice)``: ``--backend auto`` resolved for this machine.
+
+    ``precision`` is the command's (``auto``, ``32``, ``bf16``, ``fp16``). On a GPU, for the discretizer, or
+    with torch-only options (``--precision bf16/fp16``, ``--compile``) the choice is torch. A folder that
+    already holds parts is resumed with the engine its manifest records. Otherwise the CPU's candidates
+    (:func:`reportsup.engines.auto.cpu_candidates`; ``--precision 32``: fp32 paths only, ``--quantize int8``:
+    int8 paths only) are calibrated on ``texts`` (reports spread over the first chunk) and the choice cached
+    (:func:`reportsup.engines.auto.auto_choice`). ``choice`` (None unless ``auto``) records why."""
+    resolved = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "32"
+    explicit = precision if precision != "auto" else None
+    precision = explicit or resolved
+    if backend != "auto":
+        return backend, precision, quantize, compile, None
+    base = {"requested": "auto"}
+
+    def torch_because(reason: str) -> tuple[str, str, str | None, bool, dict[str, Any]]:
+        name = engine_auto.Candidate("torch", precision, quantize, compile).name
+        return "torch", precision, quantize, compile, {**base, "name": name, "reason": reason}
+
+    if device.type != "cpu":
+        return torch_because(f"device {device}: torch (ONNX Runtime runs here on CPUs only)")
+    if model.TASK not in CLASSIFIER_TASKS:
+        return torch_because("the discretizer runs on torch")
+    if compile or explicit in HALF_DTYPES:
+        return torch_because("--precision bf16/fp16 or --compile asked for: torch's own options")
+    recorded = label_folder.read_manifest(out)
+    if recorded and label_folder.completed_parts(out):
+        # resuming: the folder's engine (and its precision and int8 where this run does not name its own;
+        # a setting this run names and the folder lacks is then refused, named, by check_settings)
+        chosen = engine_auto.Candidate(
+            recorded.get("backend", label_folder.IMPLIED_BEFORE_RECORDED["backend"]),
+            explicit or recorded.get("precision", precision),
+            quantize or recorded.get("quantize"),
+            bool(recorded.get("compile", False)),
+        )
+        reason = f"resuming {out}: the engine its manifest records"
+        return *astuple(chosen), {**base, "name": chosen.name, "reason": reason}
+    ort = onnxruntime_available()
+    note = None if ort else "onnxruntime is not installed: torch paths only"
+    if ort:
+        from reportsup.engines.onnx_export import ExportError, check_exportable
+
+        try:
+            check_exportable(model)
+        except ExportError as err:
+            ort, note = False, str(err)
+    candidates = engine_auto.cpu_candidates(
+        engine_auto.cpu_signature(), quantize, ort, exact_only=explicit == "32"
+    )
+    if len(candidates) == 1:
+        c = candidates[0]
+        return (
+            c.backend,
+            c.precision,
+            c.quantize,
+            c.compile,
+            {**base, "name": c.name, "reason": note or "the only candidate"},
+        )
+    reference = ClassifierLabeller(model, batch_size, device, "32", None, batch_tokens=batch_tokens)
+    thresholds = np.array([reference.thresholds[label] for label in reference.labels])
+
+    def build(c: engine_auto.Candidate) -> ClassifierLabeller:
+        # --compile casts the weights in place: its candidate gets a copy
+        return ClassifierLabeller(
+            copy.deepcopy(model) if c.compile else model,
+            batch_size,
+            device,
+            c.precision,
+            c.quantize,
+            c.compile,
+            batch_tokens,
+            backend=c.backend,
+            checkpoint_sha256=checkpoint_sha256,
+            engine_cache=engine_cache,
+        )
+
+    record = engine_auto.auto_choice(
+        candidates,
+        build,
+        engine_auto.calibration_texts(texts, calibration_reports),
+        thresholds,
+        {
+            "checkpoint_sha256": checkpoint_sha256,
+            "max_length": int(model.encoder.max_length),
+            "batch_size": batch_size,
+            "batch_tokens": batch_tokens,
+            "calibration_reports": calibration_reports,
+        },
+        engine_cache,
+        recalibrate,
+    )
+    c = record["chosen"]
+    choice = {**base, **record} | ({"note": note} if note else {})
+    return c["backend"], c["precision"], c["quantize"], bool(c["compile"]), choice
+
+
 def label_archive(
     checkpoint: str | Path,
     input_path: str | Path,
@@ -390,6 +583,10 @@ def label_archive(
     probabilities: bool = False,
     columns_map: dict[str, str] | None = None,
     tasks: Sequence[str] | None = None,
+    backend: str = "torch",
+    engine_cache: str | Path | None = None,
+    calibration_reports: int = engine_auto.CALIBRATION_REPORTS,
+    recalibrate: bool = False,
 ) -> dict[str, Any]:
     """Label ``input_path`` into the labelling folder ``out_dir`` (layout:
     :mod:`reportsup.contracts.label_folder`); returns counts and rates.
@@ -398,7 +595,9 @@ def label_archive(
     reports at fewer tokens than the encoder's maximum. ``probabilities``: the discretizer's soft matrix
     too. ``columns_map``: output columns renamed (``{"abnormal": "alarm_abnormal"}``; a name the labeller
     does not write is refused). ``tasks``: the model tasks accepted (``reportsup-discretize``: the
-    discretizer's only).
+    discretizer's only). ``backend``: ``torch``, ``onnxruntime`` (CPU; the export cached in
+    ``engine_cache``) or ``auto`` (:func:`resolve_backend`: measured on this CPU, cached; the command's
+    default); the resolved engine is an output-changing setting of the manifest.
 
     Truthful records (issue 21, item 6): the settings that change outputs are checked against the folder's
     manifest before anything is labelled (a difference is refused, named); the manifest is created only
@@ -413,6 +612,9 @@ def label_archive(
     if max_length is not None and max_length < 2:
         raise ValueError(f"--max-length {max_length}: at least 2 tokens ([CLS] and [SEP]).")
     dev = torch.device(device or default_device(shard))
+    if backend not in BACKENDS:
+        raise ValueError(f"--backend {backend!r}: choose one of {list(BACKENDS)}.")
+    requested_precision = precision
     if precision == "auto":
         precision = "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "32"
     sha = source.sha256
@@ -424,6 +626,7 @@ def label_archive(
         "input_bytes": input_path.stat().st_size,
         "chunk_size": chunk_size,
         "encoding": encoding,
+        "backend": backend,  # replaced by the engine --backend auto chooses
         "precision": precision,
         "quantize": quantize,
         "compile": compile,
@@ -440,14 +643,46 @@ def label_archive(
         model, _ = load_report_model(source.path, trust_checkpoint=trust_checkpoint, allowed=tuple(tasks))
     encoder_max = int(model.encoder.max_length)
     settings["max_length"] = min(max_length, encoder_max) if max_length else encoder_max
+    model.encoder.max_length = settings["max_length"]
+    choice = None
+    if backend == "auto":
+        start = time.perf_counter()
+        valid_head = check_rows(head, 0, set())[0]["text"].astype(str).tolist()
+        backend, precision, quantize, compile, choice = resolve_backend(
+            backend,
+            dev,
+            requested_precision,
+            quantize,
+            compile,
+            model,
+            sha,
+            valid_head,
+            out,
+            batch_size,
+            batch_tokens,
+            engine_cache,
+            calibration_reports,
+            recalibrate,
+        )
+        choice["resolve_seconds"] = time.perf_counter() - start
+        settings.update(backend=backend, precision=precision, quantize=quantize, compile=compile)
     # Before any labelling: a folder labelled with other settings is refused here, naming the differences.
     label_folder.check_settings(out, settings)
-    model.encoder.max_length = settings["max_length"]
-    fast = quantize or precision != "32"
+    fast = quantize or precision != "32" or backend != "torch"
     # the fp32 reference keeps its own copy: --compile casts the weights in place
     reference = copy.deepcopy(model) if fast and check_agreement else None
     labeller = make_labeller(
-        model, batch_size, dev, precision, quantize, compile, batch_tokens, probabilities
+        model,
+        batch_size,
+        dev,
+        precision,
+        quantize,
+        compile,
+        batch_tokens,
+        probabilities,
+        backend=backend,
+        checkpoint_sha256=sha,
+        engine_cache=engine_cache,
     )
     columns = list(labeller.label_chunk(check_rows(head, 0, set())[0].iloc[:0]).columns)
     label_folder.check_columns_map(columns_map, columns)
@@ -459,6 +694,10 @@ def label_archive(
         "batch_size": batch_size,
         "batch_tokens": batch_tokens,
     }
+    if choice is not None:
+        info["backend_choice"] = choice
+    if getattr(labeller, "engine", None):
+        info["engine"] = labeller.engine
     fp32 = (
         None
         if reference is None
@@ -500,6 +739,7 @@ def label_archive(
                 written = labelled[probs].to_numpy(dtype=np.float32)[:n]
                 info["fp32_agreement"] = {
                     "mode": quantize or precision,
+                    "backend": backend,
                     "part": index,
                     **agreement(
                         reference_probs, written, np.array([fp32.thresholds[lb] for lb in fp32.labels])
@@ -541,6 +781,12 @@ def label_archive(
     counts["seconds"] = time.perf_counter() - start
     counts["reports_per_second"] = counts["reports"] / max(counts["seconds"], 1e-9)
     counts["compile_seconds"] = getattr(labeller, "compile_seconds", 0.0)
+    counts["setup_seconds"] = getattr(labeller, "setup_seconds", 0.0)  # ONNX export or its cached copy
+    counts["backend"] = backend
+    if choice is not None:
+        counts["backend_choice"] = {
+            k: choice[k] for k in ("name", "reason", "cached", "resolve_seconds") if k in choice
+        }
     if "fp32_agreement" in info:
         counts["fp32_agreement"] = info["fp32_agreement"]
     label_folder.log_run(

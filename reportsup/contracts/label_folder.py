@@ -57,15 +57,16 @@ CHECKPOINT_KEY = b"reportsup_checkpoint_sha256"
 
 #: manifest keys whose values change the labels or the table's shape. A rerun into a folder must match
 #: every one of them: parts are skipped by chunk index (input, chunk size, encoding), and the labels of a
-#: part depend on the model (checkpoint, max length), the arithmetic (precision, int8, compile) and the
-#: columns written (probabilities, the column map). Batch sizes, device and shard count are not here: they
-#: change which reports share a batch, not the labels (beyond float rounding).
+#: part depend on the model (checkpoint, max length), the arithmetic (engine, precision, int8, compile) and
+#: the columns written (probabilities, the column map). Batch sizes, device and shard count are not here:
+#: they change which reports share a batch, not the labels (beyond float rounding).
 OUTPUT_SETTINGS = (
     "checkpoint_sha256",
     "input",
     "input_bytes",
     "chunk_size",
     "encoding",
+    "backend",
     "precision",
     "quantize",
     "compile",
@@ -73,6 +74,11 @@ OUTPUT_SETTINGS = (
     "probabilities",
     "columns_map",
 )
+
+
+#: settings added after the layout: the value a manifest written before them implies (every label before
+#: issue 23 came from torch), so that those folders still resume
+IMPLIED_BEFORE_RECORDED = {"backend": "torch"}
 
 
 class LabelFolderError(FileExistsError):
@@ -144,7 +150,7 @@ def settings_differences(recorded: Mapping[str, Any], now: Mapping[str, Any]) ->
     missing = object()
     out = []
     for key in OUTPUT_SETTINGS:
-        then, current = recorded.get(key, missing), now.get(key)
+        then, current = recorded.get(key, IMPLIED_BEFORE_RECORDED.get(key, missing)), now.get(key)
         if then is missing or then != current:
             shown = "not recorded" if then is missing else json.dumps(then)
             line = f"{key}: {shown} in the folder, {json.dumps(current)} now"

@@ -50,6 +50,20 @@ from reportsup.contracts.labels.crossdl import LabelSpace, report_matrices
 PASS_THROUGH = ("report_id", "patient_id", "scan_id", "image")
 
 
+def sentence_cutoffs(model: DiscretizerModule) -> np.ndarray:
+    """Per sentence label (regions, then types), the probability a sentence must reach to count
+    (``>=``): the paper's 0.5 (``model.threshold``), or the cut-off chosen on the validation sentences
+    where the checkpoint's manifest has one (``model.threshold=validation``, issue 22 item 3)."""
+    chosen = getattr(model, "label_thresholds", None) or {}
+    return np.array(
+        [
+            float(chosen[label]["cutoff"]) if label in chosen else float(model.threshold)
+            for label in model.labels
+        ],
+        dtype=np.float32,
+    )
+
+
 class Discretizer:
     """A trained discretizer applied to whole reports: Findings -> sentences -> r, t -> matrices.
 
@@ -78,6 +92,7 @@ class Discretizer:
         self.end_headers = splitting.get("end_headers") or list(DEFAULT_END_HEADERS)
         self.batch_size = batch_size
         self.dedupe = dedupe
+        self.cutoffs = sentence_cutoffs(self.model)
 
     def sentence_probabilities(self, sentences: Sequence[str]) -> np.ndarray:
         """(S, regions + types) probabilities. Radiologists reuse template sentences ("The midline
@@ -123,7 +138,7 @@ class Discretizer:
             else np.zeros((0, len(self.model.labels)), np.float32)
         )
         hard = report_matrices(
-            np.asarray(owner), probs[:, :n_r], probs[:, n_r:], len(chunk), threshold=self.model.threshold
+            np.asarray(owner), probs[:, :n_r], probs[:, n_r:], len(chunk), threshold=self.cutoffs
         )
         out = chunk[[c for c in PASS_THROUGH if c in chunk.columns]].reset_index(drop=True)
         out["status"], out["n_sentences"] = status, n_sentences

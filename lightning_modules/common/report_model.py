@@ -13,14 +13,12 @@ from torch import nn
 from torchmetrics.classification import BinaryAUROC
 
 from lightning_modules.common.checkpoints import load_checkpoint
+from lightning_modules.common.decision_thresholds import ValidationThresholds
 from lightning_modules.common.encoders import TextEncoder
 from lightning_modules.common.label_manifest import build_manifest, check_manifest, chosen_thresholds
-from reportsup.analysis.youden import RULES, choose_threshold
-
-VALIDATION = "validation"  # model.threshold=validation: per-label thresholds chosen on the validation set
 
 
-class LabelClassifier(pl.LightningModule):
+class LabelClassifier(ValidationThresholds, pl.LightningModule):
     """What reportsup's classifiers share, text or image: labels in output order, a partial optimizer and
     scheduler from config, a decision threshold, and the train/validation steps around the model's own
     :meth:`compute_loss` (logging ``train/loss`` and ``val/loss``, the checkpoint criterion).
@@ -46,24 +44,7 @@ class LabelClassifier(pl.LightningModule):
         self.labels = list(labels)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.choose_on_validation = str(threshold).strip().lower() == VALIDATION
-        if not self.choose_on_validation:
-            try:
-                threshold = float(threshold)
-            except ValueError:
-                raise ValueError(
-                    f"model.threshold={threshold!r}: give a number in [0, 1] (e.g. 0.5) or 'validation'."
-                ) from None
-        if threshold_rule not in RULES:
-            raise ValueError(f"model.threshold_rule={threshold_rule!r}: use one of {', '.join(RULES)}.")
-        if threshold_rule != "youden" and not 0 < float(threshold_target) <= 1:
-            raise ValueError(f"model.threshold_target={threshold_target!r}: give a rate in (0, 1], e.g. 0.9.")
-        self.threshold = 0.5 if self.choose_on_validation else float(threshold)
-        self.threshold_rule = threshold_rule
-        self.threshold_target = float(threshold_target)
-        #: ``{label: choose_threshold(...)}`` chosen on validation (empty with a fixed threshold)
-        self.label_thresholds: dict[str, dict[str, Any]] = {}
-        self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.threshold = self.init_decision_threshold(threshold, threshold_rule, threshold_target)
 
     # -- steps shared by the classifiers --------------------------------------------------------
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,28 +70,14 @@ class LabelClassifier(pl.LightningModule):
             "val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(batch["index"])
         )
         self.update_validation_metrics(batch, logits)
-        if self.choose_on_validation:
-            self._val_outputs.append((torch.sigmoid(logits.float()).detach(), batch["targets"].detach()))
+        self.keep_validation_outputs(torch.sigmoid(logits.float()), batch["targets"])
 
     def on_validation_epoch_start(self) -> None:
         self._val_outputs = []
 
     def on_validation_epoch_end(self) -> None:
-        """With ``threshold=validation``: each label's threshold chosen on this epoch's validation outputs
-        (not during the sanity check, whose few batches would decide nothing)."""
-        outputs, self._val_outputs = self._val_outputs, []
-        if not self.choose_on_validation or not outputs or self.trainer.sanity_checking:
-            return
-        probs = torch.cat([p for p, _ in outputs]).cpu()
-        targets = torch.cat([t for _, t in outputs]).cpu()
-        if self.trainer.world_size > 1:  # uneven shards: gather Python objects, not equal-size tensors
-            parts: list[Any] = [None] * self.trainer.world_size
-            torch.distributed.all_gather_object(parts, (probs, targets))
-            probs = torch.cat([p for p, _ in parts])
-            targets = torch.cat([t for _, t in parts])
-        self.label_thresholds = choose_label_thresholds(
-            self.labels, targets.numpy(), probs.numpy(), self.threshold_rule, self.threshold_target
-        )
+        """With ``threshold=validation``: each label's threshold chosen on this epoch's validation outputs."""
+        self.choose_validation_thresholds(self.labels)
 
     def update_validation_metrics(self, batch: dict[str, torch.Tensor], logits: torch.Tensor) -> None:
         """Hook for validation metrics beyond the loss (none by default)."""
@@ -123,28 +90,6 @@ class LabelClassifier(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer), "interval": "epoch"},
         }
-
-
-def choose_label_thresholds(
-    labels: Sequence[str], targets: Any, probs: Any, rule: str = "youden", target: float = 0.9
-) -> dict[str, dict[str, Any]]:
-    """``{label: choose_threshold(...)}`` on the known targets of each column; a label whose validation
-    targets hold one class only gets no threshold (it keeps 0.5) and a warning naming it."""
-    import numpy as np
-    from lightning.pytorch.utilities import rank_zero_warn
-
-    chosen: dict[str, dict[str, Any]] = {}
-    for j, label in enumerate(labels):
-        y, p = np.asarray(targets)[:, j], np.asarray(probs)[:, j]
-        known = ~np.isnan(y)
-        try:
-            chosen[label] = choose_threshold(y[known], p[known], rule, target)
-        except ValueError as err:
-            rank_zero_warn(
-                f"[reportsup] model.threshold=validation: no threshold for label '{label}' ({err}); it keeps "
-                "0.5. Give the validation split positives and negatives of it (data.split.stratify=true)."
-            )
-    return chosen
 
 
 class ReportModel(LabelClassifier):

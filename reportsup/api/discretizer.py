@@ -83,7 +83,14 @@ class SentenceDiscretizer:
 
     @property
     def threshold(self) -> float:
+        """The fixed threshold (the paper's 0.5); :attr:`cutoffs` are what is applied."""
         return float(self.model.threshold)
+
+    @property
+    def cutoffs(self) -> dict[str, float]:
+        """Per sentence label, the probability a sentence must reach (``>=``) to count in the matrix:
+        the cut-off chosen on validation (``model.threshold=validation``) where there is one."""
+        return dict(zip(self.labels, self._discretizer.cutoffs.tolist(), strict=True))
 
     def predict(
         self,

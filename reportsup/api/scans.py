@@ -42,7 +42,7 @@ from datamodules.crossdl.head_ct.transforms import (
     normalization,
     preprocessing,
 )
-from lightning_modules.common.label_manifest import build_manifest
+from lightning_modules.common.label_manifest import chosen_thresholds, label_thresholds
 from lightning_modules.crossdl.damil.module import DAMIL_TASK, DaMILModule, prediction_columns
 from lightning_modules.crossdl.damil.outputs import write_scan_outputs
 from reportsup.api.image_cards import USAGE, card_files
@@ -156,6 +156,7 @@ class ScanAnalyzer:
                 "version (the intensity statistics and preprocessing are saved by a run with a head-CT DataModule)."
             )
         module = _build_module(checkpoint["hyper_parameters"], checkpoint["state_dict"], where)
+        module.label_thresholds = chosen_thresholds(manifest)  # chosen on validation, if they were
         return cls(module, _preprocess_config(checkpoint["preprocessing"]), checkpoint["intensity_stats"])
 
     @classmethod
@@ -168,6 +169,7 @@ class ScanAnalyzer:
         if missing:
             raise ScanModelError(f"{where}/config.json: the {REPORTSUP_KEY!r} section lacks {missing}.")
         module = _build_module(config["hyper_parameters"], state, where)
+        module.label_thresholds = chosen_thresholds(config.get("label_manifest"))
         return cls(
             module,
             _preprocess_config(config["preprocessing"]),
@@ -178,7 +180,13 @@ class ScanAnalyzer:
     # ----------------------------------------------------------------------------- export
     def label_manifest(self) -> dict[str, Any]:
         """What the outputs mean, as every reportsup checkpoint records it."""
-        return build_manifest(DAMIL_TASK, prediction_columns(self.space), {}, self.module.hparams.threshold)
+        return self.module.label_manifest()
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """``{column: threshold}`` the ``scan__<type>_positive`` columns apply (``prob > threshold``): those
+        chosen on validation (``model.decision_threshold=validation``), else the fixed decision threshold."""
+        return label_thresholds(self.label_manifest())
 
     def config(self) -> dict[str, Any]:
         """The ``reportsup`` section of the exported ``config.json``: everything needed to rebuild the
@@ -300,7 +308,7 @@ class ScanAnalyzer:
                     Path(maps_dir),
                     top,
                 )
-        columns = ["scan_id", "patient_id", *prediction_columns(self.space)]
+        columns = ["scan_id", "patient_id", *prediction_columns(self.space), *self.decision_columns]
         return ScanPredictions(
             pd.DataFrame(records, columns=columns), pd.DataFrame(skipped, columns=SKIPPED_COLUMNS)
         )
@@ -313,9 +321,21 @@ class ScanAnalyzer:
         batch = {k: v[None].to(device) for k, v in item.items() if torch.is_tensor(v)}
         return {k: v.cpu() for k, v in self.module.predict_scan(batch).items()}
 
+    @property
+    def decision_columns(self) -> list[str]:
+        """``scan__<type>_positive``: 1 where the scan-level probability exceeds that column's threshold."""
+        return [f"scan__{t}_positive" for t in self.space.types]
+
     def _row(self, region_probs: np.ndarray, scan_probs: np.ndarray) -> dict[str, float]:
         space = self.space
         row = {f"scan__{t}": float(scan_probs[j]) for j, t in enumerate(space.types)}
+        thresholds = self.thresholds
+        row.update(
+            {
+                f"scan__{t}_positive": int(scan_probs[j] > thresholds[f"scan__{t}"])
+                for j, t in enumerate(space.types)
+            }
+        )
         row.update(
             {
                 f"{r}__{t}": float(region_probs[a, j])

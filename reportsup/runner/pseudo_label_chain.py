@@ -92,9 +92,39 @@ def compose_config(experiment: str, overrides: Sequence[str]) -> DictConfig:
     return cfg
 
 
-def draw_split(manifest_path: str | Path, split_cfg: Any, path: Path) -> Path:
+def scan_type_labels(manifest: pd.DataFrame, gold: pd.DataFrame, where: str) -> pd.DataFrame:
+    """Per manifest row, the gold scan-level types (``scan__<type>`` of ``data.labels_path``, joined on
+    ``report_id``): the strata of ``data.split.stratify=true``, as the head-CT DataModule stratifies by
+    the scan-level types. Every scan needs them; a missing one is an error naming it."""
+    types = [c for c in gold.columns if c.startswith("scan__") and not c.endswith("_prob")]
+    if not types or "report_id" not in gold.columns or "report_id" not in manifest.columns:
+        raise ChainError(
+            f"{where}: data.split.stratify=true stratifies the chain's split by the gold scan-level labels "
+            "(scan__<type> columns joined on report_id), and the manifest or labels table has none; set "
+            "data.split.stratify=false."
+        )
+    gold_rows = gold.assign(report_id=gold["report_id"].astype(str)).drop_duplicates("report_id")
+    joined = (
+        manifest[["scan_id"]]
+        .assign(report_id=manifest["report_id"].astype(str))
+        .merge(gold_rows[["report_id", *types]], on="report_id", how="left")
+    )
+    unknown = joined[types].isna().any(axis=1)
+    if unknown.any():
+        first = joined.loc[unknown, "scan_id"].astype(str).head(3).tolist()
+        raise ChainError(
+            f"{where}: data.split.stratify=true needs the gold scan-level labels of every scan; "
+            f"{int(unknown.sum())} scan(s) have none (e.g. {first}). Label them, or set data.split.stratify=false."
+        )
+    return joined[types].astype(float).rename(columns=lambda c: c.removeprefix("scan__"))
+
+
+def draw_split(
+    manifest_path: str | Path, split_cfg: Any, path: Path, gold: pd.DataFrame | None = None
+) -> Path:
     """The analyzer's train/val/test split of the manifest's scans (``data.split``: seeded draw by patient
-    or a split file), written once to ``path`` for every analyzer of the chain."""
+    or a split file; with ``stratify`` by the gold scan-level types of ``gold``), written once to ``path``
+    for every analyzer of the chain."""
     if path.exists():
         return path
     manifest = read_table_file(Path(manifest_path))
@@ -104,7 +134,10 @@ def draw_split(manifest_path: str | Path, split_cfg: Any, path: Path) -> Path:
     split = OmegaConf.to_container(split_cfg, resolve=True) if OmegaConf.is_config(split_cfg) else split_cfg
     protocol = SplitProtocol.from_config(split, holdout_order="split_first")
     rows = manifest.assign(id=manifest["scan_id"].astype(str))[["id", "patient_id"]]
-    table = protocol.assign(rows, source=str(manifest_path), what="scans").table()
+    labels = None
+    if protocol.stratify and not protocol.file:
+        labels = scan_type_labels(manifest, gold if gold is not None else pd.DataFrame(), str(manifest_path))
+    table = protocol.assign(rows, source=str(manifest_path), what="scans", labels=labels).table()
     write_text(path, table.to_csv(index=False))
     return path
 
@@ -238,7 +271,7 @@ def run_chain(
                 "with --reports (report_id, text)."
             )
         reports = gold_path
-    splits_path = draw_split(manifest_path, cfg.data.split, out_dir / SPLITS)
+    splits_path = draw_split(manifest_path, cfg.data.split, out_dir / SPLITS, gold)
     splits = pd.read_csv(splits_path, dtype=str, keep_default_na=False)
     manifest = read_table_file(Path(manifest_path))
     analyzer_run = _without(analyzer_overrides, CHAIN_KEYS)

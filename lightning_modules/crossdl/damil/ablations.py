@@ -72,6 +72,8 @@ class RegionClassifierNet(nn.Module):
 
 
 class DaMILClassifierModule(ScanModelSteps, pl.LightningModule):
+    TASK = "damil_ablation_classifier"
+
     def __init__(
         self,
         label_space: Mapping[str, Any] | None = None,
@@ -84,11 +86,17 @@ class DaMILClassifierModule(ScanModelSteps, pl.LightningModule):
         alpha: float = 0.1,
         eps: float = 1e-3,
         dice_threshold: float | str = 0.5,
+        decision_threshold: float | str = 0.5,
+        threshold_rule: str = "youden",
+        threshold_target: float = 0.9,
         **_ignored: Any,  # DaMIL-only options of a shared model config (variant, lambda_*, ...)
     ) -> None:
         super().__init__()
         check_dice_threshold(dice_threshold)
         self.save_hyperparameters()
+        self.decision_threshold = self.init_decision_threshold(
+            decision_threshold, threshold_rule, threshold_target, key="model.decision_threshold"
+        )
         self.space = LabelSpace.from_config(**(label_space or {}))
         self.n_regions, self.n_types = len(self.space.anatomical_regions), len(self.space.types)
         self.net = RegionClassifierNet(self.n_regions, self.n_types, attention, **dict(network or {}))
@@ -102,9 +110,10 @@ class DaMILClassifierModule(ScanModelSteps, pl.LightningModule):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.net(image)
 
-    def _losses(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    def _losses(self, batch: Mapping[str, Any], probs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         batch = plain_tensors(batch)
-        probs = torch.sigmoid(self(batch["image"]).float())
+        if probs is None:
+            probs = torch.sigmoid(self(batch["image"]).float())
         keep = 1.0 - batch["unclear"].float()
         region = (
             weighted_bce(probs[:, : self.n_regions], batch["region_labels"].float(), self.pos_weight) * keep
@@ -122,7 +131,9 @@ class DaMILClassifierModule(ScanModelSteps, pl.LightningModule):
         return losses["loss"]
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        self.log_losses("val", self._losses(batch), len(batch["image"]))
+        probs = torch.sigmoid(self(plain_tensors(batch)["image"]).float())
+        self.log_losses("val", self._losses(batch, probs), len(batch["image"]))
+        self.keep_scan_validation_outputs(batch, probs[:, : self.n_regions], probs[:, self.n_regions])
 
     def gradcam_maps(self, image: torch.Tensor) -> torch.Tensor:
         """(B, M, h, w, d) GradCAM of each type's scan-level logit on the last decoder stage, in [0, 1]."""

@@ -31,8 +31,15 @@ Issue 22 item 2: the scan-level types (``scan:<type>``) and CQ500 labels also ge
 PPV, NPV, the expected calibration error and the Brier score with their CIs, and PR and reliability
 figures (``plots/{pr,calibration}_scan_<type>.png``, every test set in one figure); the 68 region x type
 cells and their micro-averages keep the paper's metrics (:data:`~reportsup.analysis.metrics.PAPER_METRICS`):
-the additions would triple their bootstrap time. DaMIL has no ``model.threshold=validation`` (its
-validation set is scored for the Dice threshold, ``dice_threshold: validation``).
+the additions would triple their bootstrap time.
+
+Issue 22 item 3: with ``model.decision_threshold=validation`` (DaMIL's ``model.threshold`` is the
+paper's *t* of the top-k count) every output column has its threshold chosen on the validation scans
+(:class:`~lightning_modules.crossdl.damil.module.ScanModelSteps`); each test set's scan-level types are
+scored again at them as ``<set>@val_threshold`` (the thresholds in ``val_thresholds.json``). The cells'
+thresholds travel with the checkpoint for ``reportsup-damil-predict``; their metrics stay at 0.5 (the
+paper's micro-averages pool all cells at one threshold). The map threshold of the localisation Dice is
+a separate choice (``model.dice_threshold``).
 """
 
 from __future__ import annotations
@@ -49,8 +56,9 @@ from datamodules.crossdl.head_ct.cq500 import CQ500_LABELS, cq500_scores, cq500_
 from lightning_modules.common.evaluation import CollectingEvaluator
 from lightning_modules.crossdl.damil.dice_threshold import binned_auroc
 from reportsup.analysis.matrix_metrics import score_matrices, score_weighted_macro, weighted_macro_metrics
-from reportsup.analysis.metrics import PAPER_METRICS, mean_with_ci
+from reportsup.analysis.metrics import PAPER_METRICS, THRESHOLD_FREE, mean_with_ci
 from reportsup.analysis.prioritization import prioritization
+from reportsup.contracts.run_dir import VAL_THRESHOLD_SUFFIX
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +68,9 @@ class DaMILEvaluator(CollectingEvaluator):
         super().__init__(*args, **kwargs)
         # scan:<type> -> test set -> (y, p, metrics), filled by score_set for the PR / reliability figures
         self.scan_curves: dict[str, dict[str, tuple]] = {}
+        # model.decision_threshold=validation: the chosen thresholds, and the metrics at them per set
+        self.chosen: dict[str, dict[str, Any]] = {}
+        self.at_chosen: dict[str, dict[str, Any]] = {}
 
     def evaluate(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, gathered: dict[str, dict[str, np.ndarray]]
@@ -68,10 +79,14 @@ class DaMILEvaluator(CollectingEvaluator):
         hold-outs by their five haemorrhage labels (:meth:`score_cq500`)."""
         cq500 = getattr(trainer.datamodule, "cq500_sets", set())
         self.scan_curves = {}  # this test run's figures only
+        # model.decision_threshold=validation: the scan-level metrics again at the chosen thresholds
+        self.chosen = self.write_val_thresholds(pl_module)
+        self.at_chosen: dict[str, dict[str, Any]] = {}
         metrics = {
             name: (self.score_cq500 if name in cq500 else self.score_set)(trainer, pl_module, name, g)
             for name, g in gathered.items()
         }
+        metrics.update(self.at_chosen)
         for label, per_set in self.scan_curves.items():  # ROC stays in roc_damil_scan*.png
             self.plot_label_figures(trainer, label, per_set, roc=False)
         return metrics
@@ -180,6 +195,12 @@ class DaMILEvaluator(CollectingEvaluator):
         for j, t in enumerate(space.types):
             if 0 < scan_y[:, j].sum() < n:
                 out[f"scan:{t}"] = self.bootstrap(scan_y[:, j], scan_p[:, j], scans)
+                if (chosen := self.chosen.get(f"scan__{t}")) is not None:
+                    at = self.bootstrap(scan_y[:, j], scan_p[:, j], scans, chosen["threshold"])
+                    # the threshold-free metrics (AUROC, AP, ECE, Brier) are those at 0.5: not repeated
+                    at = {k: v for k, v in at.items() if k not in THRESHOLD_FREE}
+                    at["threshold"] = {"value": float(chosen["threshold"])}
+                    self.at_chosen.setdefault(f"{name}{VAL_THRESHOLD_SUFFIX}", {})[f"scan:{t}"] = at
                 self.scan_curves.setdefault(f"scan:{t}", {})[name] = (
                     scan_y[:, j].astype(int),
                     scan_p[:, j],

@@ -34,7 +34,12 @@ import numpy as np
 import torch
 
 from lightning_modules.common.checkpoints import load_checkpoint
-from lightning_modules.common.label_manifest import CheckpointManifestError, build_manifest
+from lightning_modules.common.decision_thresholds import ValidationThresholds
+from lightning_modules.common.label_manifest import (
+    CheckpointManifestError,
+    build_manifest,
+    chosen_thresholds,
+)
 from lightning_modules.common.monai_batches import plain_tensors
 from lightning_modules.crossdl.damil.dice_threshold import (
     FROM_VALIDATION,
@@ -65,6 +70,19 @@ def prediction_columns(space: LabelSpace) -> list[str]:
     ]
 
 
+def check_top_k_threshold(value: Any) -> None:
+    """``model.threshold`` is DaMIL's *t* of ``k = count(S_i * D_j > t)``: a number. ``validation`` there
+    is a mix-up with the other components' decision threshold, named with its key."""
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"model.threshold={value!r}: for DaMIL this is t of the top-k count k = count(S_i * D_j > t) "
+            "(paper: 'Dynamic multi-scale MIL'; released code 0.5), a number. Decision thresholds chosen on "
+            "the validation scans are model.decision_threshold=validation."
+        ) from None
+
+
 def test_outputs(
     batch: Mapping[str, Any], pred: Mapping[str, torch.Tensor], dice_thresholds: torch.Tensor
 ) -> dict:
@@ -87,9 +105,73 @@ def test_outputs(
     return out
 
 
-class ScanModelSteps:
-    """Logging, test step and the paper's optimizer shared by :class:`DaMILModule` and the ablation
-    classifiers (:mod:`lightning_modules.crossdl.damil.ablations`); the host defines ``predict_scan``."""
+def validation_targets(batch: Mapping[str, Any], n_regions: int, n_types: int) -> torch.Tensor:
+    """(B, columns) targets in :func:`prediction_columns` order: the scan labels, then the region x type
+    cells, unknown (NaN) for the cells of unclear scans (the evaluator leaves those cells out too)."""
+    b = len(batch["scan_labels"])
+    cells = batch["region_labels"].float().reshape(b, n_regions * n_types).clone()
+    cells[batch["unclear"].bool().reshape(b)] = float("nan")
+    return torch.cat([batch["scan_labels"].float().reshape(b, n_types), cells], 1)
+
+
+def prediction_vector(region_probs: torch.Tensor, scan_probs: torch.Tensor) -> torch.Tensor:
+    """(B, columns) probabilities in :func:`prediction_columns` order."""
+    b = len(scan_probs)
+    return torch.cat([scan_probs.float().reshape(b, -1), region_probs.float().reshape(b, -1)], 1)
+
+
+class ScanModelSteps(ValidationThresholds):
+    """Logging, test step, decision thresholds and the paper's optimizer shared by :class:`DaMILModule`
+    and the ablation classifiers (:mod:`lightning_modules.crossdl.damil.ablations`); the host defines
+    ``space`` (its label space) and ``predict_scan`` and calls :meth:`init_decision_threshold` with ``model.decision_threshold``.
+
+    Decision thresholds (issue 22 item 3): the papers binarise at 0.5. With
+    ``model.decision_threshold=validation`` each output column (``scan__<type>`` and every
+    ``<region>__<type>`` cell) gets its threshold chosen on the validation scans after every validation
+    epoch (:mod:`lightning_modules.common.decision_thresholds`); the checkpoint's label manifest
+    carries them, the test reports the scan-level metrics at them (``<set>@val_threshold``) and
+    ``reportsup-damil-predict`` / :class:`reportsup.api.ScanAnalyzer` apply them
+    (``scan__<type>_positive``). ``model.threshold`` is not this: it is the paper's *t* of the top-k
+    count ``k = count(S_i * D_j > t)``."""
+
+    #: the label manifest's task (the ablation classifiers have their own: the API loads DaMIL's only)
+    TASK = DAMIL_TASK
+    #: the fixed decision threshold (``model.decision_threshold``; 0.5 with ``validation``)
+    decision_threshold: float = 0.5
+
+    def label_manifest(self) -> dict[str, Any]:
+        """What the outputs mean, with the decision thresholds (chosen on validation, when they were)."""
+        return build_manifest(
+            self.TASK,
+            prediction_columns(self.space),
+            {},
+            self.decision_threshold,
+            thresholds=self.label_thresholds,
+        )
+
+    def keep_scan_validation_outputs(
+        self, batch: Mapping[str, Any], region_probs: torch.Tensor, scan_probs: torch.Tensor
+    ) -> None:
+        if self.choose_on_validation:
+            self.keep_validation_outputs(
+                prediction_vector(region_probs, scan_probs),
+                validation_targets(batch, self.n_regions, self.n_types),
+            )
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_outputs = []
+
+    def on_validation_epoch_end(self) -> None:
+        if self.choose_on_validation:
+            self.choose_validation_thresholds(prediction_columns(self.space))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # What the outputs mean (plain values: the checkpoint loads with torch.load(weights_only=True)).
+        checkpoint["label_manifest"] = self.label_manifest()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # the thresholds chosen on validation for these weights (testing reports the metrics at them)
+        self.label_thresholds = chosen_thresholds(checkpoint.get("label_manifest"))
 
     def log_losses(
         self, stage: str, losses: Mapping[str, torch.Tensor], n: int, sync_dist: bool = True
@@ -163,10 +245,17 @@ class DaMILModule(ScanModelSteps, pl.LightningModule):
         supervision: str = "region",
         single_region: str | None = None,
         dice_threshold: float | str = 0.5,
+        decision_threshold: float | str = 0.5,
+        threshold_rule: str = "youden",
+        threshold_target: float = 0.9,
     ) -> None:
         super().__init__()
         check_dice_threshold(dice_threshold)
+        check_top_k_threshold(threshold)
         self.save_hyperparameters()
+        self.decision_threshold = self.init_decision_threshold(
+            decision_threshold, threshold_rule, threshold_target, key="model.decision_threshold"
+        )
         given = {
             "alpha": alpha,
             "region_weight": region_weight,
@@ -245,6 +334,7 @@ class DaMILModule(ScanModelSteps, pl.LightningModule):
                 f"{checkpoint_path}: its hyper-parameters do not fit this version's DaMILModule ({err})."
             ) from None
         module.load_state_dict(checkpoint["state_dict"])
+        module.label_thresholds = chosen_thresholds(manifest)
         return module
 
     # ----------------------------------------------------------------- set-up from the training split
@@ -254,10 +344,7 @@ class DaMILModule(ScanModelSteps, pl.LightningModule):
             self.criterion.set_rates(dm.positive_rates, dm.scan_positive_rates)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # What the outputs mean (plain values: the checkpoint loads with torch.load(weights_only=True)).
-        checkpoint["label_manifest"] = build_manifest(
-            DAMIL_TASK, prediction_columns(self.space), {}, self.hparams.threshold
-        )
+        super().on_save_checkpoint(checkpoint)  # the label manifest
         # The z-scoring statistics of the training split travel with the weights (inference elsewhere).
         dm = getattr(self.trainer, "datamodule", None)
         stats = getattr(dm, "stats", None)
@@ -315,14 +402,20 @@ class DaMILModule(ScanModelSteps, pl.LightningModule):
         return losses["loss"]
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        losses, _ = self._losses(batch)
+        losses, outputs = self._losses(batch)
         self.log_losses("val", losses, len(batch["image"]))
+        if self.choose_on_validation:  # the same outputs, no second forward pass
+            pred = self.predictions(plain_tensors(batch), outputs)
+            self.keep_scan_validation_outputs(batch, pred["region_probs"], pred["scan_probs"])
 
     # ----------------------------------------------------------------- inference
     def predict_scan(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Final-scale region x type probabilities, scan probabilities and the final maps."""
         batch = plain_tensors(batch)
-        outputs = self(batch["image"])
+        return self.predictions(batch, self(batch["image"]))
+
+    def predictions(self, batch: Mapping[str, Any], outputs: list) -> dict[str, torch.Tensor]:
+        """:meth:`predict_scan` from the network's outputs of ``batch``."""
         override = None
         if self.hparams.mil_mode == "static" or self.hparams.inference_regions == "atlas":
             override = self.atlas_regions(batch, outputs)

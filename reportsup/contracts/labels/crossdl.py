@@ -126,18 +126,22 @@ def report_matrices(
     region_probs: np.ndarray,
     type_probs: np.ndarray,
     n_reports: int,
-    threshold: float | None = 0.5,
+    threshold: float | np.ndarray | None = 0.5,
 ) -> np.ndarray:
     """Merge sentence predictions into one abnormality matrix per report (paper: ``A = max_s r_s t_s^T``).
 
-    With ``threshold`` the sentence vectors are binarised first (the pseudo-label path); with
-    ``threshold=None`` the same max-merge of probabilities gives the soft matrix used for ROC analysis.
+    With ``threshold`` the sentence vectors are binarised first (the pseudo-label path: ``prob >=
+    threshold``; one number, or one per label, regions then types, as thresholds chosen on validation
+    are); with ``threshold=None`` the same max-merge of probabilities gives the soft matrix used for ROC
+    analysis.
     ``report_index[s]`` is the report (0..n_reports-1) of sentence s; a report without sentences gets zeros.
     """
     r = np.asarray(region_probs, dtype=np.float32)
     t = np.asarray(type_probs, dtype=np.float32)
     if threshold is not None:
-        r, t = (r >= threshold).astype(np.float32), (t >= threshold).astype(np.float32)
+        th = np.broadcast_to(np.asarray(threshold, dtype=np.float32), (r.shape[1] + t.shape[1],))
+        r = (r >= th[: r.shape[1]]).astype(np.float32)
+        t = (t >= th[r.shape[1] :]).astype(np.float32)
     out = np.zeros((n_reports, r.shape[1], t.shape[1]), dtype=np.float32)
     np.maximum.at(out, np.asarray(report_index, dtype=np.int64), r[:, :, None] * t[:, None, :])
     return out

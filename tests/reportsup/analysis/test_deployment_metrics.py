@@ -15,8 +15,8 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import average_precision_score, brier_score_loss, precision_score
 
 from lightning_modules.alarm.module import ALARMClassifier
+from lightning_modules.common.decision_thresholds import choose_label_thresholds
 from lightning_modules.common.label_manifest import build_manifest, chosen_thresholds, label_thresholds
-from lightning_modules.common.report_model import choose_label_thresholds
 from reportsup.analysis.metrics import ECE_BINS, METRICS, binary_metrics, patient_bootstrap_ci
 from reportsup.analysis.plots import plot_precision_recall, plot_reliability
 from reportsup.analysis.summary import metrics_table, summarize_runs, summary_markdown
@@ -147,7 +147,10 @@ def test_threshold_problems_are_named():
 def test_a_label_without_both_classes_keeps_05_and_is_named():
     targets = np.stack([Y, np.zeros(10)], 1).astype(float)
     probs = np.stack([S, S], 1)
-    with pytest.warns(UserWarning, match="no threshold for label 'mass'"):
+    with pytest.warns(
+        UserWarning,
+        match=r"no threshold for 1 label\(s\) whose validation cases are all of one class \('mass'\)",
+    ):
         chosen = choose_label_thresholds(["abnormal", "mass"], targets, probs)
     assert set(chosen) == {"abnormal"}
 

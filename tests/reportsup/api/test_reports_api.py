@@ -247,3 +247,35 @@ def test_the_api_labels_with_int8_when_asked_and_keeps_fp32_for_export(tiny_enco
     gap = np.abs(int8.predict_proba(texts) - fp32).max()
     assert 1e-5 < gap < 0.2
     assert not any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in int8.model.modules())
+
+
+def test_discretizer_applies_the_cutoffs_chosen_on_validation_and_exports_them(
+    tiny_discretizer_checkpoint, tmp_path
+):
+    """model.threshold=validation (issue 22): reportsup-discretize and the API binarise each sentence
+    label at its own cut-off from the checkpoint, not at one threshold; exported models keep them."""
+    from datamodules.synthetic.datasets.ct_reports import generate_ct_tables
+
+    reports = generate_ct_tables(20, seed=7)["ct_reports"][["report_id", "text"]]
+    discretizer = SentenceDiscretizer.from_pretrained(tiny_discretizer_checkpoint)
+    assert set(discretizer.cutoffs.values()) == {0.5}  # no choice: the paper's 0.5 everywhere
+    model = discretizer.model
+
+    def chosen(cut: float) -> dict:
+        return {"cutoff": cut, "threshold": cut, "rule": "youden"}
+
+    found = discretizer.predict(reports)["status"] == "ok"
+    assert found.any()
+    cells = discretizer._discretizer.space.matrix_columns()
+    # every type's cut-off above 1: no sentence has a type, so no cell and no scan label is positive
+    model.label_thresholds = {t: chosen(1.5) for t in discretizer.types}
+    never = SentenceDiscretizer(model, discretizer.source)
+    assert never.cutoffs[discretizer.types[0]] == 1.5 and never.cutoffs[discretizer.regions[0]] == 0.5
+    table = never.predict(reports)
+    assert (table.loc[found, cells].to_numpy() == 0).all()
+    # every cut-off at 0: every sentence is every region and type, so every cell of a report is 1
+    model.label_thresholds = {label: chosen(0.0) for label in discretizer.labels}
+    always = SentenceDiscretizer(model, discretizer.source)
+    assert (always.predict(reports).loc[found, cells].to_numpy() == 1).all()
+    again = SentenceDiscretizer.from_pretrained(always.save_pretrained(tmp_path / "exported"))
+    assert again.cutoffs == always.cutoffs

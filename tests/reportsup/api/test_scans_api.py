@@ -98,8 +98,16 @@ def test_run_folder_predictions_equal_the_modules_own_on_the_test_batches(damil_
     analyzer = ScanAnalyzer.from_pretrained(run)  # the run folder resolves to checkpoints/best-*.ckpt
     manifest = _test_manifest(ct_dir, dm)
     table = analyzer.predict(manifest)
-    assert list(table.columns) == ["scan_id", "patient_id", *prediction_columns(analyzer.space)]
-    assert len(table.columns) == 2 + 4 + 17 * 4 and len(table) == len(manifest) > 0
+    assert list(table.columns) == [
+        "scan_id",
+        "patient_id",
+        *prediction_columns(analyzer.space),
+        *analyzer.decision_columns,
+    ]
+    assert len(table.columns) == 2 + 4 + 17 * 4 + 4 and len(table) == len(manifest) > 0
+    for t in analyzer.space.types:  # decisions at the fixed threshold (this run chose none)
+        assert analyzer.thresholds[f"scan__{t}"] == 0.5
+        assert (table[f"scan__{t}_positive"] == (table[f"scan__{t}"] > 0.5)).all()
     expected = _expected(run, dm)
     got = table.set_index("scan_id")[expected.columns].loc[expected.index]
     np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=1e-4, atol=1e-5)
@@ -245,3 +253,22 @@ def test_prediction_skips_each_damaged_scan_with_its_message_and_predicts_the_re
         assert " Fix: " in message and "Traceback" not in message, message
         for word in words:
             assert word in message, f"{word!r} not in {message}"
+
+
+def test_thresholds_chosen_on_validation_travel_with_the_export_and_decide_the_positives(
+    damil_run, ct_dir, tmp_path
+):
+    run, dm = damil_run
+    analyzer = ScanAnalyzer.from_pretrained(run)
+    t = analyzer.space.types[0]
+    manifest = _test_manifest(ct_dir, dm).head(3)
+    probs = analyzer.predict(manifest)[f"scan__{t}"]
+    cut = float(np.median(probs))  # as if model.decision_threshold=validation had chosen it
+    analyzer.module.label_thresholds = {f"scan__{t}": {"threshold": cut, "rule": "youden"}}
+    again = ScanAnalyzer.from_pretrained(analyzer.save_pretrained(tmp_path / "export"))
+    assert (
+        again.thresholds[f"scan__{t}"] == cut and again.thresholds[f"scan__{analyzer.space.types[1]}"] == 0.5
+    )
+    table = again.predict(manifest)
+    assert (table[f"scan__{t}_positive"] == (table[f"scan__{t}"] > cut)).all()
+    assert table[f"scan__{t}_positive"].sum() == (probs > cut).sum()

@@ -168,6 +168,31 @@ def test_training_labels_refuse_what_cannot_be_joined(tmp_path):
     assert out[CELLS[0]].to_dict() == {"r": 1.0, "s": 0.0}
 
 
+def test_the_chain_split_is_stratified_by_the_gold_scan_types_and_refuses_scans_without_them(tmp_path):
+    """data.split.stratify=true in the chain (issue 22 item 1): every split keeps positives of a rare type."""
+    n = 120
+    manifest = pd.DataFrame(
+        {
+            "scan_id": [f"s{i}" for i in range(n)],
+            "patient_id": [f"p{i}" for i in range(n)],
+            "report_id": [f"r{i}" for i in range(n)],
+        }
+    )
+    manifest.to_csv(tmp_path / "manifest.csv", index=False)
+    rare = [1 if i % 10 == 0 else 0 for i in range(n)]  # 12 positive patients
+    gold = pd.DataFrame({"report_id": manifest["report_id"], "scan__hyper": rare, "scan__hypo": [0] * n})
+    split = {"seed": 3, "fractions": [0.8, 0.1, 0.1], "stratify": True}
+    path = chain.draw_split(tmp_path / "manifest.csv", split, tmp_path / "splits.csv", gold)
+    drawn = pd.read_csv(path).merge(manifest, left_on="id", right_on="scan_id")
+    positives = drawn.assign(rare=drawn["report_id"].map(dict(zip(gold["report_id"], rare, strict=True))))
+    per_split = positives.groupby("split")["rare"].sum()
+    assert (per_split[["train", "val", "test"]] >= 1).all(), per_split.to_dict()
+    with pytest.raises(chain.ChainError, match=r"1 scan\(s\) have none \(e.g. \['s5'\]\)"):
+        chain.draw_split(tmp_path / "manifest.csv", split, tmp_path / "other.csv", gold.drop(index=5))
+    with pytest.raises(chain.ChainError, match="scan__<type> columns joined on report_id"):
+        chain.draw_split(tmp_path / "manifest.csv", split, tmp_path / "other.csv", gold[["report_id"]])
+
+
 def test_cli_needs_reports_with_text(tmp_path, fakes):
     pd.read_csv(tmp_path / "reports.csv").drop(columns="text").to_csv(tmp_path / "gold.csv", index=False)
     with pytest.raises(SystemExit, match="no 'text' column to discretize.*--reports"):

@@ -15,6 +15,7 @@ from lightning_modules.crossdl.damil.dice_threshold import (
     dice_per_threshold,
 )
 from lightning_modules.crossdl.damil.module import ScanModelSteps, localisation_dice
+from reportsup.contracts.labels.crossdl import LabelSpace
 
 N_TYPES = 2
 
@@ -87,6 +88,7 @@ class _MapIsTheImage(ScanModelSteps, pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.n_types = N_TYPES
+        self.space = LabelSpace.from_config()  # what the checkpoint's label manifest names
         self.scale = torch.nn.Parameter(torch.tensor(scale))
         self.test_dice: list[torch.Tensor] = []
 

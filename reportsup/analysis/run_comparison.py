@@ -26,10 +26,10 @@ import numpy as np
 import pandas as pd
 
 from reportsup.analysis.delong import compare_aucs
-from reportsup.analysis.run_report import REPORT_HTML
 from reportsup.analysis.summary import summarize_runs
 from reportsup.contracts.run_dir import (
     METRICS_JSON,
+    REPORT_HTML,
     predictions_csv,
     read_config,
     read_metrics,

@@ -42,6 +42,8 @@ from reportsup.contracts.run_dir import (
     OVERLAYS,
     PLOTS,
     PROVENANCE_JSON,
+    REPORT_ATTENTION_JSON,
+    REPORT_HTML,
     SPLITS_CSV,
     VAL_THRESHOLD_SUFFIX,
     predictions_csv,
@@ -51,11 +53,6 @@ from reportsup.contracts.run_dir import (
     read_overrides,
     write_text,
 )
-
-# Not yet in reportsup.contracts.run_dir (owned by another part of issue 22): the one place for file
-# names; move these two there when it is next edited.
-REPORT_HTML = "report.html"
-REPORT_ATTENTION_JSON = "report_attention.json"  # {set: {label: [{id, text, words: [[start, end, w]]}]}}
 
 N_ERRORS = 10  # issue 22 item 5: "the ten most confident errors"
 N_OVERLAYS = 6  # DaMIL: "a few overlay images" per test set

@@ -58,6 +58,8 @@ METRICS_JSON = "metrics.json"
 PREDICTIONS_PREFIX = "predictions_"
 YOUDEN_CUTOFFS = "youden_cutoffs.json"
 VAL_THRESHOLDS = "val_thresholds.json"  # model.threshold=validation (issue 22 item 3)
+REPORT_HTML = "report.html"  # one page per run (issue 22 item 5, reportsup.analysis.run_report)
+REPORT_ATTENTION_JSON = "report_attention.json"  # {set: {label: [{id, text, words: [[start, end, w]]}]}}
 VAL_THRESHOLD_SUFFIX = "@val_threshold"  # metrics.json: <test set>@val_threshold, the metrics at them
 PLOTS = "plots"
 ROC_PLOT_PREFIX = "roc_"  # plots/roc_<label>.png

@@ -25,12 +25,12 @@ from datamodules.common.run_reports import run_test_reports
 from datamodules.common.tables import ReportTableError
 from reportsup.analysis.interpretability import word_weights
 from reportsup.analysis.run_report import (
-    REPORT_ATTENTION_JSON,
     confident_errors,
     decision_threshold,
     write_run_report,
 )
 from reportsup.contracts.run_dir import (
+    REPORT_ATTENTION_JSON,
     prediction_sets,
     read_config,
     read_metrics,

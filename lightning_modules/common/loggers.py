@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
 
 def wandb_credentials_available() -> bool:
@@ -74,6 +74,7 @@ def wandb_logger(
         **kwargs,
     )
     logger.log_run_artifacts = log_artifacts
+    logger.run_id_file = id_file
     return logger
 
 
@@ -198,17 +199,31 @@ class TrackerMLFlowLogger(MLFlowLogger):
     """MLflow with the flat config as parameters (``model.optimizer.lr``), values kept up to MLflow's
     6000 characters (Lightning cuts them at 250), and metric names mapped by :func:`tracker_key`."""
 
+    #: where the run's MLflow run id is kept (``<run dir>/mlflow_run_id.txt``), so that a resumed run
+    #: (``ckpt_path=...`` or a requeued SLURM job, same run folder) continues the same MLflow run
+    run_id_file: Path | None = None
+
     @rank_zero_only
     def log_hyperparams(self, params: Any) -> None:
         from mlflow.entities import Param
 
         params = dict(params) if isinstance(params, Mapping) else vars(params)
-        batch = [
-            Param(key=tracker_key(k), value=str(v)[:MLFLOW_PARAM_MAX])
-            for k, v in tracker_params(params).items()
-        ]
+        values = {tracker_key(k): str(v)[:MLFLOW_PARAM_MAX] for k, v in tracker_params(params).items()}
+        # MLflow parameters cannot change: a resumed run logs only the new ones and names the changed
+        earlier = self.experiment.get_run(self.run_id).data.params
+        changed = sorted(k for k, v in values.items() if k in earlier and earlier[k] != v)
+        if changed:
+            rank_zero_warn(
+                f"[reportsup] MLflow run {self.run_id} resumed with {len(changed)} changed setting(s) "
+                f"({', '.join(changed[:8])}); MLflow keeps the first values (config_resolved.yaml of the "
+                "run folder has the new ones)."
+            )
+        batch = [Param(key=k, value=v) for k, v in values.items() if k not in earlier]
         for i in range(0, len(batch), MLFLOW_BATCH):
             self.experiment.log_batch(run_id=self.run_id, params=batch[i : i + MLFLOW_BATCH])
+        if self.run_id_file is not None and not self.run_id_file.exists():
+            self.run_id_file.parent.mkdir(parents=True, exist_ok=True)
+            self.run_id_file.write_text(f"{self.run_id}\n")
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -259,6 +274,7 @@ def mlflow_logger(
     job_type: str | None = None,
     train: bool = True,
     log_artifacts: bool = True,
+    run_id_file: str | None = None,
     **kwargs: Any,
 ) -> TrackerMLFlowLogger:
     """An MLflow run in experiment ``experiment_name`` named ``run_name``, tagged ``group``, ``job_type``,
@@ -267,7 +283,9 @@ def mlflow_logger(
     ``tracking_uri``: ``file:<folder>`` (the default, ``<output_dir>/mlruns``: no server, readable with
     ``mlflow ui --backend-store-uri``), ``sqlite:///mlflow.db`` or a server's ``http(s)://`` address.
     ``log_artifacts``: after testing, :func:`reportsup.runner.trackers.log_run_artifacts` logs the best
-    checkpoint, ``metrics.json`` and the exported model to the run."""
+    checkpoint, ``metrics.json`` and the exported model to the run.
+    ``run_id_file``: where the run id is kept; when it exists (a resumed run in the same folder) the
+    logger continues that MLflow run instead of starting a new one."""
     if tracking_uri.startswith("file:") or ":" not in tracking_uri:
         # MLflow 3 keeps the file store but refuses it unless asked; a local folder is this logger's default
         # because it needs no server and no database (issue 22: hospitals without a cloud tracker)
@@ -290,6 +308,10 @@ def mlflow_logger(
         "tags": ",".join(all_tags),
     }
     rank_zero_info(f"[reportsup] MLflow: logging to {tracking_uri} (experiment {experiment_name!r}).")
+    id_file = Path(run_id_file) if run_id_file else None
+    if id_file is not None and id_file.is_file():
+        kwargs["run_id"] = id_file.read_text().strip()
+        rank_zero_info(f"[reportsup] MLflow: resuming run {kwargs['run_id']} ({id_file}).")
     logger = TrackerMLFlowLogger(
         experiment_name=experiment_name,
         run_name=run_name,
@@ -298,4 +320,5 @@ def mlflow_logger(
         **kwargs,
     )
     logger.log_run_artifacts = log_artifacts
+    logger.run_id_file = id_file
     return logger

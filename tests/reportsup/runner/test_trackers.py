@@ -251,3 +251,29 @@ def test_a_checkpoint_that_cannot_be_exported_is_logged_without_the_export_and_n
     top = {a.path for a in client.list_artifacts(logger.run_id)}
     assert top == {"checkpoints", "metrics.json"}
     assert log_run_artifacts([], run, ckpt) == []  # no tracker that keeps artifacts: nothing to do
+
+
+def test_a_resumed_run_continues_its_mlflow_run_and_names_changed_settings(tmp_path):
+    """A run resumed in its own folder (ckpt_path=..., a requeued SLURM job) logs into the same MLflow
+    run: one run in the store, the metric history continued, changed settings named, not an error."""
+    from mlflow.tracking import MlflowClient
+
+    from lightning_modules.common.loggers import mlflow_logger
+
+    store, id_file = f"file:{tmp_path / 'mlruns'}", tmp_path / "run" / "mlflow_run_id.txt"
+    first = mlflow_logger("exp", store, run_name="exp_seed0", seed=0, run_id_file=str(id_file))
+    first.log_hyperparams({"model": {"lr": 0.1}, "ckpt_path": None})
+    first.log_metrics({"val/loss": 1.0}, step=0)
+    first.finalize("success")
+    assert id_file.read_text().strip() == first.run_id
+    again = mlflow_logger("exp", store, run_name="exp_seed0", seed=0, run_id_file=str(id_file))
+    with pytest.warns(UserWarning, match=r"resumed with 1 changed setting\(s\) \(ckpt_path\)"):
+        again.log_hyperparams({"model": {"lr": 0.1}, "ckpt_path": "last.ckpt", "new_key": 3})
+    again.log_metrics({"val/loss": 0.5}, step=1)
+    again.finalize("success")
+    assert again.run_id == first.run_id
+    client = MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+    (experiment,) = [e for e in client.search_experiments() if e.name == "exp"]
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "val/loss")] == [1.0, 0.5]
+    assert run.data.params["ckpt_path"] == "None" and run.data.params["new_key"] == "3"

@@ -74,7 +74,6 @@ def wandb_logger(
         **kwargs,
     )
     logger.log_run_artifacts = log_artifacts
-    logger.run_id_file = id_file
     return logger
 
 

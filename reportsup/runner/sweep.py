@@ -142,13 +142,15 @@ def trial_config(cfg: DictConfig, values: Mapping[str, Any], number: int, folder
         trial_cfg.paths.run_dir = str(folder / sweep_trial_dir(number))
         trial_cfg.optimized_metric = cfg.sweep.metric
         trial_cfg.test = False  # sweeps choose on validation data only
-        if trial_cfg.get("logger") and trial_cfg.logger.get("wandb") is not None:
-            trial_cfg.logger.wandb.job_type = "sweep"
-            trial_cfg.logger.wandb.tags = [
-                *trial_cfg.logger.wandb.tags,
-                f"sweep_{cfg.sweep.study_name}",
-                f"trial_{number}",
-            ]
+        # every tracker that records a job type and tags (W&B, MLflow, TensorBoard) marks the trial
+        for tracker in ("wandb", "mlflow", "tensorboard"):
+            if trial_cfg.get("logger") and trial_cfg.logger.get(tracker) is not None:
+                trial_cfg.logger[tracker].job_type = "sweep"
+                trial_cfg.logger[tracker].tags = [
+                    *trial_cfg.logger[tracker].tags,
+                    f"sweep_{cfg.sweep.study_name}",
+                    f"trial_{number}",
+                ]
         del trial_cfg["sweep"]
     return trial_cfg
 

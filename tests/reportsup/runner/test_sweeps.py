@@ -149,12 +149,13 @@ def test_every_sweep_composes_with_its_experiment_and_is_validation_only(sweep):
     assert cfg.optimized_metric == cfg.sweep.metric or cfg.sweep.metric.startswith("val/")
 
 
-def test_sweep_trials_log_to_wandb_as_sweep_jobs_with_trial_tags(tmp_path):
+@pytest.mark.parametrize("tracker", ["wandb", "mlflow", "tensorboard"])
+def test_sweep_trials_log_as_sweep_jobs_with_trial_tags(tmp_path, tracker):
     seen = []
-    cfg = _cfg(tmp_path, "logger=wandb", "sweep.n_trials=1")
+    cfg = _cfg(tmp_path, f"logger={tracker}", "sweep.n_trials=1")
     run_sweep(cfg, run=lambda c, command_line, extra_callbacks: seen.append(c) or 0.5)
-    wandb_cfg = seen[0].logger.wandb
-    assert wandb_cfg.job_type == "sweep" and {"sweep_alarm_lr", "trial_0", "alarm"} <= set(wandb_cfg.tags)
+    tracker_cfg = seen[0].logger[tracker]
+    assert tracker_cfg.job_type == "sweep" and {"sweep_alarm_lr", "trial_0", "alarm"} <= set(tracker_cfg.tags)
 
 
 def test_wandb_report_is_built_without_a_server():

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from _device import header
 
 from datamodules.synthetic.datasets.mri_reports import generate_tables
 from lightning_modules.alarm.module import ALARMClassifier
@@ -96,6 +97,19 @@ def matmul_rate(dtype: torch.dtype, seconds: float = 2.0) -> float:
             a @ b
         best = max(best, 5 * 2 * a.shape[0] * a.shape[1] * b.shape[1] / (time.perf_counter() - start))
     return best
+
+
+def bert_base_classifier(texts: list[str], fit_table: pd.DataFrame) -> ALARMClassifier:
+    """The benchmark's model: ALARM on a BERT-base-sized encoder with a WordPiece tokenizer trained on
+    ``texts`` and the fit table, its head fitted on frozen token vectors of ``fit_table`` (eval mode).
+    Also the model of ``benchmarks/labelling_engines.py`` (issue 23)."""
+    torch.manual_seed(0)
+    encoder = tiny_bert_encoder([*fit_table["text"], *texts], vocab_size=30522, max_length=512, **BERT_BASE)
+    model = ALARMClassifier(encoder, ["abnormal"], optimizer=torch.optim.Adam).eval()
+    t0 = time.perf_counter()
+    fit_head(model, fit_table)
+    print(f"head fitted on frozen token vectors in {time.perf_counter() - t0:.0f} s")
+    return model.eval()
 
 
 def transformer_flops(lengths: np.ndarray, layers: int = 12, d: int = 768) -> float:
@@ -267,17 +281,10 @@ def main() -> None:
     if args.batching:
         batching(min(args.reports, 1000), args.median_words)
         return
+    print(header("cpu", "fp32, bf16 autocast, int8 (per path)"))
     table = long_reports(args.reports, args.median_words)
     fit_table = long_reports(128, args.median_words, seed=1)  # other reports: the head never sees the test
-    torch.manual_seed(0)
-    encoder = tiny_bert_encoder(
-        [*fit_table["text"], *table["text"]], vocab_size=30522, max_length=512, **BERT_BASE
-    )
-    model = ALARMClassifier(encoder, ["abnormal"], optimizer=torch.optim.Adam).eval()
-    t0 = time.perf_counter()
-    fit_head(model, fit_table)
-    model.eval()
-    print(f"head fitted on frozen token vectors in {time.perf_counter() - t0:.0f} s")
+    model = bert_base_classifier(table["text"].tolist(), fit_table)
 
     texts = table["text"].tolist()
     lengths = real_lengths(model, texts)

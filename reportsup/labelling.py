@@ -562,6 +562,23 @@ def resolve_backend(
     return c["backend"], c["precision"], c["quantize"], bool(c["compile"]), choice
 
 
+def auto_fallback(choice: dict[str, Any] | None, checked: dict[str, Any]) -> engine_auto.Candidate | None:
+    """The fastest fp32 path of ``--backend auto``'s calibration when its reduced-precision choice gave
+    fp32's labels on fewer than :data:`~reportsup.engines.auto.AGREEMENT_FLOOR` of the run's first
+    ``--check-agreement`` reports (the calibration checks a few dozen reports; this check, hundreds); else None."""
+    if (
+        not choice
+        or not choice.get("measurements")
+        or checked["label_agreement"] >= engine_auto.AGREEMENT_FLOOR
+    ):
+        return None
+    exact = [m for m in choice["measurements"] if m["exact"]]
+    if not exact or choice["name"] in {m["name"] for m in exact}:
+        return None
+    best = max(exact, key=lambda m: m["reports_per_second"])
+    return engine_auto.Candidate(best["backend"], best["precision"], best["quantize"], bool(best["compile"]))
+
+
 def label_archive(
     checkpoint: str | Path,
     input_path: str | Path,
@@ -734,17 +751,39 @@ def label_archive(
             if fp32 is not None and len(valid) and "fp32_agreement" not in info:
                 # the first reports this run labels, compared with fp32 as written (before the column map)
                 probs = [f"{label}_prob" for label in fp32.labels]
-                n = min(check_agreement, len(valid))
-                reference_probs = fp32.probabilities(valid["text"].astype(str).tolist()[:n])
-                written = labelled[probs].to_numpy(dtype=np.float32)[:n]
-                info["fp32_agreement"] = {
-                    "mode": quantize or precision,
-                    "backend": backend,
-                    "part": index,
-                    **agreement(
-                        reference_probs, written, np.array([fp32.thresholds[lb] for lb in fp32.labels])
-                    ),
-                }
+                m = min(check_agreement, len(valid))
+                reference_probs = fp32.probabilities(valid["text"].astype(str).tolist()[:m])
+                thresholds = np.array([fp32.thresholds[lb] for lb in fp32.labels])
+                where_checked = {"mode": quantize or precision, "backend": backend, "part": index}
+                written = labelled[probs].to_numpy(dtype=np.float32)[:m]
+                info["fp32_agreement"] = where_checked | agreement(reference_probs, written, thresholds)
+                fallback = auto_fallback(choice, info["fp32_agreement"])
+                if fallback is not None:
+                    # --backend auto's reduced-precision choice did not keep fp32's labels on this run's
+                    # first reports: the fastest fp32 path calibrated labels instead, from this chunk on
+                    assert reference is not None and choice is not None
+                    choice["fallback"] = {"from": choice["name"], "agreement": info["fp32_agreement"]}
+                    backend, precision, quantize, compile = astuple(fallback)
+                    settings.update(backend=backend, precision=precision, quantize=quantize, compile=compile)
+                    info.update(settings)
+                    labeller = make_labeller(
+                        copy.deepcopy(reference),
+                        batch_size,
+                        dev,
+                        precision,
+                        quantize,
+                        compile,
+                        batch_tokens,
+                        backend=backend,
+                        checkpoint_sha256=sha,
+                        engine_cache=engine_cache,
+                    )
+                    info["engine"] = getattr(labeller, "engine", {})
+                    engine_auto.record_fallback(choice, fallback)
+                    labelled = labeller.label_chunk(valid)
+                    where_checked = {"mode": quantize or precision, "backend": backend, "part": index}
+                    written = labelled[probs].to_numpy(dtype=np.float32)[:m]
+                    info["fp32_agreement"] = where_checked | agreement(reference_probs, written, thresholds)
             labelled = labelled.rename(columns=columns_map)
             table = pa.Table.from_pandas(labelled, preserve_index=False)
             table = table.replace_schema_metadata(

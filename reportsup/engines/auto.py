@@ -42,7 +42,7 @@ AGREEMENT_FLOOR = 0.995
 #: ... and be this many times as fast as the fastest fp32 path
 MIN_GAIN = 1.10
 CALIBRATION_FORMAT = 1
-CALIBRATION_REPORTS = 200
+CALIBRATION_REPORTS = 64
 #: CPU flags that decide which paths are worth trying (Linux /proc/cpuinfo names)
 RELEVANT_FLAGS = (
     "avx2",
@@ -181,7 +181,7 @@ def calibrate(
         start = time.perf_counter()
         labeller = build(candidate)
         setup = time.perf_counter() - start
-        labeller.probabilities(texts[:8])  # warm-up: allocator, kernel selection
+        labeller.probabilities(texts[:4])  # warm-up: allocator, kernel selection
         start = time.perf_counter()
         probs = labeller.probabilities(texts)
         seconds = time.perf_counter() - start
@@ -255,3 +255,21 @@ def auto_choice(
     tmp.write_text(json.dumps(record, indent=2, default=str))
     os.replace(tmp, path)
     return {**record, "cached": False, "cache_file": str(path)}
+
+
+def record_fallback(choice: dict[str, Any], fallback: Candidate) -> None:
+    """A run's own check overruled the cached choice (its labels disagreed with fp32 on more than the floor
+    allows): the cache now holds the fp32 path, so later runs do not try the reduced one first again."""
+    path = Path(choice.get("cache_file", ""))
+    if not path.is_file():
+        return
+    record = json.loads(path.read_text())
+    record["overruled"] = {"name": record["name"], "by": choice.get("fallback")}
+    record["chosen"] = asdict(fallback)
+    record["name"] = fallback.name
+    record["reason"] = (
+        f"{fallback.name}: the fastest fp32 path ({record['overruled']['name']} disagreed with fp32 in a run)"
+    )
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(record, indent=2, default=str))
+    os.replace(tmp, path)

@@ -269,3 +269,30 @@ def test_a_model_that_cannot_export_is_refused_naming_the_torch_backend(tiny_enc
         onnx_export.check_exportable(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="--compile are torch's: use --backend torch"):
         ClassifierLabeller(model, precision="bf16", backend="onnxruntime")
+
+
+def test_auto_falls_back_to_fp32_when_the_run_disagrees_and_remembers_it(
+    tiny_encoder, archive, tmp_path, engine_cache, monkeypatch
+):
+    """The calibration checks a few dozen reports; the run's own check (its first --check-agreement reports
+    against fp32) overrules a reduced-precision choice that misses the floor."""
+    ckpt = _checkpoint(tiny_encoder, tmp_path / "a.ckpt")
+    monkeypatch.setattr(auto, "choose", lambda measurements: ("torch int8", "forced by the test"))
+    monkeypatch.setattr(auto, "AGREEMENT_FLOOR", 1.01)  # no run can reach it: the fallback must happen
+    counts = label_archive(
+        ckpt, archive, tmp_path / "o", chunk_size=50, progress=False, backend="auto", calibration_reports=20
+    )
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    choice = manifest["backend_choice"]
+    assert choice["fallback"]["from"] == "torch int8" and choice["fallback"]["agreement"]["mode"] == "int8"
+    fastest_fp32 = max(
+        (m for m in choice["measurements"] if m["exact"]), key=lambda m: m["reports_per_second"]
+    )
+    assert manifest["backend"] == fastest_fp32["backend"] and manifest["quantize"] is None
+    assert manifest["fp32_agreement"]["backend"] == fastest_fp32["backend"]
+    assert counts["backend"] == fastest_fp32["backend"]
+    # every part was labelled by the fallback: the torch fp32 labels (ONNX Runtime fp32 within 1e-4)
+    label_archive(ckpt, archive, tmp_path / "fp32", chunk_size=50, progress=False)
+    assert np.abs(_probs(tmp_path / "o").to_numpy() - _probs(tmp_path / "fp32").to_numpy()).max() < 1e-4
+    cached = json.loads(next((engine_cache / "auto").iterdir()).read_text())
+    assert cached["name"] == fastest_fp32["name"] and cached["overruled"]["name"] == "torch int8"

@@ -59,11 +59,11 @@ import torch.nn.functional as F
 from monai.losses import DiceLoss
 
 from lightning_modules.crossdl.damil.pooling import (
-    instance_products,
     k_factor,
     multiscale_region_predictions,
     scan_predictions,
     topk_counts,
+    topk_products,
 )
 from lightning_modules.crossdl.damil.variants import resolve
 
@@ -135,9 +135,12 @@ def downsample_labels(region_map: torch.Tensor, size: Sequence[int]) -> torch.Te
 
 
 def region_one_hot(region_map: torch.Tensor, n_regions: int) -> torch.Tensor:
-    """(B, 1, ...) integer map (0 = none, i + 1 = region i) -> (B, N, ...) float one-hot without background."""
-    one_hot = F.one_hot(region_map[:, 0].clamp(0, n_regions), n_regions + 1)
-    return one_hot.movedim(-1, 1)[:, 1:].float()
+    """(B, 1, ...) integer map (0 = none, i + 1 = region i, above N counts as N) -> (B, N, ...) float
+    one-hot without background (channel i is ``map == i + 1``: the same values as ``F.one_hot`` minus
+    its background channel, without its (B, ..., N + 1) int64 tensor and the copy to channels first)."""
+    labels = region_map[:, :1].clamp(0, n_regions)
+    channels = torch.arange(1, n_regions + 1, device=region_map.device, dtype=labels.dtype)
+    return (labels == channels.view(1, -1, *([1] * (region_map.dim() - 2)))).float()
 
 
 def segmentation_targets(
@@ -205,16 +208,22 @@ def scan_mil_loss(preds: Sequence[torch.Tensor], labels: torch.Tensor) -> torch.
     return torch.stack([weighted_bce(p, labels) for p in preds]).mean(0)
 
 
+def topk_bce(
+    top: torch.Tensor, k: torch.Tensor, labels: torch.Tensor, pos_weight: torch.Tensor | float
+) -> torch.Tensor:
+    """(B, N, M) BCE of each of the first k_ij of the sorted values ``top`` (B, N, M, >= max k), averaged."""
+    keep = (torch.arange(top.shape[-1], device=top.device) < k.unsqueeze(-1)).to(top.dtype)
+    w = pos_weight.unsqueeze(-1) if torch.is_tensor(pos_weight) else pos_weight
+    per_voxel = bce(top, labels.unsqueeze(-1), w)
+    return (per_voxel * keep).sum(-1) / k.to(top.dtype)
+
+
 def topk_voxel_bce(
     products: torch.Tensor, k: torch.Tensor, labels: torch.Tensor, pos_weight: torch.Tensor | float
 ) -> torch.Tensor:
     """Released code: (B, N, M) BCE of each of the top-k voxels (k per bag), averaged over them."""
     k = k.clamp(1, products.shape[-1])
-    top = torch.topk(products, int(k.max()), dim=-1).values
-    keep = (torch.arange(top.shape[-1], device=top.device) < k.unsqueeze(-1)).to(top.dtype)
-    w = pos_weight.unsqueeze(-1) if torch.is_tensor(pos_weight) else pos_weight
-    per_voxel = bce(top, labels.unsqueeze(-1), w)
-    return (per_voxel * keep).sum(-1) / k.to(top.dtype)
+    return topk_bce(torch.topk(products, int(k.max()), dim=-1).values, k, labels, pos_weight)
 
 
 def released_region_mil_loss(
@@ -232,14 +241,16 @@ def released_region_mil_loss(
     N x M cells, then over the scales."""
     losses = []
     for level, (s, d) in enumerate(outputs):
-        products = instance_products(s, d)
+        n_vox = d[0, 0].numel()
         if level == 0:
-            k = torch.full(products.shape[:3], RELEASED_COARSE_K, dtype=torch.long, device=products.device)
+            k = torch.full((*s.shape[:2], d.shape[1]), RELEASED_COARSE_K, dtype=torch.long, device=d.device)
         else:
             s_prev, d_prev = outputs[level - 1]
             factor = k_factor(k_grid, k_scale, tuple(d.shape[2:]), tuple(d_prev.shape[2:]))
             k = topk_counts(s_prev, d_prev, threshold=threshold, k_scale=factor, k_min=k_min)
-        cells = topk_voxel_bce(products, k, labels, pos_weight) * occupied_regions(s, min_region_sum)
+        k = k.clamp(1, n_vox)
+        top = topk_products(s, d, int(k.max()))  # = topk(instance_products(s, d)), gathered
+        cells = topk_bce(top, k, labels, pos_weight) * occupied_regions(s, min_region_sum)
         losses.append(cells.flatten(1).mean(1))
     return torch.stack(losses).mean(0)
 

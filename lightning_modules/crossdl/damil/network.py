@@ -65,10 +65,22 @@ class DaMILHead(nn.Module):
             nn.init.constant_(self.abnormality.bias, float(torch.logit(torch.tensor(abnormality_prior))))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Both 1x1x1 convolutions as one matrix product over the voxels, (N + M) x C times C x V: the
+        # maps of ``self.regions(x)`` and ``self.abnormality(x)`` (up to float rounding: another
+        # summation order over the C channels), in one pass over x instead of two and without PyTorch's
+        # convolution path, whose backward for 1x1x1 kernels is ~2x slower on a CPU
+        # (benchmarks/damil_overhead.py). The two nn.Conv3d stay the parameters (same checkpoints).
+        weight = torch.cat([self.regions.weight, self.abnormality.weight]).flatten(1)
+        bias = torch.cat([self.regions.bias, self.abnormality.bias])
+        flat = x.flatten(2)  # (B, C, V)
+        out = torch.baddbmm(
+            bias.view(1, -1, 1).expand(len(x), -1, flat.shape[-1]), weight.expand(len(x), -1, -1), flat
+        ).unflatten(2, x.shape[2:])
+        n = self.regions.out_channels
         # Maps in fp32 whatever the autocast dtype: the MIL products, top-k counts against t and the
         # log-losses need the resolution near 0 and 1 that bf16 (8 mantissa bits) does not have.
-        s = torch.sigmoid(self.regions(x).float())
-        d = self.abnormality(x).float()
+        s = torch.sigmoid(out[:, :n].float())
+        d = out[:, n:].float()
         d = torch.sigmoid(d) if self.activation == "sigmoid" else torch.softmax(d, dim=1)[:, :-1]
         return s, d
 

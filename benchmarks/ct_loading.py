@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import torch
+from _device import header
 from monai.data import PersistentDataset
 
 from datamodules.crossdl.head_ct.dicom_series import write_dicom_series
@@ -42,6 +43,13 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
+    print(
+        header(
+            "cpu",
+            "int16 DICOM -> float32",
+            "data path only: runs on the CPU, no GPU memory used, also on a GPU machine",
+        )
+    )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         rng = random.Random(0)

@@ -34,18 +34,12 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from _device import cpu_line, header, pick_device
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"damil": "damil_multiscale", "cls": "damil_ablation_cls"}
 #: metrics.json keys of the test set -> table columns
 HYPER = ("intraparenchymal_hyperdensity", "extraparenchymal_hyperdensity")
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def run_one(model: str, n_train: int, seed: int, args: argparse.Namespace) -> Path:
@@ -122,16 +116,17 @@ def write_outputs(table: pd.DataFrame, args: argparse.Namespace) -> None:
     table.to_csv(args.out / "learning_curve.csv", index=False)
     cols = ["micro_auroc", *[f"scan_auroc:{t}" for t in HYPER], *[f"dice:{t}" for t in HYPER]]
     lines = [
-        f"CPU: {cpu_name()}; input {'x'.join(map(str, args.size))}; {args.epochs} epochs; "
+        f"{cpu_line()}; input {'x'.join(map(str, args.size))}; {args.epochs} epochs; "
         f"test set {int(table['n_test'].iloc[0])} phantoms",
         "",
-        "| model | train phantoms | seed | " + " | ".join(cols) + " | fit min | device |",
-        "|---" * (len(cols) + 5) + "|",
+        "| model | train phantoms | seed | " + " | ".join(cols) + " | fit min | device | peak GPU GiB |",
+        "|---" * (len(cols) + 6) + "|",
     ]
     for _, r in table.sort_values(["model", "n_train", "seed"]).iterrows():
         cells = " | ".join(fmt(r, c) for c in cols)
+        gpu = "-" if pd.isna(r["gpu_peak_gib"]) else f"{r['gpu_peak_gib']:.2f}"
         lines.append(
-            f"| {r['model']} | {r['n_train_used']} | {r['seed']} | {cells} | {r['fit_min']:.1f} | {r['device']} |"
+            f"| {r['model']} | {r['n_train_used']} | {r['seed']} | {cells} | {r['fit_min']:.1f} | {r['device']} | {gpu} |"
         )
     (args.out / "learning_curve.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -170,7 +165,14 @@ def main() -> None:
     parser.add_argument("override", nargs="*", help="extra train.py overrides for every run")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    print(f"CPU: {cpu_name()}", flush=True)
+    from reportsup.runner.setup import auto_precision
+
+    device = pick_device("auto")
+    print(
+        header(device, f"{auto_precision()} (trainer.precision ${{auto_precision:}} of every run)"),
+        flush=True,
+    )
+    print("each run's device and peak GPU memory: resources_used.json, in the table", flush=True)
     rows = []
     for n in sorted(args.sizes):
         for seed in args.seeds:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _device import header
 from scipy import ndimage
 
 
@@ -80,6 +81,13 @@ def main() -> None:
 
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="damil_diag_"))
     data = demo_data_config(data_dir, n_scans=args.n_scans, seed=0, register=False)
+    print(
+        header(
+            "cpu",
+            "float32 (the DataModule's preprocessing)",
+            "data path only: runs on the CPU, no GPU memory used, also on a GPU machine",
+        )
+    )
     print(f"phantoms: {data['manifest_path']}")
     for size_text in args.sizes:
         size = [int(s) for s in size_text.split(",")]

@@ -6,17 +6,18 @@ there is one).
 Each configuration runs in a fresh subprocess, so that the peak resident memory (CPU) or the peak
 allocated memory (CUDA) belongs to that configuration alone; the script prints both and their ratios.
 
-    .venv/bin/python benchmarks/damil_step.py [--size 160 160 80] [--steps 2]
+    .venv/bin/python benchmarks/damil_step.py [--size 160 160 80] [--steps 2] [--device cuda]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
+
+from _device import header, peak_gib, pick_device
 
 
 def build_module(device: str, checkpointing: bool = False, seed: int = 0):
@@ -71,18 +72,17 @@ def one_config(size: list[int], steps: int, checkpointing: bool, device: str, bf
     opt = torch.optim.Adam(module.parameters(), lr=5e-4)
     batch = synthetic_batch(module.n_regions, size, device)
     times = [full_step(module, opt, batch, device, bf16) for _ in range(steps)]
-    peak = (
-        torch.cuda.max_memory_allocated() / 2**30
-        if device == "cuda"
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB on Linux
-    )
-    return {"step_s": float(np.min(times[1:] if len(times) > 1 else times)), "peak_gib": peak}
+    # CUDA: torch.cuda.max_memory_allocated; CPU: the process's peak resident memory
+    return {"step_s": float(np.min(times[1:] if len(times) > 1 else times)), "peak_gib": peak_gib(device)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, nargs=3, default=[160, 160, 80])
     parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument(
+        "--device", default="all", help="all (the CPU, then the GPU if present), auto, cpu or cuda"
+    )
     parser.add_argument(
         "--child", nargs=3, metavar=("CHECKPOINTING", "DEVICE", "BF16"), help=argparse.SUPPRESS
     )
@@ -93,8 +93,16 @@ def main() -> None:
         return
     import torch
 
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    devices = (
+        ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        if args.device == "all"
+        else [pick_device(args.device)]
+    )
     for device in devices:
+        print(
+            header(device, "fp32, fp32 + gradient checkpointing, bf16 autocast (each in its own process)"),
+            flush=True,
+        )
         results = {}
         for ckpt, bf16 in (("0", "0"), ("1", "0"), ("0", "1")):
             out = subprocess.run(
@@ -116,7 +124,10 @@ def main() -> None:
             )
             results[ckpt + bf16] = json.loads(out.stdout.strip().splitlines()[-1])
         plain, ckpt, bf16 = results["00"], results["10"], results["01"]
-        print(f"{device}: one training step, input {tuple(args.size)}, batch 1, DaMIL default network")
+        memory = "peak GPU memory (max_memory_allocated)" if device == "cuda" else "peak = process peak RSS"
+        print(
+            f"{device}: one training step, input {tuple(args.size)}, batch 1, DaMIL default network; {memory}"
+        )
         print(f"  fp32 plain             : {plain['step_s']:7.2f} s/step, peak {plain['peak_gib']:.2f} GiB")
         print(f"  gradient checkpointing : {ckpt['step_s']:7.2f} s/step, peak {ckpt['peak_gib']:.2f} GiB")
         print(f"  bf16 autocast          : {bf16['step_s']:7.2f} s/step, peak {bf16['peak_gib']:.2f} GiB")

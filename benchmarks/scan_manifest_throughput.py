@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _device import header
 
 from datamodules.crossdl.head_ct.dicom_index import assign_images, index_dicom_tree
 from datamodules.crossdl.head_ct.dicom_series import write_dicom_series
@@ -47,6 +48,7 @@ def main() -> None:
         "--workers", type=int, nargs="+", default=[1], help="worker counts to time, e.g. 1 2 4"
     )
     args = parser.parse_args()
+    print(header("cpu", "DICOM headers (no pixel data)", "file system and pydicom only: no GPU used"))
     tmp = Path(tempfile.mkdtemp(prefix="scan_manifest_bench_"))
     try:
         start = time.perf_counter()

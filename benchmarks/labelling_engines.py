@@ -23,7 +23,8 @@ tokenise-once, sort by token count, at most 64 reports and 4,096 padded tokens p
   int8 by :func:`onnxruntime.quantization.quantize_dynamic` (reportsup's cached export, reused by the
   ``label-ort*`` rows);
 * ``ct2-*``: CTranslate2's ``Encoder`` (fp32, int8) on the BERT encoder, its hidden states pooled by the
-  model's attention pooling and MLP head in torch (CTranslate2 runs encoders, not this head);
+  model's attention pooling and MLP head in torch (CTranslate2 runs encoders, not this head), in their own
+  loop; ``label-ct2*``: the same engine as ``reportsup-label --backend ctranslate2``;
 * ``auto``: what ``reportsup-label``'s default ``--backend auto`` chooses here: its calibration (fresh
   cache) and choice; its labelling rate is the chosen row's.
 
@@ -75,6 +76,7 @@ from lightning_modules.alarm.module import ALARMClassifier
 from reportsup.api.report_models import file_sha256
 from reportsup.contracts.label_folder import read_label_folder
 from reportsup.engines.auto import cpu_signature
+from reportsup.engines.ctranslate2_backend import CTranslate2Classifier, cached_conversion
 from reportsup.engines.onnx_export import cached_onnx_model
 from reportsup.engines.onnxruntime_backend import OnnxRuntimeClassifier
 from reportsup.labelling import BATCH_TOKENS, label_archive, resolve_backend, token_budget_batches
@@ -91,6 +93,8 @@ LABEL_PATHS: dict[str, dict[str, Any]] = {
     "label-int8": {"backend": "torch", "precision": "32", "quantize": "int8"},
     "label-ort": {"backend": "onnxruntime", "precision": "32"},
     "label-ort-int8": {"backend": "onnxruntime", "precision": "32", "quantize": "int8"},
+    "label-ct2": {"backend": "ctranslate2", "precision": "32"},
+    "label-ct2-int8": {"backend": "ctranslate2", "precision": "32", "quantize": "int8"},
 }
 PATH_TITLES = {
     "naive": "naive HF loop (table order, pad 512, batch 16, fp32)",
@@ -101,6 +105,8 @@ PATH_TITLES = {
     "label-int8": "`reportsup-label --quantize int8` (PyTorch dynamic)",
     "label-ort": "`reportsup-label --backend onnxruntime` (fp32)",
     "label-ort-int8": "`reportsup-label --backend onnxruntime --quantize int8`",
+    "label-ct2": "`reportsup-label --backend ctranslate2` (fp32)",
+    "label-ct2-int8": "`reportsup-label --backend ctranslate2 --quantize int8`",
     "ort": "ONNX Runtime fp32, optimizer fusions (own loop)",
     "ort-int8": "ONNX Runtime int8, `quantize_dynamic` (own loop)",
     "ct2": "CTranslate2 encoder fp32 + torch head (own loop)",
@@ -133,44 +139,6 @@ def own_loop(
     for idx, batch in sorted_batches(model, texts):
         probs[idx] = torch.sigmoid(logits(batch).float())[:, 0].numpy()
     return probs
-
-
-def ctranslate2_encoder(model: ALARMClassifier, folder: Path, compute_type: str) -> tuple[Any, float, str]:
-    """The encoder converted to CTranslate2 (``folder``) and loaded with ``compute_type``; seconds; a note.
-
-    transformers 5's ``BertConfig`` no longer has ``position_embedding_type``, which CTranslate2 4.8's
-    converter asserts is ``"absolute"`` (BERT's only kind, which this encoder uses): it is set on the saved
-    config so the converter runs."""
-    import ctranslate2
-    from ctranslate2.converters import TransformersConverter
-
-    start = time.perf_counter()
-    converted = folder / "ct2"
-    note = ""
-    if not converted.exists():
-        hf = folder / "hf"
-        config = model.encoder.model.config
-        if not hasattr(config, "position_embedding_type"):
-            config.position_embedding_type = "absolute"
-            note = "converter needs config.position_embedding_type (gone in transformers 5): set to absolute"
-        model.encoder.model.save_pretrained(hf)
-        model.encoder.tokenizer.save_pretrained(hf)
-        TransformersConverter(str(hf)).convert(str(converted), quantization=None)
-    encoder = ctranslate2.Encoder(
-        str(converted), device="cpu", compute_type=compute_type, intra_threads=torch.get_num_threads()
-    )
-    return encoder, time.perf_counter() - start, note
-
-
-def ct2_logits(model: ALARMClassifier, encoder: Any) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
-    def logits(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        mask = batch["attention_mask"]
-        ids = [row[: int(m.sum())].tolist() for row, m in zip(batch["input_ids"], mask, strict=True)]
-        hidden = torch.from_numpy(np.array(encoder.forward_batch(ids).last_hidden_state))
-        pooled, _ = model.pooling(hidden, mask)
-        return model.classifier(pooled)
-
-    return logits
 
 
 def run_set(
@@ -230,7 +198,7 @@ def run_set(
         )
 
     for path in args.paths:
-        if device != "cpu" and (path.startswith(("ort", "ct2", "label-ort")) or "int8" in path):
+        if device != "cpu" and (path.startswith(("ort", "ct2", "label-ort", "label-ct2")) or "int8" in path):
             print(f"{path}: CPU only, skipped on {device}")
             continue
         measure_rates()
@@ -291,10 +259,12 @@ def run_set(
                 fused=fused,
             )
         elif path in ("ct2", "ct2-int8"):
+            quantize = "int8" if path == "ct2-int8" else None
             try:
-                encoder, seconds, note = ctranslate2_encoder(
-                    model, work / f"ct2_{name}", "int8" if path == "ct2-int8" else "float32"
-                )
+                start = time.perf_counter()
+                conversion = cached_conversion(model, sha, cache)
+                engine = CTranslate2Classifier(model, conversion.path, quantize)
+                seconds = time.perf_counter() - start
             except Exception as err:  # the converter cannot take the model: recorded, not fatal
                 print(f"{path}: CTranslate2 could not run this encoder: {type(err).__name__}: {err}")
                 results.append(
@@ -302,8 +272,13 @@ def run_set(
                 )
                 continue
             start = time.perf_counter()
-            probs = own_loop(model, texts, ct2_logits(model, encoder))
-            label = "conversion + load" if path == "ct2" else "load (int8 weights)"
+            probs = own_loop(model, texts, lambda b, e=engine: e(b["input_ids"], b["attention_mask"]))
+            label = "load (int8 weights)" if conversion.reused else "conversion + load"
+            note = (
+                "converter needs config.position_embedding_type (gone in transformers 5): set to absolute"
+                if conversion.record.get("position_embedding_type_set_for_the_converter")
+                else ""
+            )
             record(
                 path,
                 np.arange(n),
@@ -434,6 +409,8 @@ def startup(args: argparse.Namespace, work: Path, ckpt: Path, table: pd.DataFram
         "--backend torch (fp32)": ["--backend", "torch"],
         "--backend onnxruntime": ["--backend", "onnxruntime"],
         "--backend onnxruntime --quantize int8": ["--backend", "onnxruntime", "--quantize", "int8"],
+        "--backend ctranslate2": ["--backend", "ctranslate2"],
+        "--backend ctranslate2 --quantize int8": ["--backend", "ctranslate2", "--quantize", "int8"],
         "--backend torch --compile": ["--backend", "torch", "--compile"],
         "--backend torch --precision bf16 --compile": [
             "--backend",
@@ -443,6 +420,7 @@ def startup(args: argparse.Namespace, work: Path, ckpt: Path, table: pd.DataFram
             "--compile",
         ],
     }
+    configs = {k: v for k, v in configs.items() if not args.startup_paths or k in args.startup_paths}
     env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
     print(f"\n## time to first label: {args.startup_reports} reports, a new process per run")
     print("| path | run | process wall time | one-off in it | labelling loop | decided / note |")
@@ -503,6 +481,9 @@ def main() -> None:
     )
     parser.add_argument("--startup", action="store_true", help="time to first label instead of the table")
     parser.add_argument("--startup-reports", type=int, default=100)
+    parser.add_argument(
+        "--startup-paths", nargs="*", default=[], help="--startup: only these (e.g. '--backend ctranslate2')"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.device = pick_device(args.device)

@@ -59,6 +59,11 @@ from reportsup.api.report_models import CLASSIFIER_TASKS, REPORT_MODELS, load_re
 from reportsup.contracts import label_folder
 from reportsup.engines import auto as engine_auto
 from reportsup.engines.cache import use_stable_inductor_cache
+from reportsup.engines.ctranslate2_backend import (
+    CTranslate2Classifier,
+    cached_conversion,
+    ctranslate2_available,
+)
 from reportsup.engines.onnx_export import cached_onnx_model
 from reportsup.engines.onnxruntime_backend import OnnxRuntimeClassifier, onnxruntime_available
 
@@ -145,8 +150,11 @@ def weights_sha256(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-#: --backend values: torch (eager, or --compile), onnxruntime (the exported, fused model; CPU), auto
-BACKENDS = ("auto", "torch", "onnxruntime")
+#: --backend values: torch (eager, or --compile), onnxruntime (the exported, fused model; CPU), ctranslate2
+#: (its encoder, the head in torch; CPU), auto
+BACKENDS = ("auto", "torch", "onnxruntime", "ctranslate2")
+#: engines other than torch: CPU, fp32 or int8, the model converted once and cached
+CONVERTED_BACKENDS = ("onnxruntime", "ctranslate2")
 
 
 class ClassifierLabeller:
@@ -172,9 +180,9 @@ class ClassifierLabeller:
         device = torch.device(device)
         if precision not in ("32", *HALF_DTYPES):
             raise ValueError(f"precision {precision!r}: choose 32, bf16 or fp16.")
-        if backend not in ("torch", "onnxruntime"):
+        if backend not in ("torch", *CONVERTED_BACKENDS):
             raise ValueError(
-                f"backend {backend!r}: choose torch or onnxruntime (auto is resolved by label_archive)."
+                f"backend {backend!r}: choose torch, onnxruntime or ctranslate2 (auto is resolved by label_archive)."
             )
         self.model = model.to(device).eval()
         self.device, self.batch_size, self.precision = device, batch_size, precision
@@ -184,15 +192,12 @@ class ClassifierLabeller:
         self.engine: dict[str, Any] = {}
         self.quantize = quantize
         self.backend = backend
-        if backend == "onnxruntime":
+        if backend in CONVERTED_BACKENDS:
             if device.type != "cpu":
-                raise ValueError(
-                    "--backend onnxruntime runs on the CPU (ONNX Runtime's CPU execution provider); "
-                    "on a GPU use --backend torch."
-                )
+                raise ValueError(f"--backend {backend} runs on the CPU here; on a GPU use --backend torch.")
             if precision != "32" or compile:
                 raise ValueError(
-                    "--backend onnxruntime runs fp32, or int8 with --quantize int8; --precision bf16/fp16 and "
+                    f"--backend {backend} runs fp32, or int8 with --quantize int8; --precision bf16/fp16 and "
                     "--compile are torch's: use --backend torch for them."
                 )
         if compile and quantize:
@@ -229,6 +234,21 @@ class ClassifierLabeller:
                 "export_reused": export.reused,
                 "export_seconds": export.seconds,
                 "fused_operators": export.record.get("fused_operators"),
+            }
+        elif backend == "ctranslate2":
+            if quantize not in (None, "int8"):
+                raise ValueError(f"quantize {quantize!r}: the one quantisation is int8.")
+            start = time.perf_counter()
+            conversion = cached_conversion(
+                self.model, checkpoint_sha256 or weights_sha256(self.model), engine_cache
+            )
+            self.forward = CTranslate2Classifier(self.model, conversion.path, quantize)
+            self.setup_seconds = time.perf_counter() - start
+            self.engine = {
+                "ctranslate2_model": str(conversion.path),
+                "export_reused": conversion.reused,
+                "export_seconds": conversion.seconds,
+                "compute_type": "int8" if quantize else "float32",
             }
         self.labels = list(self.model.labels)
         self.threshold = float(self.model.threshold)
@@ -503,17 +523,18 @@ def resolve_backend(
         )
         reason = f"resuming {out}: the engine its manifest records"
         return *astuple(chosen), {**base, "name": chosen.name, "reason": reason}
-    ort = onnxruntime_available()
-    note = None if ort else "onnxruntime is not installed: torch paths only"
-    if ort:
+    ort, ct2 = onnxruntime_available(), ctranslate2_available()
+    missing = [name for name, ok in (("onnxruntime", ort), ("ctranslate2", ct2)) if not ok]
+    note = f"{' and '.join(missing)} not installed: not tried" if missing else None
+    if ort or ct2:
         from reportsup.engines.onnx_export import ExportError, check_exportable
 
         try:
             check_exportable(model)
         except ExportError as err:
-            ort, note = False, str(err)
+            ort, ct2, note = False, False, str(err)
     candidates = engine_auto.cpu_candidates(
-        engine_auto.cpu_signature(), quantize, ort, exact_only=explicit == "32"
+        engine_auto.cpu_signature(), quantize, ort, exact_only=explicit == "32", ctranslate2=ct2
     )
     if len(candidates) == 1:
         c = candidates[0]

@@ -71,7 +71,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         choices=BACKENDS,
         default="auto",
         help="auto (default): on a CPU, the fastest path measured here whose labels equal fp32's on >= 99.5 %% "
-        "of calibration reports (cached); torch; onnxruntime (CPU: the model exported to ONNX once, fused, cached)",
+        "of calibration reports (cached); torch; onnxruntime (CPU: the model exported to ONNX once, fused, "
+        "cached); ctranslate2 (CPU: its encoder, converted once and cached, the head in torch)",
     )
     parser.add_argument(
         "--engine-cache",

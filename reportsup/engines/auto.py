@@ -6,9 +6,10 @@ Machines differ: on a CPU with AMX, bf16 ``--compile`` was the fastest path (BEN
 2-core AMD EPYC without AMX, bf16 autocast was slower than fp32 and dynamic int8 about twice as fast. So
 the choice is measured, not read from one machine's table:
 
-* the candidates follow the CPU's features (:func:`cpu_candidates`): torch fp32 and ONNX Runtime fp32
-  always; torch bf16 autocast where the CPU has AVX512-BF16 or AMX; torch bf16 ``--compile`` where it has
-  AMX (elsewhere its ~30 s compilation buys too little to try); int8 (ONNX Runtime and torch dynamic) always;
+* the candidates follow the CPU's features (:func:`cpu_candidates`): torch, ONNX Runtime and CTranslate2
+  fp32 always (the engines that are installed); torch bf16 autocast where the CPU has AVX512-BF16 or AMX;
+  torch bf16 ``--compile`` where it has AMX (elsewhere its ~30 s compilation is not worth trying); int8
+  (ONNX Runtime, CTranslate2 and torch dynamic) always;
 * each runs the same calibration reports (default 200, spread over the first chunk) after a warm-up batch;
 * :func:`choose` takes the fastest fp32 path, unless a reduced-precision path (bf16, int8) is at least
   :data:`MIN_GAIN` times as fast **and** its labels equal torch fp32's on at least :data:`AGREEMENT_FLOOR`
@@ -100,24 +101,27 @@ class Candidate:
 
 
 def cpu_candidates(
-    signature: Mapping[str, Any], quantize: str | None, onnxruntime: bool, exact_only: bool = False
+    signature: Mapping[str, Any],
+    quantize: str | None,
+    onnxruntime: bool,
+    exact_only: bool = False,
+    ctranslate2: bool = False,
 ) -> list[Candidate]:
     """The paths worth calibrating on this CPU (torch fp32 first: the reference). ``quantize="int8"``: the
-    int8 paths only; ``exact_only`` (``--precision 32``): the fp32 paths only."""
+    int8 paths only; ``exact_only`` (``--precision 32``): the fp32 paths only. ``onnxruntime`` /
+    ``ctranslate2``: whether those engines are installed (and the model converts)."""
     flags = set(signature["flags"])
+    engines = [e for e, ok in (("onnxruntime", onnxruntime), ("ctranslate2", ctranslate2)) if ok]
     if quantize == "int8":
-        return [Candidate("torch", quantize="int8")] + (
-            [Candidate("onnxruntime", quantize="int8")] if onnxruntime else []
-        )
-    out = [Candidate("torch")] + ([Candidate("onnxruntime")] if onnxruntime else [])
+        return [Candidate("torch", quantize="int8")] + [Candidate(e, quantize="int8") for e in engines]
+    out = [Candidate("torch")] + [Candidate(e) for e in engines]
     if exact_only:
         return out
     if flags & {"avx512_bf16", "amx_bf16"}:
         out.append(Candidate("torch", "bf16"))
     if "amx_bf16" in flags:
         out.append(Candidate("torch", "bf16", compile=True))
-    if onnxruntime:
-        out.append(Candidate("onnxruntime", quantize="int8"))
+    out += [Candidate(e, quantize="int8") for e in engines]
     out.append(Candidate("torch", quantize="int8"))
     return out
 

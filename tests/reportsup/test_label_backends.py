@@ -162,7 +162,7 @@ def test_auto_calibrates_once_and_reuses_its_cached_choice(
     choice = first["backend_choice"]
     assert choice["requested"] == "auto" and choice["cached"] is False
     names = [m["name"] for m in choice["measurements"]]
-    assert names[:2] == ["torch fp32", "onnxruntime fp32"] and "onnxruntime int8" in names
+    assert names[:3] == ["torch fp32", "onnxruntime fp32", "ctranslate2 fp32"] and "ctranslate2 int8" in names
     assert all(m["reports"] == 30 for m in choice["measurements"])
     assert choice["measurements"][0]["label_agreement"] == 1.0  # the reference
     # the manifest records the engine chosen, not "auto": a rerun must match it
@@ -199,6 +199,7 @@ def test_auto_keeps_torch_for_its_own_options_and_int8_chooses_among_int8(tiny_e
     assert {m["name"] for m in manifest["backend_choice"]["measurements"]} == {
         "torch int8",
         "onnxruntime int8",
+        "ctranslate2 int8",
     }
 
 
@@ -228,6 +229,16 @@ def test_the_candidates_follow_the_cpu_features():
     assert names(["avx2"], ort=False) == ["torch fp32", "torch int8"]
     assert names(zen4, quantize="int8") == ["torch int8", "onnxruntime int8"]
     assert names(zen4, exact_only=True) == ["torch fp32", "onnxruntime fp32"]
+    every = [c.name for c in cpu_candidates({"flags": zen4}, None, True, ctranslate2=True)]
+    assert every == [
+        "torch fp32",
+        "onnxruntime fp32",
+        "ctranslate2 fp32",
+        "torch bf16",
+        "onnxruntime int8",
+        "ctranslate2 int8",
+        "torch int8",
+    ]
     assert Candidate("torch", "bf16", compile=True).name == "torch bf16 compile"
     signature = auto.cpu_signature()
     assert (
@@ -244,14 +255,15 @@ def test_missing_onnxruntime_is_named_with_the_install_command(tiny_encoder, arc
         SystemExit, match=r"needs onnxruntime: pip install onnxruntime==1\.32\.0.*--backend torch"
     ):
         main([str(ckpt), str(archive), str(tmp_path / "o"), "--backend", "onnxruntime", "--no-progress"])
-    # auto without onnxruntime: the torch paths only, and it says why
+    # auto without onnxruntime (nor ctranslate2): the torch paths only, and it says why
+    monkeypatch.setitem(sys.modules, "ctranslate2", None)
     counts = label_archive(
         ckpt, archive, tmp_path / "auto", progress=False, backend="auto", calibration_reports=20
     )
     manifest = json.loads((tmp_path / "auto" / "manifest.json").read_text())
-    assert (
-        counts["backend"] == "torch" and "onnxruntime is not installed" in manifest["backend_choice"]["note"]
-    )
+    note = manifest["backend_choice"]["note"]
+    assert counts["backend"] == "torch" and note == "onnxruntime and ctranslate2 not installed: not tried"
+    assert {m["backend"] for m in manifest["backend_choice"]["measurements"]} == {"torch"}
 
 
 def test_a_model_that_cannot_export_is_refused_naming_the_torch_backend(tiny_encoder, tmp_path, monkeypatch):
@@ -296,3 +308,34 @@ def test_auto_falls_back_to_fp32_when_the_run_disagrees_and_remembers_it(
     assert np.abs(_probs(tmp_path / "o").to_numpy() - _probs(tmp_path / "fp32").to_numpy()).max() < 1e-4
     cached = json.loads(next((engine_cache / "auto").iterdir()).read_text())
     assert cached["name"] == fastest_fp32["name"] and cached["overruled"]["name"] == "torch int8"
+
+
+def test_ctranslate2_gives_torch_fp32_probabilities_converts_once_and_int8_records_agreement(
+    tiny_encoder, archive, tmp_path, engine_cache
+):
+    ckpt = _checkpoint(tiny_encoder, tmp_path / "a.ckpt")
+    label_archive(ckpt, archive, tmp_path / "torch", chunk_size=50, progress=False)
+    label_archive(ckpt, archive, tmp_path / "ct2", chunk_size=50, progress=False, backend="ctranslate2")
+    assert np.abs(_probs(tmp_path / "ct2").to_numpy() - _probs(tmp_path / "torch").to_numpy()).max() < 1e-4
+    first = json.loads((tmp_path / "ct2" / "manifest.json").read_text())
+    assert first["backend"] == "ctranslate2" and first["fp32_agreement"]["label_agreement"] == 1.0
+    assert not first["engine"]["export_reused"]
+    label_archive(
+        ckpt, archive, tmp_path / "q", chunk_size=50, progress=False, backend="ctranslate2", quantize="int8"
+    )
+    second = json.loads((tmp_path / "q" / "manifest.json").read_text())
+    assert second["engine"]["export_reused"] and second["engine"]["compute_type"] == "int8"
+    assert second["fp32_agreement"]["mode"] == "int8"
+    assert 0.0 < second["fp32_agreement"]["max_abs_probability_difference"] < 0.2  # int8 did run
+    assert len(list((engine_cache / "ctranslate2").iterdir())) == 1  # one conversion serves both
+    with pytest.raises(FileExistsError, match='backend: "ctranslate2" in the folder, "onnxruntime" now'):
+        label_archive(ckpt, archive, tmp_path / "ct2", chunk_size=50, progress=False, backend="onnxruntime")
+
+
+def test_missing_ctranslate2_is_named_with_the_install_command(tiny_encoder, archive, tmp_path, monkeypatch):
+    ckpt = _checkpoint(tiny_encoder, tmp_path / "a.ckpt")
+    monkeypatch.setitem(sys.modules, "ctranslate2", None)
+    with pytest.raises(
+        SystemExit, match=r"needs ctranslate2: pip install ctranslate2==4\.8\.5.*--backend torch"
+    ):
+        main([str(ckpt), str(archive), str(tmp_path / "o"), "--backend", "ctranslate2", "--no-progress"])

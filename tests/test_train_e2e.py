@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from tests.conftest import ROOT, SPINE_TEST_SESSIONS, run_train, single_run_dir
+from tests.report_page_checks import check_report_model_page
 
 pytestmark = pytest.mark.slow
 FAST = ("callbacks.evaluator.n_bootstrap=50",)
@@ -103,6 +104,7 @@ def test_demo_training_reaches_auroc_09_and_fills_the_run_directory(tmp_path):
     assert str(run) in proc.stdout + proc.stderr and "report_label" in proc.stdout + proc.stderr
     assert json.loads((run / "provenance.json").read_text())["command_line"]
     assert json.loads((run / "resources_used.json").read_text())["wall_seconds"]["fit"] > 0
+    check_report_model_page(run)  # issue 22's done-when: the demo's report.html shows it all
     _readme_snippet_labels_three_reports(run, tmp_path)
     _export_gives_the_same_probabilities(run, tmp_path)
 

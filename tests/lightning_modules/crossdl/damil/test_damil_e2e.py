@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from tests.conftest import run_train
+from tests.report_page_checks import check_damil_page
 
 
 def _single_run(output_dir: Path) -> Path:
@@ -56,6 +57,7 @@ def test_damil_demo_trains_evaluates_and_writes_maps(tmp_path, demo_data_dir):
         assert maps.shape == (128, 128, 32, 4)  # the scan's own DICOM geometry, one map per type
         assert (run / "maps" / f"{scan_id}_regions.nii.gz").exists()
     assert len(list((run / "overlays").glob("*.png"))) == 3 * len(test_scans)
+    check_damil_page(run)  # issue 22's done-when: the demo's report.html shows it all
     ckpt = torch.load(
         next((run / "checkpoints").glob("best-epoch*.ckpt")), map_location="cpu", weights_only=False
     )
@@ -82,7 +84,7 @@ def test_damil_demo_trains_evaluates_and_writes_maps(tmp_path, demo_data_dir):
         text=True,
     )
     pred = pd.read_csv(out / "predictions.csv")
-    assert len(pred) == 2 and pred.shape[1] == 2 + 4 + 17 * 4
+    assert len(pred) == 2 and pred.shape[1] == 2 + 4 + 17 * 4 + 4  # + scan__<type>_positive
     assert ((pred.iloc[:, 2:] >= 0) & (pred.iloc[:, 2:] <= 1)).all().all()
     assert len(list((out / "maps").glob("*_abnormality.nii.gz"))) == 2
 

@@ -295,8 +295,9 @@ def run_set(
             # in those rows): the time here is the calibration's
             auto_cache = work / f"auto_cache_{name}"
             auto_cache.mkdir(exist_ok=True)
-            if (cache / "onnx").exists():
-                (auto_cache / "onnx").symlink_to(cache / "onnx", target_is_directory=True)
+            for engine in ("onnx", "ctranslate2"):
+                if (cache / engine).exists():
+                    (auto_cache / engine).symlink_to(cache / engine, target_is_directory=True)
             start = time.perf_counter()
             backend, precision, quantize, compile, choice = resolve_backend(
                 "auto",

@@ -152,7 +152,7 @@ def run_set(
 ) -> list[dict[str, Any]]:
     """Every path on one report set; one result row per path."""
     rng = np.random.default_rng(0)
-    n = min(args.sample, len(table))
+    n = min(args.short_sample if name == "short" and args.short_sample else args.sample, len(table))
     sample = np.sort(rng.choice(len(table), n, replace=False))
     rows = table.iloc[sample].reset_index(drop=True)
     texts = rows["text"].tolist()
@@ -470,6 +470,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reports", type=int, default=2000, help="reports per set (the issue-8 set: 2,000)")
     parser.add_argument("--sample", type=int, default=2000, help="of them, labelled by every path")
+    parser.add_argument("--short-sample", type=int, default=None, help="the short set's (default: --sample)")
     parser.add_argument("--naive-reports", type=int, default=128)
     parser.add_argument("--median-words", type=float, default=100)
     parser.add_argument("--short-median-words", type=float, default=SHORT_MEDIAN_WORDS)

@@ -38,6 +38,8 @@ def check_metrics_config_and_figures(run: Path) -> tuple[str, dict]:
     embedded = embedded_pngs(page)
     assert all(p.read_bytes() in embedded for p in pngs)
     assert (run / CONFIG_RESOLVED).read_text().splitlines()[0] in page
+    assert "Confusion matrices (" in page and "predicted 1" in page
+    assert "<h2>Data</h2>" in page
     return page, metrics
 
 

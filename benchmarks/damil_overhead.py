@@ -17,11 +17,12 @@ under ``torch.autocast(dtype=torch.bfloat16)`` as Lightning's ``bf16-mixed`` doe
 
 ``--profile`` also prints what the heads and losses add, part by part: each part's forward + backward
 timed on its own (on detached copies of the decoder features / maps, best of ``--profile-repeats``),
-the k that the step's dynamic top-k uses, the cost of the top-k pooling as a function of k, and the
-PyTorch profiler's operators whose self time grows from the bare step to the full one.
+the k that the step's dynamic top-k uses and the cost of the top-k pooling as a function of k;
+``--operators`` adds the PyTorch profiler's operators whose self time grows from the bare step to the
+full one; ``--rounds 0`` prints only the profile.
 
     .venv/bin/python benchmarks/damil_overhead.py                      # 160 x 160 x 80, fp32 and bf16
-    .venv/bin/python benchmarks/damil_overhead.py --size 32 32 16 --rounds 2 --profile
+    .venv/bin/python benchmarks/damil_overhead.py --size 32 32 16 --rounds 2 --profile --operators
     .venv/bin/python benchmarks/damil_overhead.py --device cuda        # on a GPU (CUDA time, peak memory)
 """
 
@@ -249,6 +250,9 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto (cuda if present), cpu or cuda")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: PyTorch's)")
     parser.add_argument("--profile", action="store_true", help="also the part-by-part profile")
+    parser.add_argument(
+        "--operators", action="store_true", help="with --profile: also the profiler's operator table"
+    )
     parser.add_argument("--profile-repeats", type=int, default=3)
     args = parser.parse_args()
     if args.threads:
@@ -265,7 +269,7 @@ def main() -> None:
         f"bare: {n_params[1] / 1e6:.2f} M; {args.rounds} alternating rounds after one warm-up step each"
     )
     rows = []
-    for dtype in args.dtype:
+    for dtype in args.dtype if args.rounds > 0 else []:  # --rounds 0: only the profile
         bf16 = dtype == "bf16"
         opt_full = torch.optim.Adam(module.parameters(), lr=5e-4)
         opt_bare = torch.optim.Adam(backbone.parameters(), lr=5e-4)
@@ -308,6 +312,8 @@ def main() -> None:
         print(
             f"  k of the fine-scale top-k in this step: max {int(k.max())}, mean {k.float().mean():.1f} (t = {module.criterion.threshold})"
         )
+        if not args.operators:
+            continue
         rows_op, total = operator_growth(module, backbone, batch, device, bf16, args.profile_repeats)
         print(
             f"  profiler self CPU time: full {total[0]:.0f} ms, bare {total[1]:.0f} ms; operators adding most:"

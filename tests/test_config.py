@@ -176,14 +176,19 @@ def test_2steps_without_the_1step_checkpoint_refuses_to_start_instead_of_trainin
     )
 
 
-def test_auto_precision_uses_cpu_bf16_only_where_asked_and_amx_exists(monkeypatch):
+def test_auto_precision_uses_cpu_bf16_only_where_asked_and_the_cpu_has_native_bf16(monkeypatch):
     import torch
 
     from reportsup.runner.setup import auto_precision
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    for amx, expected in ((True, "bf16-mixed"), (False, "32-true")):
+    for amx, avx512_bf16, expected in (
+        (True, True, "bf16-mixed"),  # Sapphire Rapids
+        (False, True, "bf16-mixed"),  # AMD Zen 4
+        (False, False, "32-true"),  # emulated bf16: slower
+    ):
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
         assert auto_precision() == "32-true"  # report models: fp32 on every CPU
         assert auto_precision("cpu_bf16") == expected
     with pytest.raises(ValueError, match="cpu_bf16"):

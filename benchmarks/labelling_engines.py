@@ -273,7 +273,8 @@ def run_set(
                 continue
             start = time.perf_counter()
             probs = own_loop(model, texts, lambda b, e=engine: e(b["input_ids"], b["attention_mask"]))
-            label = "load (int8 weights)" if conversion.reused else "conversion + load"
+            label = "cached conversion loaded" if conversion.reused else "conversion + load"
+            label += " (int8 weights)" if quantize else ""
             note = (
                 "converter needs config.position_embedding_type (gone in transformers 5): set to absolute"
                 if conversion.record.get("position_embedding_type_set_for_the_converter")

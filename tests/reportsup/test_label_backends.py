@@ -19,6 +19,7 @@ from reportsup.engines import auto, onnx_export
 from reportsup.engines.auto import Candidate, choose, cpu_candidates
 from reportsup.engines.onnx_export import ExportError, cached_onnx_model
 from reportsup.labelling import ClassifierLabeller, label_archive
+from tests.reportsup.test_labelling import _checkpoint  # one ALARM checkpoint for both files
 
 
 @pytest.fixture(autouse=True)
@@ -27,13 +28,6 @@ def engine_cache(tmp_path, monkeypatch):
     folder = tmp_path / "engine_cache"
     monkeypatch.setenv("REPORTSUP_CACHE_DIR", str(folder))
     return folder
-
-
-def _checkpoint(tiny_encoder, path, seed=0):
-    torch.manual_seed(seed)
-    model = ALARMClassifier(tiny_encoder, ["abnormal", "mass"], optimizer=torch.optim.Adam)
-    torch.save({"state_dict": model.state_dict(), "label_manifest": model.label_manifest()}, path)
-    return path
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ import torch
 
 from reportsup.engines.cache import cache_root, settings_key
 from reportsup.engines.onnx_export import ExportError, check_exportable
-from reportsup.engines.onnxruntime_backend import BackendUnavailableError
+from reportsup.engines.onnxruntime_backend import require_package
 
 CONVERT_FORMAT = 1
 INSTALL_HINT = (
@@ -37,11 +37,7 @@ COMPUTE_TYPES = {None: "float32", "int8": "int8"}
 
 def require_ctranslate2() -> ModuleType:
     """The ``ctranslate2`` module, or a :class:`BackendUnavailableError` naming the fix."""
-    try:
-        import ctranslate2
-    except ImportError as err:
-        raise BackendUnavailableError(f"--backend ctranslate2 needs ctranslate2: {INSTALL_HINT}.") from err
-    return ctranslate2
+    return require_package("ctranslate2", "ctranslate2", INSTALL_HINT)
 
 
 def ctranslate2_available() -> bool:

@@ -4,6 +4,7 @@ So the tokenisation, batching, thresholds, output columns and Parquet parts are 
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from types import ModuleType
 
@@ -20,13 +21,17 @@ class BackendUnavailableError(ImportError):
     """The engine's package is not installed; the message names the install command."""
 
 
+def require_package(name: str, backend: str, hint: str) -> ModuleType:
+    """The module ``name``, or a :class:`BackendUnavailableError` naming ``--backend`` and the fix."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as err:
+        raise BackendUnavailableError(f"--backend {backend} needs {name}: {hint}.") from err
+
+
 def require_onnxruntime() -> ModuleType:
     """The ``onnxruntime`` module, or a :class:`BackendUnavailableError` naming the fix."""
-    try:
-        import onnxruntime
-    except ImportError as err:
-        raise BackendUnavailableError(f"--backend onnxruntime needs onnxruntime: {INSTALL_HINT}.") from err
-    return onnxruntime
+    return require_package("onnxruntime", "onnxruntime", INSTALL_HINT)
 
 
 def onnxruntime_available() -> bool:
